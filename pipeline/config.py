@@ -1,0 +1,73 @@
+"""Settings, read from environment variables when asked for, never at import time.
+
+Every limit lives here with its unit last in the name; `Settings.check()` asserts how
+the limits relate, so a bad deployment fails at start rather than in the middle of a run.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+
+from pipeline.money import MINOR_UNITS
+
+
+def _split(text: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in text.split(",") if part.strip())
+
+
+_PARSERS = {frozenset: _split, int: int, float: float}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql+psycopg://wallet@127.0.0.1:54329/wallet"
+    redis_url: str = "redis://127.0.0.1:63799/0"
+    supported_currencies: frozenset[str] = frozenset({"SGD", "JPY", "USD"})
+    default_currency: str = "SGD"
+    #: Fee on transfers, in basis points of the amount, paid by the sender.
+    transfer_fee_bps: int = 0
+    #: System wallets per currency and name; spreading `bank`, `fees` and `bulk_funding`
+    #: over shards keeps concurrent movements from queueing behind one hot row.
+    system_wallet_shards: int = 8
+    #: Attempts at one database transaction that hit a deadlock or serialization failure.
+    transaction_attempts_max: int = 5
+    #: How long a request waits for a row lock or a concurrent request with its key.
+    lock_timeout_ms: int = 5_000
+    database_pool_size: int = 10
+    bulk_credit_max_bytes: int = 200 * 1024 * 1024
+    bulk_credit_max_rows: int = 2_000_000
+    bulk_credit_chunk_rows: int = 5_000
+    bulk_credit_max_amount: str = "1000000.00"
+    bulk_credit_fail_user_ids: frozenset[str] = field(default_factory=frozenset)
+    retry_max_attempts: int = 5
+    retry_base_delay_s: float = 30.0
+    reconcile_interval_s: int = 300
+    chunk_lease_s: int = 120
+    alert_webhook_url: str = ""
+    slow_query_ms: int = 500
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for spec in fields(cls):
+            raw = environ.get(spec.name.upper())
+            if raw is None:
+                continue
+            default = spec.default if spec.default_factory is MISSING else spec.default_factory()
+            values[spec.name] = _PARSERS.get(type(default), str)(raw)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        unknown = self.supported_currencies - MINOR_UNITS.keys()
+        assert not unknown, f"SUPPORTED_CURRENCIES has unknown codes: {sorted(unknown)}"
+        assert self.default_currency in self.supported_currencies, "DEFAULT_CURRENCY must be supported"
+        assert 0 <= self.transfer_fee_bps <= 10_000, "TRANSFER_FEE_BPS must be within 0..10000"
+        assert 1 <= self.system_wallet_shards <= 64
+        assert 1 <= self.transaction_attempts_max <= 20
+        assert 1 <= self.bulk_credit_chunk_rows <= 50_000, "BULK_CREDIT_CHUNK_ROWS must be within 1..50000"
+        assert self.bulk_credit_chunk_rows <= self.bulk_credit_max_rows <= 10_000_000
+        assert 1 <= self.retry_max_attempts <= 50
+        assert self.chunk_lease_s >= 10, "a chunk lease shorter than 10 s expires under normal load"
