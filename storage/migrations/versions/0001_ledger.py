@@ -81,7 +81,7 @@ CREATE TABLE idempotency_keys (
     key text NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
     request_sha256 text NOT NULL,
     status_code smallint NOT NULL,
-    response jsonb NOT NULL,
+    response json NOT NULL,  -- json, not jsonb: a replay returns the same bytes in the same order
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (api_key_id, key)
 );

@@ -1,0 +1,39 @@
+"""Command line: `flask --app api db upgrade`, `keys create`, and the operator's commands."""
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from pipeline.errors import Rejected
+from pipeline.users import create_api_key
+from storage.migrate import upgrade
+
+db = AppGroup("db", help="The database schema.")
+keys = AppGroup("keys", help="API keys.")
+
+
+def services():
+    return current_app.extensions["wallet"]
+
+
+@db.command("upgrade")
+def db_upgrade():
+    """Applies every migration not yet applied."""
+    upgrade(services().engine)
+    click.echo("database is up to date", err=True)
+
+
+@keys.command("create")
+@click.option("--scope", required=True, help="admin, operator or user:<uuid>")
+def keys_create(scope):
+    """Prints a new token once; only its hash is stored."""
+    try:
+        click.echo(create_api_key(services().uow(), scope))
+    except Rejected as refusal:
+        raise click.BadParameter(refusal.detail, param_hint="--scope")
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(db)
+    app.cli.add_command(keys)

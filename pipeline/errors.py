@@ -1,0 +1,75 @@
+"""The two kinds of failure.
+
+`Rejected` and its subclasses are expected answers (bad input, not enough money): the
+entry points turn them into 4xx responses or per-row outcomes. `TransientFault` is a
+passing fault of the infrastructure (deadlock, serialization failure, lost connection)
+that is worth trying again. Anything else is a bug.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class Rejected(Exception):
+    """An expected refusal. `code` is a stable snake_case identifier."""
+
+    code = "rejected"
+    status = 422
+
+    def __init__(self, detail: str, errors: list[FieldError] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class ValidationFailed(Rejected):
+    code = "validation_failed"
+
+
+class NotFound(Rejected):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(Rejected):
+    code = "conflict"
+    status = 409
+
+
+class InsufficientFunds(Rejected):
+    code = "insufficient_funds"
+
+
+class SameWallet(Rejected):
+    code = "same_wallet"
+
+
+class IdempotencyKeyReused(Rejected):
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInProgress(Rejected):
+    code = "idempotency_key_in_progress"
+    status = 409
+
+
+class NotRetryable(Rejected):
+    code = "not_retryable"
+    status = 400
+
+
+class TransientFault(Exception):
+    """A fault worth retrying: the whole unit of work is run again from the start."""
+
+
+class Unavailable(Rejected):
+    """Transient faults kept happening after every allowed attempt."""
+
+    code = "temporarily_unavailable"
+    status = 503

@@ -1,0 +1,78 @@
+"""Double-entry rules: a journal entry's postings sum to zero per currency, and a user
+wallet never goes below zero.
+
+These are checked here in Python before anything is written, and again by PostgreSQL
+(a deferred constraint trigger and a CHECK constraint): a pair of assertions on two
+code paths, so a bug in either one cannot move money silently.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from pipeline.errors import InsufficientFunds
+
+SYSTEM_WALLET_NAMES = ("bank", "fees", "bulk_funding")
+
+
+@dataclass(frozen=True)
+class WalletKey:
+    """A user's wallet (`user_id` set) or one shard of a system wallet (`system_name` set)."""
+
+    currency: str
+    user_id: str | None = None
+    system_name: str | None = None
+    shard: int = 0
+
+    def __post_init__(self):
+        assert (self.user_id is None) != (self.system_name is None)
+        assert self.system_name is None or self.system_name in SYSTEM_WALLET_NAMES
+
+
+@dataclass(frozen=True)
+class Wallet:
+    id: int
+    key: WalletKey
+    balance: int
+
+
+@dataclass(frozen=True)
+class Movement:
+    """A signed change to one wallet, in minor units."""
+
+    wallet: WalletKey
+    amount: int
+
+
+@dataclass(frozen=True)
+class Posting:
+    wallet_id: int
+    currency: str
+    amount: int
+    balance_after: int
+
+
+def assert_balanced(movements: list[Movement]) -> None:
+    totals: dict[str, int] = defaultdict(int)
+    for movement in movements:
+        assert movement.amount != 0, "a posting of zero carries no information"
+        totals[movement.wallet.currency] += movement.amount
+    assert all(total == 0 for total in totals.values()), f"unbalanced journal entry: {dict(totals)}"
+
+
+def post(wallets: dict[WalletKey, Wallet], movements: list[Movement]) -> list[Posting]:
+    """The postings that apply `movements` to locked `wallets`, with each balance after.
+
+    Raises InsufficientFunds when a user wallet would go below zero.
+    """
+    assert_balanced(movements)
+    balances = {key: wallet.balance for key, wallet in wallets.items()}
+    postings = []
+    for movement in movements:
+        balance = balances[movement.wallet] + movement.amount
+        if balance < 0 and movement.wallet.user_id is not None:
+            raise InsufficientFunds("the wallet does not hold enough money for this movement")
+        balances[movement.wallet] = balance
+        wallet = wallets[movement.wallet]
+        postings.append(Posting(wallet.id, movement.wallet.currency, movement.amount, balance))
+    return postings

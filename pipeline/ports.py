@@ -1,0 +1,79 @@
+"""What the use cases need from a database, as protocols that `storage/` implements.
+
+A unit of work is one database transaction: `with uow:` opens it, `uow.commit()` makes it
+durable, and leaving the block without committing rolls it back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ContextManager, Protocol
+
+from pipeline.ledger import Posting, Wallet, WalletKey
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    email: str
+    external_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    id: str
+    kind: str
+    currency: str
+    amount: int
+    fee: int = 0
+    from_user_id: str | None = None
+    to_user_id: str | None = None
+    reference: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    request_sha256: str
+    status_code: int
+    body: dict[str, Any]
+
+
+class Users(Protocol):
+    def add(self, user: User) -> None: ...
+    def get(self, user_id: str) -> User | None: ...
+    def existing(self, user_ids: list[str]) -> set[str]: ...
+
+
+class Ledger(Protocol):
+    def lock_wallets(self, keys: list[WalletKey], create: list[WalletKey]) -> dict[WalletKey, Wallet]: ...
+    def record(self, entry: JournalEntry, postings: list[Posting]) -> datetime: ...
+    def entry(self, entry_id: str) -> dict[str, Any] | None: ...
+    def wallets_of(self, user_id: str) -> list[dict[str, Any]]: ...
+    def balance(self, user_id: str, currency: str) -> int: ...
+    def history(self, user_id: str, currency: str | None, limit: int, before_id: int | None) -> list[dict[str, Any]]: ...
+
+
+class IdempotencyKeys(Protocol):
+    def claim(self, api_key_id: int, key: str, request_sha256: str) -> StoredResponse | None: ...
+    def complete(self, api_key_id: int, key: str, status_code: int, body: dict[str, Any]) -> None: ...
+    def record(self, api_key_id: int, key: str, request_sha256: str, status_code: int, body: dict[str, Any]) -> None: ...
+
+
+class ApiKeys(Protocol):
+    def add(self, token_sha256: str, scope: str) -> int: ...
+    def find(self, token_sha256: str) -> tuple[int, str] | None: ...
+
+
+class UnitOfWork(Protocol):
+    users: Users
+    ledger: Ledger
+    idempotency: IdempotencyKeys
+    api_keys: ApiKeys
+
+    def __enter__(self) -> "UnitOfWork": ...
+    def __exit__(self, *exc_info) -> None: ...
+    def savepoint(self) -> ContextManager[Any]: ...
+    def commit(self) -> None: ...

@@ -1,0 +1,82 @@
+"""Reading wallets, balances, history and transactions."""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import FieldError, NotFound, ValidationFailed
+from pipeline.ports import UnitOfWork
+
+#: Page sizes of every list, as the API documents them.
+PAGE_ROWS_DEFAULT = 20
+PAGE_ROWS_MAX = 100
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return PAGE_ROWS_DEFAULT
+    if not raw.isdigit() or not 1 <= int(raw) <= PAGE_ROWS_MAX:
+        raise ValidationFailed("limit is out of range", [FieldError("limit", f"must be an integer from 1 to {PAGE_ROWS_MAX}")])
+    return int(raw)
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        assert text.startswith("p")
+        return int(text[1:])
+    except (ValueError, AssertionError, UnicodeDecodeError):
+        raise ValidationFailed("cursor is not valid", [FieldError("cursor", "use next_cursor from a previous page")])
+
+
+def page_of(rows: list[dict[str, Any]], limit: int, position_key: str) -> Page:
+    """Rows were read with limit + 1: the extra row says whether another page exists."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1][position_key]) if more else None)
+
+
+def _user_must_exist(uow: UnitOfWork, user_id: str) -> None:
+    if uow.users.get(user_id) is None:
+        raise NotFound(f"no user {user_id}")
+
+
+def wallets_of(uow: UnitOfWork, user_id: str) -> list[dict[str, Any]]:
+    with uow:
+        _user_must_exist(uow, user_id)
+        return uow.ledger.wallets_of(user_id)
+
+
+def balance_of(uow: UnitOfWork, user_id: str, currency: str) -> int:
+    with uow:
+        _user_must_exist(uow, user_id)
+        return uow.ledger.balance(user_id, currency)
+
+
+def history(uow: UnitOfWork, user_id: str, currency: str | None, limit: int, cursor: str | None) -> Page:
+    before_id = decode_cursor(cursor)
+    with uow:
+        _user_must_exist(uow, user_id)
+        rows = uow.ledger.history(user_id, currency, limit + 1, before_id)
+    return page_of(rows, limit, "posting_id")
+
+
+def transaction(uow: UnitOfWork, entry_id: str) -> dict[str, Any]:
+    with uow:
+        entry = uow.ledger.entry(entry_id)
+    if entry is None:
+        raise NotFound(f"no transaction {entry_id}")
+    return entry

@@ -1,0 +1,131 @@
+"""Deposits, withdrawals and transfers: each one journal entry in one database transaction.
+
+Money comes from the per-currency system wallet `bank` on a deposit and goes back to it
+on a withdrawal; transfer fees go to `fees`. A random shard of the system wallet takes
+each movement so that concurrent movements do not all wait for the same row.
+"""
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from pipeline.config import Settings
+from pipeline.errors import FieldError, InsufficientFunds, NotFound, SameWallet, ValidationFailed
+from pipeline.ledger import Movement, Posting, WalletKey, post
+from pipeline.money import Currency, MoneyError, currency, fee_for, parse_amount
+from pipeline.ports import JournalEntry, UnitOfWork
+
+#: The longest `reference` a movement may carry, in characters.
+REFERENCE_LENGTH_MAX = 200
+
+
+@dataclass(frozen=True)
+class MoneyRequest:
+    currency: Currency
+    amount: int
+    reference: str | None
+
+
+@dataclass(frozen=True)
+class Moved:
+    entry: JournalEntry
+    created_at: datetime
+    postings: list[Posting]
+
+    def balance_after(self, wallet_id: int) -> int:
+        return next(p.balance_after for p in reversed(self.postings) if p.wallet_id == wallet_id)
+
+
+def parse_user_id(value: object, field: str) -> str:
+    try:
+        return str(uuid.UUID(value)) if isinstance(value, str) else _not_uuid(field)
+    except ValueError:
+        return _not_uuid(field)
+
+
+def _not_uuid(field: str):
+    raise ValidationFailed(f"{field} is not a valid uuid", [FieldError(field, "must be a uuid")])
+
+
+def parse_money_request(body: dict, settings: Settings) -> MoneyRequest:
+    errors = []
+    unit = None
+    try:
+        unit = currency(body.get("currency"), settings.supported_currencies)
+    except MoneyError as error:
+        errors.append(FieldError("currency", error.reason))
+    amount = 0
+    if unit is not None:
+        try:
+            amount = parse_amount(body.get("amount"), unit)
+        except MoneyError as error:
+            errors.append(FieldError("amount", error.reason))
+    reference = body.get("reference")
+    if reference is not None and (not isinstance(reference, str) or not 1 <= len(reference) <= REFERENCE_LENGTH_MAX):
+        errors.append(FieldError("reference", f"must be a string of 1 to {REFERENCE_LENGTH_MAX} characters"))
+    if errors:
+        raise ValidationFailed("the request is not valid", errors)
+    return MoneyRequest(unit, amount, reference)
+
+
+def _system(name: str, code: str, settings: Settings) -> WalletKey:
+    return WalletKey(code, system_name=name, shard=random.randrange(settings.system_wallet_shards))
+
+
+def _require_users(uow: UnitOfWork, *user_ids: str) -> None:
+    missing = set(user_ids) - uow.users.existing(list(user_ids))
+    if missing:
+        raise NotFound(f"no user {', '.join(sorted(missing))}")
+
+
+def _move(uow: UnitOfWork, entry: JournalEntry, movements: list[Movement], create: list[WalletKey]) -> Moved:
+    keys = list(dict.fromkeys(movement.wallet for movement in movements))
+    wallets = uow.ledger.lock_wallets(keys, create)
+    if any(key not in wallets for key in keys):  # only a paying user can lack a wallet here
+        raise InsufficientFunds("the wallet holds no money in this currency")
+    postings = post(wallets, movements)
+    created_at = uow.ledger.record(entry, postings)
+    return Moved(entry, created_at, postings)
+
+
+def deposit(uow: UnitOfWork, settings: Settings, user_id: str, request: MoneyRequest) -> Moved:
+    code = request.currency.code
+    user = WalletKey(code, user_id=user_id)
+    entry = JournalEntry(str(uuid.uuid4()), "deposit", code, request.amount, to_user_id=user_id,
+                         reference=request.reference)
+    _require_users(uow, user_id)
+    bank = _system("bank", code, settings)
+    movements = [Movement(bank, -request.amount), Movement(user, request.amount)]
+    return _move(uow, entry, movements, create=[bank, user])
+
+
+def withdraw(uow: UnitOfWork, settings: Settings, user_id: str, request: MoneyRequest) -> Moved:
+    code = request.currency.code
+    user = WalletKey(code, user_id=user_id)
+    entry = JournalEntry(str(uuid.uuid4()), "withdrawal", code, request.amount, from_user_id=user_id,
+                         reference=request.reference)
+    _require_users(uow, user_id)
+    bank = _system("bank", code, settings)
+    movements = [Movement(user, -request.amount), Movement(bank, request.amount)]
+    return _move(uow, entry, movements, create=[bank])
+
+
+def transfer(uow: UnitOfWork, settings: Settings, from_user_id: str, to_user_id: str,
+             request: MoneyRequest) -> Moved:
+    if from_user_id == to_user_id:
+        raise SameWallet("a transfer needs two different users")
+    code = request.currency.code
+    fee = fee_for(request.amount, settings.transfer_fee_bps)
+    entry = JournalEntry(str(uuid.uuid4()), "transfer", code, request.amount, fee, from_user_id, to_user_id,
+                         request.reference)
+    _require_users(uow, from_user_id, to_user_id)
+    sender, receiver = WalletKey(code, user_id=from_user_id), WalletKey(code, user_id=to_user_id)
+    movements = [Movement(sender, -(request.amount + fee)), Movement(receiver, request.amount)]
+    create = [receiver]
+    if fee:
+        fees = _system("fees", code, settings)
+        movements.append(Movement(fees, fee))
+        create.append(fees)
+    return _move(uow, entry, movements, create)

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Starts, stops and reports the local web, worker and scheduler processes.
+#
+# Each process runs in its own session (setsid), so its pid is also its process group id and
+# `stop` can reach the children that gunicorn and dramatiq fork. Pids live in .run/<name>.pid,
+# output in .run/logs/<name>.log. `start` restarts a process that is already running, so that
+# `BULK_CREDIT_FAIL_USER_IDS=... make up` gives the workers the new environment; it then waits
+# until the web process answers GET /healthz. Everything this script prints goes to stderr.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+run_dir="$root/.run"
+log_dir="$run_dir/logs"
+api_url=${API_URL:-http://127.0.0.1:${WALLET_API_PORT:-8088}}
+#: Seconds a process gets to exit after TERM before its whole group gets KILL.
+stop_timeout_s=10
+#: Seconds the web process gets to answer GET /healthz with 200.
+health_timeout_s=30
+names=(web worker scheduler)
+
+command_for() {
+  case "$1" in
+    web) echo ".venv/bin/gunicorn --worker-class gthread --workers ${WEB_WORKERS:-2}" \
+      "--threads ${WEB_THREADS:-8} --bind 127.0.0.1:${WALLET_API_PORT:-8088} 'api:create_app()'" ;;
+    worker) echo ".venv/bin/dramatiq actors --processes ${WORKER_PROCESSES:-2} --threads ${WORKER_THREADS:-1}" ;;
+    scheduler) echo ".venv/bin/python -m jobs" ;;
+  esac
+}
+
+log() { echo "processes: $*" >&2; }
+
+# Prints the pid of a running process, or fails. A pid is trusted only while its process
+# group exists, so a stale pid file left by a crash or a reboot reads as "not running".
+running_pid() {
+  local pid
+  pid=$(cat "$run_dir/$1.pid" 2>/dev/null) || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 -- "-$pid" 2>/dev/null && echo "$pid"
+}
+
+stop_one() {
+  local name=$1 pid
+  if pid=$(running_pid "$name"); then
+    # TERM to the leader lets gunicorn and dramatiq shut their children down gracefully;
+    # KILL to the group afterwards catches whatever did not exit in time.
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq $((stop_timeout_s * 10))); do
+      kill -0 -- "-$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 -- "-$pid" 2>/dev/null; then
+      log "$name (pid $pid) still running after ${stop_timeout_s} s, sending KILL"
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+    log "$name stopped (pid $pid)"
+  fi
+  rm -f "$run_dir/$name.pid"
+}
+
+start_one() {
+  local name=$1 command
+  command=$(command_for "$name")
+  stop_one "$name"
+  echo "=== $(date -u +%FT%TZ) starting: $command" >> "$log_dir/$name.log"
+  # The inner shell records its own pid after setsid and then becomes the command (exec),
+  # so the pid file names the process group leader whatever setsid had to do.
+  (cd "$root" && setsid bash -c 'echo $$ > "$1"; shift; eval "exec $*"' _ \
+    "$run_dir/$name.pid" "$command" < /dev/null >> "$log_dir/$name.log" 2>&1 &)
+  for _ in $(seq 50); do [ -s "$run_dir/$name.pid" ] && break; sleep 0.1; done
+  log "$name started (pid $(cat "$run_dir/$name.pid")), log in .run/logs/$name.log"
+}
+
+wait_healthy() {
+  local deadline=$((SECONDS + health_timeout_s))
+  while ((SECONDS < deadline)); do
+    if "$root/.venv/bin/python" - "$api_url/healthz" <<'PY' 2>/dev/null; then return 0; fi
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=2) as response:
+    sys.exit(0 if response.status == 200 else 1)
+PY
+    running_pid web >/dev/null || break
+    sleep 0.5
+  done
+  log "web did not answer $api_url/healthz with 200 within ${health_timeout_s} s; last lines of its log:"
+  tail -n 40 "$log_dir/web.log" >&2 || true
+  return 1
+}
+
+status() {
+  local name pid state=0
+  for name in "${names[@]}"; do
+    if pid=$(running_pid "$name"); then log "$name running (pid $pid)"; else log "$name stopped"; state=3; fi
+  done
+  return $state
+}
+
+mkdir -p "$log_dir"
+case "${1:-}" in
+  start) for name in "${names[@]}"; do start_one "$name"; done; wait_healthy ;;
+  stop) for name in "${names[@]}"; do stop_one "$name"; done ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,105 @@
+"""Users, API keys and stored idempotent responses."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg.errors
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from pipeline.errors import Conflict, IdempotencyKeyInProgress
+from pipeline.ports import StoredResponse, User
+
+
+class SqlUsers:
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def add(self, user: User) -> None:
+        try:
+            with self.connection.begin_nested():
+                self.connection.execute(
+                    text("INSERT INTO users (id, name, email, external_id, created_at)"
+                         " VALUES (:id, :name, :email, :external_id, :created_at)"),
+                    vars(user),
+                )
+        except IntegrityError as error:
+            field = "external_id" if "external_id" in str(error.orig) else "email"
+            raise Conflict(f"a user with this {field} already exists") from error
+
+    def get(self, user_id: str) -> User | None:
+        row = self.connection.execute(
+            text("SELECT id::text, name, email, external_id, created_at FROM users WHERE id = :id"),
+            {"id": user_id},
+        ).one_or_none()
+        return User(*row) if row else None
+
+    def existing(self, user_ids: list[str]) -> set[str]:
+        rows = self.connection.execute(
+            text("SELECT id::text FROM users WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": user_ids}
+        )
+        return {row[0] for row in rows}
+
+
+class SqlApiKeys:
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def add(self, token_sha256: str, scope: str) -> int:
+        return self.connection.execute(
+            text("INSERT INTO api_keys (token_sha256, scope) VALUES (:hash, :scope) RETURNING id"),
+            {"hash": token_sha256, "scope": scope},
+        ).scalar_one()
+
+    def find(self, token_sha256: str) -> tuple[int, str] | None:
+        row = self.connection.execute(
+            text("SELECT id, scope FROM api_keys WHERE token_sha256 = :hash"), {"hash": token_sha256}
+        ).one_or_none()
+        return (row[0], row[1]) if row else None
+
+
+class SqlIdempotencyKeys:
+    """The key row is inserted first in the transaction that moves the money.
+
+    A concurrent request with the same key blocks on the row's unique index until the
+    first commits (then it reads the stored answer) or until `lock_timeout` (then 409).
+    """
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def claim(self, api_key_id: int, key: str, request_sha256: str) -> StoredResponse | None:
+        try:
+            inserted = self.connection.execute(
+                text("INSERT INTO idempotency_keys (api_key_id, key, request_sha256, status_code, response)"
+                     " VALUES (:api_key_id, :key, :hash, 0, '{}') ON CONFLICT DO NOTHING RETURNING 1"),
+                {"api_key_id": api_key_id, "key": key, "hash": request_sha256},
+            ).first()
+        except DBAPIError as error:
+            if isinstance(error.orig, psycopg.errors.LockNotAvailable):
+                raise IdempotencyKeyInProgress("a request with this Idempotency-Key is still running") from error
+            raise
+        if inserted:
+            return None
+        row = self.connection.execute(
+            text("SELECT request_sha256, status_code, response FROM idempotency_keys"
+                 " WHERE api_key_id = :api_key_id AND key = :key"),
+            {"api_key_id": api_key_id, "key": key},
+        ).one()
+        return StoredResponse(row[0], row[1], row[2])
+
+    def complete(self, api_key_id: int, key: str, status_code: int, body: dict[str, Any]) -> None:
+        self.connection.execute(
+            text("UPDATE idempotency_keys SET status_code = :status, response = CAST(:body AS json)"
+                 " WHERE api_key_id = :api_key_id AND key = :key"),
+            {"api_key_id": api_key_id, "key": key, "status": status_code, "body": json.dumps(body)},
+        )
+
+    def record(self, api_key_id: int, key: str, request_sha256: str, status_code: int, body: dict[str, Any]) -> None:
+        self.connection.execute(
+            text("INSERT INTO idempotency_keys (api_key_id, key, request_sha256, status_code, response)"
+                 " VALUES (:api_key_id, :key, :hash, :status, CAST(:body AS json)) ON CONFLICT DO NOTHING"),
+            {"api_key_id": api_key_id, "key": key, "hash": request_sha256, "status": status_code,
+             "body": json.dumps(body)},
+        )

@@ -1,0 +1,133 @@
+"""Wallets, journal entries and postings, each written with one statement over arrays."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from pipeline.ledger import Posting, Wallet, WalletKey
+from pipeline.ports import JournalEntry
+
+_CREATE_WALLETS = text("""
+INSERT INTO wallets (user_id, system_name, shard, currency)
+SELECT * FROM unnest(CAST(:user_ids AS uuid[]), CAST(:system_names AS text[]),
+                     CAST(:shards AS smallint[]), CAST(:currencies AS char(3)[]))
+ON CONFLICT DO NOTHING
+""")
+
+# ORDER BY before FOR UPDATE: rows are locked in ascending id order, so two movements
+# over the same wallets always queue instead of deadlocking.
+_LOCK_WALLETS = text("""
+SELECT w.id, w.user_id::text, w.system_name, w.shard, w.currency, w.balance
+  FROM wallets w
+  JOIN unnest(CAST(:user_ids AS uuid[]), CAST(:system_names AS text[]),
+              CAST(:shards AS smallint[]), CAST(:currencies AS char(3)[])) AS k(user_id, system_name, shard, currency)
+    ON w.currency = k.currency
+   AND (w.user_id = k.user_id OR (w.system_name = k.system_name AND w.shard = k.shard))
+ ORDER BY w.id
+   FOR UPDATE OF w
+""")
+
+_RECORD = text("""
+WITH entry AS (
+    INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, fee,
+                                 from_user_id, to_user_id, reference)
+    VALUES (:id, :kind, :idempotency_key, :currency, :amount, :fee,
+            :from_user_id, :to_user_id, :reference)
+    RETURNING created_at
+), posted AS (
+    INSERT INTO postings (journal_entry_id, wallet_id, currency, amount, balance_after)
+    SELECT :id, * FROM unnest(CAST(:wallet_ids AS bigint[]), CAST(:currencies AS char(3)[]),
+                              CAST(:amounts AS bigint[]), CAST(:balances AS bigint[]))
+), moved AS (
+    UPDATE wallets w SET balance = w.balance + d.delta, version = w.version + 1, updated_at = now()
+      FROM (SELECT wallet_id, sum(amount) AS delta
+              FROM unnest(CAST(:wallet_ids AS bigint[]), CAST(:amounts AS bigint[])) AS p(wallet_id, amount)
+             GROUP BY wallet_id) d
+     WHERE w.id = d.wallet_id
+)
+SELECT created_at FROM entry
+""")
+
+_HISTORY = text("""
+SELECT p.id AS posting_id, j.id::text AS id, j.kind, p.amount AS posted, j.amount, j.fee,
+       p.currency, p.balance_after, j.from_user_id::text, j.to_user_id::text,
+       j.reference, j.activity_id::text, p.bulk_row_id, p.created_at
+  FROM postings p JOIN journal_entries j ON j.id = p.journal_entry_id
+ WHERE p.wallet_id IN (SELECT id FROM wallets WHERE user_id = :user_id
+                          AND (CAST(:currency AS text) IS NULL OR currency = :currency))
+   AND (CAST(:before_id AS bigint) IS NULL OR p.id < :before_id)
+ ORDER BY p.id DESC
+ LIMIT :limit
+""")
+
+
+def _key_arrays(keys: list[WalletKey]) -> dict[str, list]:
+    return {
+        "user_ids": [key.user_id for key in keys],
+        "system_names": [key.system_name for key in keys],
+        "shards": [key.shard for key in keys],
+        "currencies": [key.currency for key in keys],
+    }
+
+
+class SqlLedger:
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def lock_wallets(self, keys: list[WalletKey], create: list[WalletKey]) -> dict[WalletKey, Wallet]:
+        if create:
+            self.connection.execute(_CREATE_WALLETS, _key_arrays(create))
+        rows = self.connection.execute(_LOCK_WALLETS, _key_arrays(keys))
+        wallets = {}
+        for wallet_id, user_id, system_name, shard, currency, balance in rows:
+            key = WalletKey(currency, user_id, system_name, shard if system_name else 0)
+            wallets[key] = Wallet(wallet_id, key, balance)
+        return wallets
+
+    def record(self, entry: JournalEntry, postings: list[Posting]) -> datetime:
+        return self.connection.execute(_RECORD, {
+            **vars(entry),
+            "wallet_ids": [posting.wallet_id for posting in postings],
+            "currencies": [posting.currency for posting in postings],
+            "amounts": [posting.amount for posting in postings],
+            "balances": [posting.balance_after for posting in postings],
+        }).scalar_one()
+
+    def entry(self, entry_id: str) -> dict[str, Any] | None:
+        row = self.connection.execute(
+            text("SELECT id::text, kind, currency, amount, fee, from_user_id::text, to_user_id::text,"
+                 " reference, activity_id::text, created_at FROM journal_entries WHERE id = :id"),
+            {"id": entry_id},
+        ).mappings().one_or_none()
+        if row is None:
+            return None
+        postings = self.connection.execute(
+            text("SELECT p.id, p.wallet_id, w.user_id::text, w.system_name, p.currency, p.amount,"
+                 " p.balance_after, p.created_at FROM postings p JOIN wallets w ON w.id = p.wallet_id"
+                 " WHERE p.journal_entry_id = :id ORDER BY p.id LIMIT 1000"),
+            {"id": entry_id},
+        ).mappings().all()
+        return {**row, "postings": [dict(posting) for posting in postings]}
+
+    def wallets_of(self, user_id: str) -> list[dict[str, Any]]:
+        rows = self.connection.execute(
+            text("SELECT currency, balance, status, updated_at FROM wallets"
+                 " WHERE user_id = :user_id ORDER BY currency"),
+            {"user_id": user_id},
+        )
+        return [dict(row) for row in rows.mappings()]
+
+    def balance(self, user_id: str, currency: str) -> int:
+        balance = self.connection.execute(
+            text("SELECT balance FROM wallets WHERE user_id = :user_id AND currency = :currency"),
+            {"user_id": user_id, "currency": currency},
+        ).scalar_one_or_none()
+        return balance or 0
+
+    def history(self, user_id: str, currency: str | None, limit: int, before_id: int | None) -> list[dict[str, Any]]:
+        rows = self.connection.execute(
+            _HISTORY, {"user_id": user_id, "currency": currency, "limit": limit, "before_id": before_id}
+        )
+        return [dict(row) for row in rows.mappings()]

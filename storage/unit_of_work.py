@@ -1,0 +1,57 @@
+"""One use case, one PostgreSQL transaction.
+
+Faults worth retrying (deadlock, serialization failure, lost connection) leave here as
+`pipeline.errors.TransientFault`, so the use cases never see a driver's exception types.
+"""
+from __future__ import annotations
+
+import psycopg.errors
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from pipeline.errors import TransientFault
+from storage.accounts import SqlApiKeys, SqlIdempotencyKeys, SqlUsers
+from storage.ledger import SqlLedger
+
+_TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated or isinstance(error.orig, _TRANSIENT) or (
+            isinstance(error, OperationalError) and not isinstance(error.orig, psycopg.errors.QueryCanceled)
+        )
+    return isinstance(error, _TRANSIENT)
+
+
+class SqlUnitOfWork:
+    def __init__(self, engine: Engine, lock_timeout_ms: int = 5_000):
+        self.engine = engine
+        self.lock_timeout_ms = lock_timeout_ms
+
+    def __enter__(self) -> "SqlUnitOfWork":
+        self.connection = self.engine.connect()
+        self.transaction = self.connection.begin()
+        # A bound on every wait for a row lock or for a concurrent request with our key.
+        self.connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}")
+        self.users = SqlUsers(self.connection)
+        self.ledger = SqlLedger(self.connection)
+        self.idempotency = SqlIdempotencyKeys(self.connection)
+        self.api_keys = SqlApiKeys(self.connection)
+        return self
+
+    def savepoint(self):
+        """A nested transaction: leaving it with an exception undoes only what it wrote."""
+        return self.connection.begin_nested()
+
+    def commit(self) -> None:
+        self.transaction.commit()
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if self.transaction.is_active:
+                self.transaction.rollback()
+        finally:
+            self.connection.close()
+        if error is not None and is_transient(error):
+            raise TransientFault(str(error).splitlines()[0]) from error

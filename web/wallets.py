@@ -1,0 +1,204 @@
+"""Users, wallets, balances, history, and money movements."""
+from __future__ import annotations
+
+from datetime import timezone
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from pipeline import statements, users, wallets
+from pipeline.idempotency import IdempotentRequest, answer_once, request_sha256
+from pipeline.money import MINOR_UNITS, Currency, MoneyError, currency, format_amount
+from pipeline.errors import FieldError, ValidationFailed
+from web.auth import allow, authenticated
+from web.problems import HttpProblem, problem_response, refusal_body
+
+blueprint = Blueprint("wallets", __name__, url_prefix="/api/v1")
+
+
+def services():
+    return current_app.extensions["wallet"]
+
+
+def rfc3339(moment) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def money(minor: int, code: str) -> str:
+    return format_amount(minor, Currency(code, MINOR_UNITS[code]))
+
+
+def json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise HttpProblem(400, "malformed_request", "the body must be a JSON object")
+    return body
+
+
+def render_user(user) -> dict:
+    return {"id": user.id, "name": user.name, "email": user.email, "external_id": user.external_id,
+            "created_at": rfc3339(user.created_at)}
+
+
+@blueprint.post("/users")
+@authenticated
+def create_user():
+    allow(g.principal.may_operate())
+    body = json_body()
+    user = users.create_user(services().uow(), body.get("name"), body.get("email"), body.get("external_id"))
+    return jsonify(render_user(user)), 201
+
+
+def _readable_user(user_id: str) -> str:
+    user_id = wallets.parse_user_id(user_id, "user_id")
+    allow(g.principal.may_read_user(user_id))
+    return user_id
+
+
+@blueprint.get("/users/<user_id>")
+@authenticated
+def get_user(user_id):
+    return jsonify(render_user(users.get_user(services().uow(), _readable_user(user_id))))
+
+
+@blueprint.get("/users/<user_id>/wallets")
+@authenticated
+def user_wallets(user_id):
+    rows = statements.wallets_of(services().uow(), _readable_user(user_id))
+    return jsonify({"data": [{"currency": row["currency"], "balance": money(row["balance"], row["currency"]),
+                              "status": row["status"], "updated_at": rfc3339(row["updated_at"])} for row in rows]})
+
+
+def _query_currency() -> str:
+    code = request.args.get("currency", services().settings.default_currency)
+    try:
+        return currency(code, services().settings.supported_currencies).code
+    except MoneyError as error:
+        raise ValidationFailed("currency is not valid", [FieldError("currency", error.reason)])
+
+
+@blueprint.get("/users/<user_id>/balance")
+@authenticated
+def user_balance(user_id):
+    user_id, code = _readable_user(user_id), _query_currency()
+    balance = statements.balance_of(services().uow(), user_id, code)
+    return jsonify({"user_id": user_id, "currency": code, "balance": money(balance, code)})
+
+
+def render_history_item(row: dict, user_id: str) -> dict:
+    debit = row["posted"] < 0
+    transfer = row["kind"] == "transfer"
+    counterparty = (row["to_user_id"] if debit else row["from_user_id"]) if transfer else None
+    amount = row["amount"] if transfer else abs(row["posted"])
+    return {
+        "id": row["id"], "kind": row["kind"], "amount": money(amount, row["currency"]),
+        "fee": money(row["fee"] if transfer and debit else 0, row["currency"]),
+        "currency": row["currency"], "direction": "debit" if debit else "credit",
+        "balance_after": money(row["balance_after"], row["currency"]),
+        "counterparty_user_id": counterparty, "reference": row["reference"],
+        "activity_id": row["activity_id"], "created_at": rfc3339(row["created_at"]),
+    }
+
+
+@blueprint.get("/users/<user_id>/transactions")
+@authenticated
+def user_history(user_id):
+    user_id = _readable_user(user_id)
+    code = _query_currency() if "currency" in request.args else None
+    limit = statements.parse_limit(request.args.get("limit"))
+    page = statements.history(services().uow(), user_id, code, limit, request.args.get("cursor"))
+    return jsonify({"data": [render_history_item(row, user_id) for row in page.items],
+                    "next_cursor": page.next_cursor})
+
+
+@blueprint.get("/transactions/<entry_id>")
+@authenticated
+def get_transaction(entry_id):
+    entry = statements.transaction(services().uow(), wallets.parse_user_id(entry_id, "id"))
+    parties = {entry["from_user_id"], entry["to_user_id"]} - {None}
+    if not (g.principal.may_operate() or g.principal.user_id in parties):
+        raise HttpProblem(404, "not_found", f"no transaction {entry_id}")
+    code = entry["currency"]
+    return jsonify({
+        "id": entry["id"], "kind": entry["kind"], "amount": money(entry["amount"], code),
+        "fee": money(entry["fee"], code), "currency": code, "from_user_id": entry["from_user_id"],
+        "to_user_id": entry["to_user_id"], "reference": entry["reference"], "activity_id": entry["activity_id"],
+        "created_at": rfc3339(entry["created_at"]),
+        "postings": [{"id": p["id"], "wallet_id": p["wallet_id"], "user_id": p["user_id"],
+                      "system_wallet": p["system_name"], "amount": money(p["amount"], code),
+                      "balance_after": money(p["balance_after"], code)} for p in entry["postings"]],
+    })
+
+
+def _idempotent(command, act, render):
+    """Validates first (a malformed request is refused without using up its key), then
+    moves the money at most once per key."""
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        raise HttpProblem(400, "idempotency_key_missing", "send an Idempotency-Key header with every money movement")
+    if len(key) > 255:
+        raise ValidationFailed("Idempotency-Key is too long", [FieldError("Idempotency-Key", "at most 255 characters")])
+    body = json_body()
+    parsed = command(body)
+    idempotent = IdempotentRequest(g.principal.api_key_id, key, request_sha256(request.method, request.path, body))
+    (status, answer), replayed = answer_once(
+        services().uow, services().settings.transaction_attempts_max, idempotent,
+        lambda uow: act(uow, parsed), lambda moved: (201, render(moved)),
+        lambda refusal: (refusal.status, refusal_body(refusal)))
+    headers = {"Idempotency-Replayed": "true"} if replayed else {}
+    if status >= 400:
+        return problem_response(answer, headers)
+    return jsonify(answer), status, headers
+
+
+def _render_single(moved: wallets.Moved, kind: str) -> dict:
+    entry = moved.entry
+    user_id = entry.to_user_id if kind == "deposit" else entry.from_user_id
+    user_posting = next(p for p in moved.postings if (p.amount > 0) == (kind == "deposit"))
+    return {"id": entry.id, "kind": kind, "user_id": user_id, "amount": money(entry.amount, entry.currency),
+            "currency": entry.currency, "reference": entry.reference,
+            "balance_after": money(user_posting.balance_after, entry.currency), "created_at": rfc3339(moved.created_at)}
+
+
+def _single_movement(kind: str, use_case):
+    allow(g.principal.may_move_money())
+    settings = services().settings
+
+    def command(body):
+        return wallets.parse_user_id(body.get("user_id"), "user_id"), wallets.parse_money_request(body, settings)
+
+    return _idempotent(command, lambda uow, parsed: use_case(uow, settings, *parsed),
+                       lambda moved: _render_single(moved, kind))
+
+
+@blueprint.post("/wallet/deposit")
+@authenticated
+def deposit():
+    return _single_movement("deposit", wallets.deposit)
+
+
+@blueprint.post("/wallet/withdraw")
+@authenticated
+def withdraw():
+    return _single_movement("withdrawal", wallets.withdraw)
+
+
+@blueprint.post("/wallet/transfer")
+@authenticated
+def transfer():
+    settings = services().settings
+
+    def command(body):
+        from_user_id = wallets.parse_user_id(body.get("from_user_id"), "from_user_id")
+        to_user_id = wallets.parse_user_id(body.get("to_user_id"), "to_user_id")
+        allow(g.principal.may_transfer_from(from_user_id))
+        return from_user_id, to_user_id, wallets.parse_money_request(body, settings)
+
+    def render(moved):
+        entry = moved.entry
+        return {"id": entry.id, "kind": "transfer", "from_user_id": entry.from_user_id,
+                "to_user_id": entry.to_user_id, "amount": money(entry.amount, entry.currency),
+                "fee": money(entry.fee, entry.currency), "currency": entry.currency,
+                "reference": entry.reference, "created_at": rfc3339(moved.created_at)}
+
+    return _idempotent(command, lambda uow, parsed: wallets.transfer(uow, settings, *parsed), render)
