@@ -37,3 +37,22 @@ def keys_create(scope):
 def register(app: Flask) -> None:
     app.cli.add_command(db)
     app.cli.add_command(keys)
+    app.cli.add_command(reconcile_command)
+
+
+@click.command("reconcile")
+@click.option("--full", is_flag=True, help="Check everything, not only what changed since the last clean run.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the mismatches to this CSV file.")
+def reconcile_command(full, csv_path):
+    """Runs a reconciliation here and now; exits with status 1 when anything mismatches."""
+    from pipeline import reconciliation
+
+    run = reconciliation.run(services().uow(), reconciliation.start(services().uow(), full))
+    click.echo(f"reconciliation {run['id']}: {run['status']}, {run['wallets_checked']} wallets checked,"
+               f" {run['mismatch_count']} mismatches")
+    table = reconciliation.mismatch_table(run["mismatches"])
+    if not table.empty:
+        click.echo(table.to_string(index=False))
+    if csv_path:
+        table.to_csv(csv_path, index=False)
+    raise SystemExit(1 if run["mismatch_count"] else 0)

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from pipeline.errors import TransientFault
 from storage.accounts import SqlApiKeys, SqlIdempotencyKeys, SqlUsers
 from storage.ledger import SqlLedger
+from storage.reconciliation import SqlReconciliations
 
 _TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
@@ -38,6 +39,7 @@ class SqlUnitOfWork:
         self.ledger = SqlLedger(self.connection)
         self.idempotency = SqlIdempotencyKeys(self.connection)
         self.api_keys = SqlApiKeys(self.connection)
+        self.reconciliations = SqlReconciliations(self.connection)
         return self
 
     def savepoint(self):

@@ -1,0 +1,127 @@
+"""The reconciliation checks as set-based SQL over one REPEATABLE READ snapshot.
+
+An incremental run looks at journal entries whose writing transaction is not older than
+the horizon of the last clean run (the oldest transaction still running when it took its
+snapshot), so an entry that committed late is never skipped; it also looks at every
+wallet whose row was updated since that run started, which catches a balance changed
+without a posting.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from pipeline.reconciliation import Findings, Mismatch, currency_imbalances
+
+# {scope} is every wallet on a full run, or the wallets touched since the horizon.
+_WALLETS = """
+WITH scope AS ({scope}),
+sums AS (
+    SELECT p.wallet_id, sum(p.amount) AS total, max(p.id) AS last_posting_id
+      FROM postings p JOIN scope ON scope.id = p.wallet_id
+     GROUP BY p.wallet_id
+), checked AS (
+    SELECT w.id, w.balance, coalesce(s.total, 0) AS total, coalesce(last.balance_after, 0) AS last_balance_after
+      FROM wallets w
+      JOIN scope ON scope.id = w.id
+      LEFT JOIN sums s ON s.wallet_id = w.id
+      LEFT JOIN postings last ON last.id = s.last_posting_id
+)
+SELECT (SELECT count(*) FROM scope), id, balance, total, last_balance_after FROM checked
+ WHERE balance <> total OR balance <> last_balance_after
+ UNION ALL SELECT (SELECT count(*) FROM scope), NULL, NULL, NULL, NULL
+"""
+_ALL_WALLETS = "SELECT id FROM wallets"
+_TOUCHED_WALLETS = """
+    SELECT id FROM wallets WHERE updated_at >= :since_time
+    UNION
+    SELECT p.wallet_id FROM journal_entries j JOIN postings p ON p.journal_entry_id = j.id
+     WHERE j.transaction_id >= :since
+"""
+
+_UNBALANCED_ENTRIES = """
+SELECT j.id::text, p.currency, sum(p.amount) AS total
+  FROM journal_entries j LEFT JOIN postings p ON p.journal_entry_id = j.id
+ {where}
+ GROUP BY j.id, p.currency
+HAVING coalesce(sum(p.amount), 1) <> 0
+ LIMIT 1000
+"""
+
+
+class SqlReconciliations:
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def create(self, reconciliation_id: str, full: bool) -> None:
+        self.connection.execute(
+            text("INSERT INTO reconciliations (id, full_pass, status) VALUES (:id, :full, 'queued')"),
+            {"id": reconciliation_id, "full": full},
+        )
+
+    def claim(self, reconciliation_id: str) -> dict[str, Any] | None:
+        # The first statement of the transaction: every check then reads one snapshot.
+        self.connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        row = self.connection.execute(
+            text("UPDATE reconciliations SET status = 'running', started_at = now()"
+                 " WHERE id = :id AND status IN ('queued', 'running')"
+                 " RETURNING id::text, status, full_pass AS full"),
+            {"id": reconciliation_id},
+        ).mappings().one_or_none()
+        return dict(row) if row else self.get(reconciliation_id)
+
+    def last_clean_horizon(self) -> tuple[int, datetime] | None:
+        row = self.connection.execute(text(
+            "SELECT horizon_transaction_id, started_at FROM reconciliations"
+            " WHERE status = 'clean' ORDER BY finished_at DESC LIMIT 1")).one_or_none()
+        return (row[0], row[1]) if row else None
+
+    def check(self, since: tuple[int, datetime] | None) -> Findings:
+        params = {"since": since[0] if since else None, "since_time": since[1] if since else None}
+        horizon = self.connection.execute(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one()
+        mismatches, checked = [], 0
+        query = _WALLETS.format(scope=_TOUCHED_WALLETS if since else _ALL_WALLETS)
+        for checked, wallet_id, balance, total, last in self.connection.execute(text(query), params):
+            if wallet_id is None:  # the closing row that carries only the count
+                continue
+            if balance != total:
+                mismatches.append(Mismatch(str(wallet_id), "balance_differs_from_postings", str(total), str(balance)))
+            if balance != last:
+                mismatches.append(Mismatch(str(wallet_id), "balance_differs_from_last_balance_after", str(last), str(balance)))
+        for entry_id, code, total in self.connection.execute(
+                text(_UNBALANCED_ENTRIES.format(where="WHERE j.transaction_id >= :since" if since else "")), params):
+            mismatches.append(Mismatch(f"journal_entry:{entry_id}", "journal_entry_unbalanced", "0",
+                                       "no postings" if total is None else f"{total} {code}"))
+        totals = self.connection.execute(text("SELECT currency, sum(balance) FROM wallets GROUP BY currency")).all()
+        mismatches += currency_imbalances([(code, int(total)) for code, total in totals])
+        return Findings(checked, mismatches, horizon)
+
+    def finish(self, reconciliation_id: str, status: str, wallets_checked: int, mismatches: list[dict],
+               mismatch_count: int, horizon: int) -> None:
+        self.connection.execute(
+            text("UPDATE reconciliations SET status = :status, finished_at = clock_timestamp(),"
+                 " wallets_checked = :checked, mismatches = CAST(:mismatches AS jsonb),"
+                 " mismatch_count = :count, horizon_transaction_id = :horizon WHERE id = :id"),
+            {"id": reconciliation_id, "status": status, "checked": wallets_checked,
+             "mismatches": json.dumps(mismatches), "count": mismatch_count, "horizon": horizon},
+        )
+
+    def get(self, reconciliation_id: str) -> dict[str, Any] | None:
+        row = self.connection.execute(
+            text(f"SELECT {_COLUMNS} FROM reconciliations WHERE id = :id"), {"id": reconciliation_id}
+        ).mappings().one_or_none()
+        return dict(row) if row else None
+
+    def recent(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        rows = self.connection.execute(
+            text(f"SELECT {_COLUMNS} FROM reconciliations ORDER BY created_at DESC, id LIMIT :limit OFFSET :offset"),
+            {"limit": limit, "offset": offset},
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+_COLUMNS = ("id::text, status, full_pass AS full, created_at, started_at, finished_at, wallets_checked,"
+            " mismatch_count, mismatches")

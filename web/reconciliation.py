@@ -1,0 +1,61 @@
+"""Reconciliation runs: start one (a worker runs it), read one, list them."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from pipeline import reconciliation, statements, wallets
+from web.auth import allow, authenticated
+from web.problems import HttpProblem
+from web.wallets import rfc3339
+
+blueprint = Blueprint("reconciliation", __name__, url_prefix="/api/v1/reconciliations")
+
+
+def _services():
+    return current_app.extensions["wallet"]
+
+
+def _time(moment: datetime | None) -> str | None:
+    return rfc3339(moment) if moment else None
+
+
+def render(run: dict) -> dict:
+    return {"id": run["id"], "status": run["status"], "full": run["full"], "created_at": _time(run["created_at"]),
+            "started_at": _time(run["started_at"]), "finished_at": _time(run["finished_at"]),
+            "wallets_checked": run["wallets_checked"], "mismatch_count": run["mismatch_count"],
+            "mismatches": run["mismatches"] or []}
+
+
+@blueprint.post("")
+@authenticated
+def start():
+    allow(g.principal.may_operate())
+    body = request.get_json(silent=True) or {}
+    full = body.get("full", False) if isinstance(body, dict) else False
+    if not isinstance(full, bool):
+        raise HttpProblem(422, "validation_failed", "full must be true or false",
+                          [{"field": "full", "message": "must be a boolean"}])
+    reconciliation_id = reconciliation.start(_services().uow(), full)
+    from actors.reconciliation import reconcile  # the broker is only configured where messages are sent
+
+    reconcile.send(reconciliation_id)
+    return jsonify({"id": reconciliation_id, "status": "queued"}), 202
+
+
+@blueprint.get("/<reconciliation_id>")
+@authenticated
+def get(reconciliation_id):
+    allow(g.principal.may_operate())
+    reconciliation_id = wallets.parse_user_id(reconciliation_id, "id")
+    return jsonify(render(reconciliation.get(_services().uow(), reconciliation_id)))
+
+
+@blueprint.get("")
+@authenticated
+def recent():
+    allow(g.principal.may_operate())
+    limit = statements.parse_limit(request.args.get("limit"))
+    page = reconciliation.recent(_services().uow(), limit, request.args.get("cursor"))
+    return jsonify({"data": [render(run) for run in page.items], "next_cursor": page.next_cursor})
