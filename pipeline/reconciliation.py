@@ -19,6 +19,7 @@ from typing import Callable
 import pandas
 
 from pipeline.errors import NotFound
+from pipeline.money import MINOR_UNITS, currency, format_amount
 from pipeline.ports import UnitOfWork
 from pipeline.statements import Page, decode_cursor, page_of
 
@@ -38,10 +39,44 @@ class Mismatch:
 
 
 @dataclass(frozen=True)
-class Findings:
+class Evidence:
+    """What storage read from one snapshot; the rules below turn it into mismatches."""
+
+    horizon: int  #: the snapshot's oldest running transaction: the next incremental run starts there
     wallets_checked: int
-    mismatches: list[Mismatch]
-    horizon: int  #: the snapshot's oldest running transaction: the next incremental run starts here
+    #: (wallet id, currency, balance, sum of postings, latest balance_after) of wallets that disagree
+    wallets: list[tuple[int, str, int, int, int]]
+    #: (journal entry id, currency or None when it has no postings, sum) of entries that do not balance
+    unbalanced_entries: list[tuple[str, str | None, int | None]]
+    currency_totals: list[tuple[str, int]]
+    #: (activity id, counter, expected from rows, actual) for check (d)
+    activity_counters: list[tuple[str, str, int, int]] = ()
+    #: (bulk row id, status, postings) for check (e)
+    row_postings: list[tuple[int, str, int]] = ()
+
+
+def _money(minor: int, code: str) -> str:
+    return format_amount(minor, currency(code)) if code in MINOR_UNITS else str(minor)
+
+
+def mismatches_in(evidence: Evidence) -> list[Mismatch]:
+    found = []
+    for wallet_id, code, balance, total, last in evidence.wallets:
+        if balance != total:
+            found.append(Mismatch(str(wallet_id), "balance_differs_from_postings", _money(total, code), _money(balance, code)))
+        if balance != last:
+            found.append(Mismatch(str(wallet_id), "balance_differs_from_last_balance_after",
+                                  _money(last, code), _money(balance, code)))
+    for entry_id, code, total in evidence.unbalanced_entries:
+        actual = "no postings" if code is None else f"{_money(total, code)} {code}"
+        found.append(Mismatch(f"journal_entry:{entry_id}", "journal_entry_unbalanced", "0", actual))
+    found += currency_imbalances(evidence.currency_totals)
+    for activity_id, counter, expected, actual in evidence.activity_counters:
+        found.append(Mismatch(f"activity:{activity_id}", f"activity_counter_{counter}", str(expected), str(actual)))
+    for row_id, status, postings in evidence.row_postings:
+        expected = "1" if status == "SUCCESS" else "0"
+        found.append(Mismatch(f"bulk_row:{row_id}", f"{status.lower()}_row_postings", expected, str(postings)))
+    return found
 
 
 def start(uow: UnitOfWork, full: bool) -> str:
@@ -62,15 +97,16 @@ def run(uow: UnitOfWork, reconciliation_id: str, alert: Callable[[dict], None] |
         if run["status"] != "running":  # already finished by an earlier delivery
             return run
         since = None if run["full"] else uow.reconciliations.last_clean_horizon()
-        findings = uow.reconciliations.check(since)
-        status = "mismatched" if findings.mismatches else "clean"
-        uow.reconciliations.finish(reconciliation_id, status, findings.wallets_checked,
-                                   [asdict(m) for m in findings.mismatches[:MISMATCHES_STORED_MAX]],
-                                   len(findings.mismatches), findings.horizon)
+        evidence = uow.reconciliations.check(since)
+        mismatches = mismatches_in(evidence)
+        status = "mismatched" if mismatches else "clean"
+        uow.reconciliations.finish(reconciliation_id, status, evidence.wallets_checked,
+                                   [asdict(m) for m in mismatches[:MISMATCHES_STORED_MAX]],
+                                   len(mismatches), evidence.horizon)
         uow.commit()
     with uow:
         result = uow.reconciliations.get(reconciliation_id)
-    if findings.mismatches and alert is not None:
+    if mismatches and alert is not None:
         alert(result)
     return result
 
@@ -103,5 +139,5 @@ def currency_imbalances(totals: list[tuple[str, int]]) -> list[Mismatch]:
     """Check (c): the per-currency sum over every wallet must be zero."""
     frame = pandas.DataFrame(totals, columns=["currency", "total"])
     off = frame[frame["total"] != 0]
-    return [Mismatch(f"currency:{row.currency}", "currency_not_zero", "0", str(row.total))
+    return [Mismatch(f"currency:{row.currency}", "currency_not_zero", _money(0, row.currency), _money(row.total, row.currency))
             for row in off.itertuples()]

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from pipeline.reconciliation import Findings, Mismatch, currency_imbalances
+from pipeline.reconciliation import Evidence
 
 # {scope} is every wallet on a full run, or the wallets touched since the horizon.
 _WALLETS = """
@@ -24,15 +24,15 @@ sums AS (
       FROM postings p JOIN scope ON scope.id = p.wallet_id
      GROUP BY p.wallet_id
 ), checked AS (
-    SELECT w.id, w.balance, coalesce(s.total, 0) AS total, coalesce(last.balance_after, 0) AS last_balance_after
+    SELECT w.id, w.currency, w.balance, coalesce(s.total, 0) AS total, coalesce(last.balance_after, 0) AS last_balance_after
       FROM wallets w
       JOIN scope ON scope.id = w.id
       LEFT JOIN sums s ON s.wallet_id = w.id
       LEFT JOIN postings last ON last.id = s.last_posting_id
 )
-SELECT (SELECT count(*) FROM scope), id, balance, total, last_balance_after FROM checked
+SELECT (SELECT count(*) FROM scope), id, currency, balance, total, last_balance_after FROM checked
  WHERE balance <> total OR balance <> last_balance_after
- UNION ALL SELECT (SELECT count(*) FROM scope), NULL, NULL, NULL, NULL
+ UNION ALL SELECT (SELECT count(*) FROM scope), NULL, NULL, NULL, NULL, NULL
 """
 _ALL_WALLETS = "SELECT id FROM wallets"
 _TOUCHED_WALLETS = """
@@ -79,25 +79,20 @@ class SqlReconciliations:
             " WHERE status = 'clean' ORDER BY finished_at DESC LIMIT 1")).one_or_none()
         return (row[0], row[1]) if row else None
 
-    def check(self, since: tuple[int, datetime] | None) -> Findings:
+    def check(self, since: tuple[int, datetime] | None) -> Evidence:
         params = {"since": since[0] if since else None, "since_time": since[1] if since else None}
         horizon = self.connection.execute(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one()
-        mismatches, checked = [], 0
         query = _WALLETS.format(scope=_TOUCHED_WALLETS if since else _ALL_WALLETS)
-        for checked, wallet_id, balance, total, last in self.connection.execute(text(query), params):
-            if wallet_id is None:  # the closing row that carries only the count
-                continue
-            if balance != total:
-                mismatches.append(Mismatch(str(wallet_id), "balance_differs_from_postings", str(total), str(balance)))
-            if balance != last:
-                mismatches.append(Mismatch(str(wallet_id), "balance_differs_from_last_balance_after", str(last), str(balance)))
-        for entry_id, code, total in self.connection.execute(
-                text(_UNBALANCED_ENTRIES.format(where="WHERE j.transaction_id >= :since" if since else "")), params):
-            mismatches.append(Mismatch(f"journal_entry:{entry_id}", "journal_entry_unbalanced", "0",
-                                       "no postings" if total is None else f"{total} {code}"))
-        totals = self.connection.execute(text("SELECT currency, sum(balance) FROM wallets GROUP BY currency")).all()
-        mismatches += currency_imbalances([(code, int(total)) for code, total in totals])
-        return Findings(checked, mismatches, horizon)
+        rows = self.connection.execute(text(query), params).all()
+        entries_query = _UNBALANCED_ENTRIES.format(where="WHERE j.transaction_id >= :since" if since else "")
+        return Evidence(
+            horizon=horizon,
+            wallets_checked=rows[-1][0],
+            wallets=[tuple(row[1:]) for row in rows[:-1]],  # the last row carries only the count
+            unbalanced_entries=[tuple(row) for row in self.connection.execute(text(entries_query), params)],
+            currency_totals=[(code, int(total)) for code, total in self.connection.execute(
+                text("SELECT currency, sum(balance) FROM wallets GROUP BY currency"))],
+        )
 
     def finish(self, reconciliation_id: str, status: str, wallets_checked: int, mismatches: list[dict],
                mismatch_count: int, horizon: int) -> None:
