@@ -31,6 +31,9 @@ def test_environ(**overrides: str) -> dict[str, str]:
     return environ
 
 
+test_environ.__test__ = False  # a helper, not a test, whatever its name says
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings.from_environ(test_environ())

@@ -1,0 +1,3 @@
+from jobs.scheduler import main
+
+main()
