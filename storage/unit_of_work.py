@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pipeline.errors import TransientFault
 from storage.accounts import SqlApiKeys, SqlIdempotencyKeys, SqlUsers
+from storage.bulk import SqlBulkCredits
 from storage.ledger import SqlLedger
 from storage.reconciliation import SqlReconciliations
 
@@ -39,6 +40,7 @@ class SqlUnitOfWork:
         self.ledger = SqlLedger(self.connection)
         self.idempotency = SqlIdempotencyKeys(self.connection)
         self.api_keys = SqlApiKeys(self.connection)
+        self.bulk = SqlBulkCredits(self.connection)
         self.reconciliations = SqlReconciliations(self.connection)
         return self
 

@@ -1,0 +1,83 @@
+"""What the bulk-credit use cases need from storage (`uow.bulk`) and from the queue."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Protocol
+
+from pipeline.bulk.rows import Row
+from pipeline.bulk.status import Counters
+
+
+@dataclass(frozen=True)
+class Activity:
+    id: str
+    status: str
+    counters: Counters
+    content_sha256: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Valid rows `first_row_id..last_row_id` of one activity with this `number`."""
+
+    id: int
+    activity_id: str
+    number: int
+    first_row_id: int
+    last_row_id: int
+    state: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one chunk transaction did; `skipped` when the chunk was already DONE."""
+
+    chunk_id: int
+    credited: int = 0
+    failed: int = 0
+    skipped: bool = False
+    status: str | None = None
+
+
+class DuplicateContent(Exception):
+    """Another activity already holds this content hash; the upload is rolled back."""
+
+
+class DuplicateKey(Exception):
+    """Another activity already holds this Idempotency-Key; the upload is rolled back."""
+
+
+class BulkCredits(Protocol):
+    def find_by_idempotency_key(self, api_key_id: int | None, key: str) -> Activity | None: ...
+    def find_by_content(self, content_sha256: str) -> Activity | None: ...
+    def add_activity(self, activity_id: str, api_key_id: int | None, key: str | None, file_name: str | None) -> None: ...
+    def copy_rows(self, activity_id: str, rows: Iterable[tuple[Row, int | None]]) -> None: ...
+    def invalidate_unknown_users(self, activity_id: str, message: str) -> int: ...
+    def invalidate_duplicate_references(self, activity_id: str) -> int: ...
+    def plan_chunks(self, activity_id: str, lease_s: int) -> tuple[list[int], int]: ...
+    def finish_upload(self, activity_id: str, content_sha256: str, size_bytes: int, counters: Counters,
+                      status: str) -> None: ...
+    def lock_chunk(self, chunk_id: int) -> Chunk | None: ...
+    def fail_unapplicable(self, chunk: Chunk, fail_user_ids: list[str], messages: dict[str, str],
+                          retry_base_delay_s: float) -> int: ...
+    def settle_already_posted(self, chunk: Chunk) -> int: ...
+    def credit_pending(self, chunk: Chunk, funding_shard: int) -> int: ...
+    def finish_chunk(self, chunk: Chunk, credited: int, failed: int) -> None: ...
+    def add_outcomes(self, activity_id: str, successful: int, failed: int, pending: int) -> Activity: ...
+    def set_status(self, activity_id: str, status: str) -> None: ...
+    def lock_activity(self, activity_id: str) -> Activity | None: ...
+    def reopen_failed_rows(self, activity_id: str, lease_s: int) -> tuple[int, list[int]]: ...
+    def activity(self, activity_id: str) -> Activity | None: ...
+    def rows(self, activity_id: str, status: str | None, after_row_number: int, limit: int) -> list[dict[str, Any]]: ...
+    def copy_users(self, users: Iterable[tuple[str, str, str]]) -> None: ...
+
+
+class ChunkQueue(Protocol):
+    """Sends one message per chunk id; called only after the transaction that made them commits."""
+
+    def send(self, chunk_ids: list[int]) -> None: ...

@@ -1,0 +1,221 @@
+"""Applying one chunk with a constant number of statements, whatever its size.
+
+Lock order, the same in every chunk transaction so that chunks never deadlock each other:
+the chunk row, then the users' wallets in ascending id order, then the chunk's
+`bulk_funding` shard, then the activity row (last, so the hot activity row is held only
+for the moment before commit).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+from pipeline.bulk.ports import Activity, Chunk
+from pipeline.bulk.status import FINAL_STATUSES, INJECTED_FAULT, USER_NOT_FOUND
+from storage.bulk.reads import ACTIVITY_COLUMNS, activity_from
+
+# The PENDING rows of one chunk: a range of the primary key, so no extra index is needed.
+PENDING = """r.id BETWEEN :first_row_id AND :last_row_id AND r.activity_id = :activity_id
+   AND r.chunk_number = :number AND r.status = 'PENDING'"""
+
+_LOCK_CHUNK = text("""
+SELECT id, activity_id::text, number, first_row_id, last_row_id, state, attempts
+  FROM bulk_chunks WHERE id = :id FOR UPDATE
+""")
+
+_FAIL = text(f"""
+UPDATE bulk_rows r
+   SET status = 'FAILED', attempts = r.attempts + 1, updated_at = now(),
+       error_code = CASE WHEN r.user_id = ANY(CAST(:fail_user_ids AS uuid[])) THEN :injected ELSE :not_found END,
+       error_message = CASE WHEN r.user_id = ANY(CAST(:fail_user_ids AS uuid[])) THEN :injected_message
+                            ELSE :not_found_message END,
+       next_attempt_at = now() + make_interval(secs => :base_delay_s * power(2, least(r.attempts, 16)))
+ WHERE {PENDING}
+   AND (r.user_id = ANY(CAST(:fail_user_ids AS uuid[])) OR NOT EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id))
+""")
+
+# Never expected to match: postings and row statuses commit together. It keeps a chunk
+# idempotent even if they ever disagreed, instead of failing on the UNIQUE key forever.
+_SETTLE_POSTED = text(f"""
+UPDATE bulk_rows r
+   SET status = 'SUCCESS', journal_entry_id = p.journal_entry_id, error_code = NULL, error_message = NULL,
+       next_attempt_at = NULL, updated_at = now()
+  FROM postings p
+ WHERE p.bulk_row_id = r.id AND {PENDING}
+""")
+
+_TOTALS = text(f"SELECT r.currency, count(*), sum(r.amount_minor) FROM bulk_rows r WHERE {PENDING} GROUP BY r.currency")
+
+_CREATE_WALLETS = text(f"""
+INSERT INTO wallets (user_id, currency)
+SELECT DISTINCT r.user_id, r.currency FROM bulk_rows r
+ WHERE {PENDING}
+   AND NOT EXISTS (SELECT 1 FROM wallets w WHERE w.user_id = r.user_id AND w.currency = r.currency)
+ ORDER BY r.user_id, r.currency
+ON CONFLICT DO NOTHING
+""")
+
+_CREATE_FUNDING = text("""
+INSERT INTO wallets (system_name, shard, currency)
+SELECT 'bulk_funding', :shard, c FROM unnest(CAST(:currencies AS char(3)[])) c
+ WHERE NOT EXISTS (SELECT 1 FROM wallets w WHERE w.system_name = 'bulk_funding' AND w.shard = :shard
+                                             AND w.currency = c)
+ON CONFLICT DO NOTHING
+""")
+
+_LOCK_USER_WALLETS = text(f"""
+SELECT count(*) FROM (
+    SELECT w.id FROM wallets w
+     WHERE w.id IN (SELECT w2.id FROM bulk_rows r JOIN wallets w2 ON w2.user_id = r.user_id
+                                                              AND w2.currency = r.currency WHERE {PENDING})
+     ORDER BY w.id FOR UPDATE) locked
+""")
+
+_LOCK_FUNDING = text("""
+SELECT count(*) FROM (
+    SELECT id FROM wallets WHERE system_name = 'bulk_funding' AND shard = :shard
+       AND currency = ANY(CAST(:currencies AS char(3)[])) ORDER BY id FOR UPDATE) locked
+""")
+
+_ENTRIES = text(f"""
+INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, activity_id, metadata)
+SELECT gen_random_uuid(), 'bulk_credit', 'bulk_chunk:' || :chunk_id || ':' || :attempt || ':' || r.currency,
+       r.currency, sum(r.amount_minor), :activity_id,
+       jsonb_build_object('chunk_id', :chunk_id, 'rows', count(*), 'funding_shard', :shard)
+  FROM bulk_rows r WHERE {PENDING}
+ GROUP BY r.currency
+RETURNING id::text, currency, amount
+""")
+
+# One statement: the postings (one per row, one debit per currency on the funding shard),
+# the balances they move, and the rows they settle. Every part reads the same snapshot,
+# so balance_after is computed from the balances before this statement's update.
+_POST = text(f"""
+WITH entry (id, currency, amount) AS (
+    SELECT * FROM unnest(CAST(:entry_ids AS uuid[]), CAST(:entry_currencies AS char(3)[]),
+                         CAST(:entry_amounts AS bigint[]))
+), posted AS (
+    INSERT INTO postings (journal_entry_id, wallet_id, currency, amount, balance_after, bulk_row_id)
+    SELECT e.id, w.id, r.currency, r.amount_minor,
+           w.balance + sum(r.amount_minor) OVER (PARTITION BY w.id ORDER BY r.id), r.id
+      FROM bulk_rows r
+      JOIN wallets w ON w.user_id = r.user_id AND w.currency = r.currency
+      JOIN entry e ON e.currency = r.currency
+     WHERE {PENDING}
+    UNION ALL
+    SELECT e.id, w.id, e.currency, -e.amount, w.balance - e.amount, NULL
+      FROM entry e
+      JOIN wallets w ON w.system_name = 'bulk_funding' AND w.shard = :shard AND w.currency = e.currency
+    RETURNING journal_entry_id, wallet_id, amount, bulk_row_id
+), moved AS (
+    UPDATE wallets w SET balance = w.balance + d.delta, version = w.version + 1, updated_at = now()
+      FROM (SELECT wallet_id, sum(amount) AS delta FROM posted GROUP BY wallet_id) d
+     WHERE w.id = d.wallet_id
+    RETURNING w.id
+), settled AS (
+    UPDATE bulk_rows r
+       SET status = 'SUCCESS', journal_entry_id = p.journal_entry_id, attempts = r.attempts + 1,
+           error_code = NULL, error_message = NULL, next_attempt_at = NULL, updated_at = now()
+      FROM posted p
+     WHERE p.bulk_row_id = r.id
+    RETURNING r.id
+)
+SELECT (SELECT count(*) FROM settled), (SELECT count(*) FROM posted WHERE bulk_row_id IS NULL),
+       (SELECT count(*) FROM moved), (SELECT count(DISTINCT wallet_id) FROM posted)
+""")
+
+_FINISH_CHUNK = text("""
+UPDATE bulk_chunks SET state = 'DONE', attempts = attempts + 1, applied_at = now(), heartbeat_at = now(),
+       leased_until = NULL
+ WHERE id = :id
+""")
+
+_ADD_OUTCOMES = text(f"""
+UPDATE bulk_activities
+   SET successful_records = successful_records + :successful, failed_records = failed_records + :failed,
+       pending_records = pending_records + :pending, started_at = coalesce(started_at, now()), updated_at = now()
+ WHERE id = :activity_id
+RETURNING {ACTIVITY_COLUMNS}
+""")
+
+
+class ChunkSql:
+    connection: Any
+
+    def lock_chunk(self, chunk_id: int) -> Chunk | None:
+        row = self.connection.execute(_LOCK_CHUNK, {"id": chunk_id}).one_or_none()
+        return Chunk(*row) if row else None
+
+    @staticmethod
+    def _pending(chunk: Chunk) -> dict[str, Any]:
+        return {"first_row_id": chunk.first_row_id, "last_row_id": chunk.last_row_id,
+                "activity_id": chunk.activity_id, "number": chunk.number}
+
+    def fail_unapplicable(self, chunk: Chunk, fail_user_ids: list[str], messages: dict[str, str],
+                          retry_base_delay_s: float) -> int:
+        return self.connection.execute(_FAIL, {
+            **self._pending(chunk), "fail_user_ids": fail_user_ids, "base_delay_s": retry_base_delay_s,
+            "injected": INJECTED_FAULT, "injected_message": messages[INJECTED_FAULT],
+            "not_found": USER_NOT_FOUND, "not_found_message": messages[USER_NOT_FOUND]}).rowcount
+
+    def settle_already_posted(self, chunk: Chunk) -> int:
+        return self.connection.execute(_SETTLE_POSTED, self._pending(chunk)).rowcount
+
+    def credit_pending(self, chunk: Chunk, funding_shard: int) -> int:
+        pending = self._pending(chunk)
+        totals = self.connection.execute(_TOTALS, pending).all()
+        if not totals:
+            return 0
+        currencies = [currency for currency, _, _ in totals]
+        shard = {"shard": funding_shard, "currencies": currencies}
+        self.connection.execute(_CREATE_WALLETS, pending)
+        self.connection.execute(_CREATE_FUNDING, shard)
+        self.connection.execute(_LOCK_USER_WALLETS, pending)
+        assert self.connection.execute(_LOCK_FUNDING, shard).scalar_one() == len(currencies)
+        entries = self.connection.execute(_ENTRIES, {
+            **pending, "chunk_id": chunk.id, "attempt": chunk.attempts, "shard": funding_shard}).all()
+        credited, debits, moved, wallets = self.connection.execute(_POST, {
+            **pending, "shard": funding_shard, "entry_ids": [entry_id for entry_id, _, _ in entries],
+            "entry_currencies": [currency for _, currency, _ in entries],
+            "entry_amounts": [amount for _, _, amount in entries]}).one()
+        expected = sum(count for _, count, _ in totals)
+        assert credited == expected, f"chunk {chunk.id}: {credited} rows credited, {expected} were pending"
+        assert debits == len(entries) and moved == wallets, (debits, len(entries), moved, wallets)
+        return credited
+
+    def finish_chunk(self, chunk: Chunk, credited: int, failed: int) -> None:
+        assert self.connection.execute(_FINISH_CHUNK, {"id": chunk.id}).rowcount == 1
+
+    def add_outcomes(self, activity_id: str, successful: int, failed: int, pending: int) -> Activity:
+        row = self.connection.execute(_ADD_OUTCOMES, {"activity_id": activity_id, "successful": successful,
+                                                      "failed": failed, "pending": pending}).one()
+        return activity_from(row)
+
+    def set_status(self, activity_id: str, status: str) -> None:
+        self.connection.execute(
+            text("UPDATE bulk_activities SET status = :status, updated_at = now(),"
+                 " completed_at = CASE WHEN :final THEN now() END,"
+                 " started_at = coalesce(started_at, now()) WHERE id = :activity_id"),
+            {"activity_id": activity_id, "status": status, "final": status in FINAL_STATUSES})
+
+    def reopen_failed_rows(self, activity_id: str, lease_s: int) -> tuple[int, list[int]]:
+        reopened, chunk_ids = self.connection.execute(_REOPEN, {"activity_id": activity_id, "lease_s": lease_s}).one()
+        return reopened, list(chunk_ids or [])
+
+
+_REOPEN = text("""
+WITH reopened AS (
+    UPDATE bulk_rows SET status = 'PENDING', error_code = NULL, error_message = NULL, next_attempt_at = NULL,
+           updated_at = now()
+     WHERE activity_id = :activity_id AND status = 'FAILED'
+    RETURNING chunk_number
+), chunks AS (
+    UPDATE bulk_chunks c SET state = 'PENDING', leased_until = now() + make_interval(secs => :lease_s),
+           sent_count = sent_count + 1
+     WHERE c.activity_id = :activity_id AND c.number IN (SELECT chunk_number FROM reopened)
+    RETURNING c.id
+)
+SELECT (SELECT count(*) FROM reopened), (SELECT array_agg(id ORDER BY id) FROM chunks)
+""")
+
