@@ -22,7 +22,8 @@ class Page:
 def parse_limit(raw: str | None) -> int:
     if raw is None:
         return PAGE_ROWS_DEFAULT
-    if not raw.isdigit() or not 1 <= int(raw) <= PAGE_ROWS_MAX:
+    # isascii(): str.isdigit() also accepts digits such as "²" that int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= PAGE_ROWS_MAX:
         raise ValidationFailed("limit is out of range", [FieldError("limit", f"must be an integer from 1 to {PAGE_ROWS_MAX}")])
     return int(raw)
 

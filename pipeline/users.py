@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from pipeline.errors import FieldError, NotFound, ValidationFailed
 from pipeline.ports import UnitOfWork, User
+from pipeline.text import storable
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 SCOPES = ("admin", "operator")
@@ -16,11 +17,12 @@ SCOPES = ("admin", "operator")
 
 def create_user(uow: UnitOfWork, name: object, email: object, external_id: object = None) -> User:
     errors = []
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200 or not storable(name):
         errors.append(FieldError("name", "must be a string of 1 to 200 characters"))
-    if not isinstance(email, str) or len(email) > 320 or not _EMAIL.fullmatch(email):
+    if not isinstance(email, str) or len(email) > 320 or not _EMAIL.fullmatch(email) or not storable(email):
         errors.append(FieldError("email", "must be an email address such as ana@example.com"))
-    if external_id is not None and (not isinstance(external_id, str) or not 1 <= len(external_id) <= 200):
+    if external_id is not None and (not isinstance(external_id, str) or not 1 <= len(external_id) <= 200
+                                    or not storable(external_id)):
         errors.append(FieldError("external_id", "must be a string of 1 to 200 characters"))
     if errors:
         raise ValidationFailed("the user is not valid", errors)

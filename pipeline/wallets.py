@@ -16,6 +16,7 @@ from pipeline.errors import FieldError, InsufficientFunds, NotFound, SameWallet,
 from pipeline.ledger import Movement, Posting, WalletKey, post
 from pipeline.money import Currency, MoneyError, currency, fee_for, parse_amount
 from pipeline.ports import JournalEntry, UnitOfWork
+from pipeline.text import storable
 
 #: The longest `reference` a movement may carry, in characters.
 REFERENCE_LENGTH_MAX = 200
@@ -63,7 +64,8 @@ def parse_money_request(body: dict, settings: Settings) -> MoneyRequest:
         except MoneyError as error:
             errors.append(FieldError("amount", error.reason))
     reference = body.get("reference")
-    if reference is not None and (not isinstance(reference, str) or not 1 <= len(reference) <= REFERENCE_LENGTH_MAX):
+    if reference is not None and (not isinstance(reference, str) or not 1 <= len(reference) <= REFERENCE_LENGTH_MAX
+                                  or not storable(reference)):
         errors.append(FieldError("reference", f"must be a string of 1 to {REFERENCE_LENGTH_MAX} characters"))
     if errors:
         raise ValidationFailed("the request is not valid", errors)

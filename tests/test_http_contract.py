@@ -123,6 +123,20 @@ def test_an_invalid_user_is_a_422_naming_each_field(admin):
     assert_problem(response, 422, "validation_failed", {"name", "email", "external_id"})
 
 
+# JSON can carry a NUL character or a lone surrogate; PostgreSQL's text can hold neither.
+UNSTORABLE_TEXT = ["a\\u0000b", "\\ud800", "x\\udfff"]
+
+
+@pytest.mark.parametrize("unstorable", UNSTORABLE_TEXT)
+@pytest.mark.parametrize("field", ["name", "email", "external_id"])
+def test_a_user_field_with_text_postgresql_cannot_store_is_a_422(admin, field, unstorable):
+    fields = {"name": '"Ana"', "email": '"ana@example.com"', "external_id": '"crm-9"'}
+    fields[field] = f'"{unstorable}@example.com"' if field == "email" else f'"{unstorable}"'
+    raw = "{" + ", ".join(f'"{name}": {value}' for name, value in fields.items()) + "}"
+    response = admin.client.post("/api/v1/users", data=raw, content_type="application/json", headers=admin.headers)
+    assert_problem(response, 422, "validation_failed", {field})
+
+
 def test_an_unknown_user_is_a_404_and_a_malformed_id_a_422(admin):
     unknown = uuid.uuid4()
     for suffix in ("", "/wallets", "/balance", "/transactions"):
@@ -249,6 +263,14 @@ def test_a_transfer_with_an_unknown_user_is_a_404(admin):
     assert admin.get(f"/api/v1/users/{ana}/balance").get_json()["balance"] == "10.00"
 
 
+@pytest.mark.parametrize("path", ["/api/v1/wallet/deposit", "/api/v1/wallet/withdraw"])
+def test_a_deposit_or_withdrawal_for_an_unknown_user_is_a_404(admin, engine, path):
+    response = admin.post(path, {"user_id": str(uuid.uuid4()), "amount": "1.00", "currency": "SGD"})
+    assert_problem(response, 404, "not_found")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM journal_entries")).scalar_one() == 0
+
+
 def test_a_transfer_of_more_than_the_balance_is_a_422_insufficient_funds(admin):
     ana, ben = admin.user()["id"], admin.user()["id"]
     admin.deposit(ana, "10.00")
@@ -302,10 +324,31 @@ def test_a_malformed_reference_is_a_422(admin, reference):
     assert_problem(response, 422, "validation_failed", {"reference"})
 
 
+@pytest.mark.parametrize("unstorable", UNSTORABLE_TEXT)
+@pytest.mark.parametrize("path", ["/api/v1/wallet/deposit", "/api/v1/wallet/transfer"])
+def test_a_reference_with_text_postgresql_cannot_store_is_a_422(admin, path, unstorable):
+    ana, ben = admin.user()["id"], admin.user()["id"]
+    admin.deposit(ana, "5.00")
+    users = f'"from_user_id": "{ana}", "to_user_id": "{ben}"' if path.endswith("transfer") else f'"user_id": "{ana}"'
+    raw = f'{{{users}, "amount": "1.00", "currency": "SGD", "reference": "{unstorable}"}}'
+    response = admin.client.post(path, data=raw, content_type="application/json",
+                                 headers={**admin.headers, "Idempotency-Key": "k"})
+    assert_problem(response, 422, "validation_failed", {"reference"})
+    assert admin.get(f"/api/v1/users/{ana}/balance").get_json()["balance"] == "5.00"
+
+
 def test_a_money_movement_without_an_idempotency_key_is_a_400(admin):
     ana = admin.user()["id"]
     response = admin.post("/api/v1/wallet/deposit", {"user_id": ana, "amount": "1.00", "currency": "SGD"}, key=None)
     assert_problem(response, 400, "idempotency_key_missing")
+    assert admin.get(f"/api/v1/users/{ana}/balance").get_json()["balance"] == "0.00"
+
+
+@pytest.mark.parametrize("key", ["x" * 256, "a\x00b"])
+def test_an_idempotency_key_that_cannot_be_stored_is_a_422(admin, key):
+    ana = admin.user()["id"]
+    response = admin.post("/api/v1/wallet/deposit", {"user_id": ana, "amount": "1.00", "currency": "SGD"}, key=key)
+    assert_problem(response, 422, "validation_failed", {"Idempotency-Key"})
     assert admin.get(f"/api/v1/users/{ana}/balance").get_json()["balance"] == "0.00"
 
 
@@ -395,8 +438,19 @@ def test_history_pages_with_a_cursor_newest_first_without_overlap(admin):
     assert len(default["data"]) == 7 and default["next_cursor"] is None
 
 
+def test_history_pages_hold_twenty_items_unless_asked_otherwise(admin):
+    ana = admin.user()["id"]
+    for n in range(21):
+        assert admin.deposit(ana, f"{n + 1}.00").status_code == 201
+    first = admin.get(f"/api/v1/users/{ana}/transactions").get_json()
+    assert [item["amount"] for item in first["data"]] == [f"{n}.00" for n in range(21, 1, -1)]
+    rest = admin.get(f"/api/v1/users/{ana}/transactions?cursor={first['next_cursor']}").get_json()
+    assert [item["amount"] for item in rest["data"]] == ["1.00"] and rest["next_cursor"] is None
+
+
 @pytest.mark.parametrize("query, field", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=-1", "limit"), ("limit=abc", "limit"), ("limit=", "limit"),
+    ("limit=%C2%B2", "limit"),  # "²" is a digit to str.isdigit() but not to int()
     ("cursor=not-a-cursor!", "cursor"), ("currency=EUR", "currency"),
 ])
 def test_history_refuses_a_bad_limit_cursor_or_currency_with_a_422(admin, query, field):

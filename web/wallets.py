@@ -10,6 +10,7 @@ from pipeline import statements, users, wallets
 from pipeline.idempotency import IdempotentRequest, answer_once, request_sha256
 from pipeline.money import MINOR_UNITS, Currency, MoneyError, currency, format_amount
 from pipeline.errors import FieldError, ValidationFailed
+from pipeline.text import storable
 from web.auth import allow, authenticated
 from web.problems import HttpProblem, problem_response, refusal_body
 
@@ -138,6 +139,8 @@ def _idempotent(command, act, render):
         raise HttpProblem(400, "idempotency_key_missing", "send an Idempotency-Key header with every money movement")
     if len(key) > 255:
         raise ValidationFailed("Idempotency-Key is too long", [FieldError("Idempotency-Key", "at most 255 characters")])
+    if not storable(key):
+        raise ValidationFailed("Idempotency-Key is not valid", [FieldError("Idempotency-Key", "must not contain NUL")])
     body = json_body()
     parsed = command(body)
     idempotent = IdempotentRequest(g.principal.api_key_id, key, request_sha256(request.method, request.path, body))
