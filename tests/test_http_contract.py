@@ -241,6 +241,14 @@ def test_a_transfer_returns_201_and_the_sender_pays_amount_and_fee(services, cle
         assert_timestamp(body["created_at"])
         assert api.get(f"/api/v1/users/{ana}/balance").get_json()["balance"] == "89.85"
         assert api.get(f"/api/v1/users/{ben}/balance").get_json()["balance"] == "10.00"
+        sent = api.get(f"/api/v1/users/{ana}/transactions").get_json()["data"][0]
+        received = api.get(f"/api/v1/users/{ben}/transactions").get_json()["data"][0]
+        assert (sent["direction"], sent["amount"], sent["fee"], sent["balance_after"]) == ("debit", "10.00", "0.15", "89.85")
+        assert (received["direction"], received["amount"], received["fee"], received["balance_after"]) == \
+            ("credit", "10.00", "0.00", "10.00")
+        postings = api.get(f"/api/v1/transactions/{body['id']}").get_json()["postings"]
+        assert sorted((p["user_id"] or p["system_wallet"], p["amount"]) for p in postings) == sorted(
+            [(ana, "-10.15"), (ben, "10.00"), ("fees", "0.15")])
         # The fee is half-up rounded to the minor unit: 0.33 * 1.5% = 0.00495 -> 0.00, 0.34 -> 0.01.
         assert api.transfer(ana, ben, "0.33").get_json()["fee"] == "0.00"
         assert api.transfer(ana, ben, "0.34").get_json()["fee"] == "0.01"
