@@ -14,14 +14,14 @@ from collections import Counter
 import pytest
 from sqlalchemy import text
 
-from tests.concurrent_transfers import WAIT_S, Outcome, Transfer, run_client
+from tests.concurrent_transfers import WAIT_S, Deposit, Outcome, Transfer, run_client
 from tests import conftest
 from tests.conftest import assert_ledger_invariants
 
 FEE_BPS = "150"
 
 
-def run_processes(token: str, transfers_per_process: list[list[Transfer]]) -> list[Outcome]:
+def run_processes(token: str, transfers_per_process: list[list[Transfer | Deposit]]) -> list[Outcome]:
     """Starts one spawned process per list of transfers, releases them together, and
     returns every outcome."""
     context = multiprocessing.get_context("spawn")
@@ -177,4 +177,21 @@ def test_two_users_transferring_to_each_other_at_once_all_succeed_with_exact_bal
     assert balance(engine, ana) == balance(engine, ben) == 50_000 - 12 * 15
     assert system_balance(engine, "fees") == 24 * 15
     assert transfer_entries(engine) == 24
+    assert_money_is_conserved(engine)
+
+
+def test_concurrent_first_credits_create_one_wallet_and_lose_nothing(engine, admin):
+    ana, ben = admin.user(), admin.user(deposit="100.00")  # no SGD wallet, and no JPY wallet anywhere yet
+
+    outcomes = run_processes(admin.token, [
+        [Deposit(ana, "1.00"), Deposit(ana, "7", "JPY"), Transfer(ben, ana, "2.00")] for _ in range(6)])
+
+    assert statuses(outcomes) == {(201, None): 18}
+    with engine.connect() as connection:
+        wallets = connection.execute(text("SELECT currency, count(*) FROM wallets WHERE user_id = :id"
+                                          " GROUP BY currency ORDER BY currency"), {"id": ana}).all()
+    assert wallets == [("JPY", 1), ("SGD", 1)]
+    assert balance(engine, ana) == 6 * 300
+    assert balance(engine, ana, "JPY") == 6 * 7
+    assert balance(engine, ben) == 10_000 - 6 * 203
     assert_money_is_conserved(engine)
