@@ -400,6 +400,7 @@ def test_history_lists_both_sides_of_a_transfer_newest_first(admin):
     ana, ben = admin.user()["id"], admin.user()["id"]
     admin.deposit(ana, "30.00")
     admin.deposit(ana, "500", "JPY")
+    admin.post("/api/v1/wallet/withdraw", {"user_id": ana, "amount": "50", "currency": "JPY"})
     admin.transfer(ana, ben, "12.50")
 
     sent = admin.get(f"/api/v1/users/{ana}/transactions")
@@ -414,6 +415,7 @@ def test_history_lists_both_sides_of_a_transfer_newest_first(admin):
     assert [(i["kind"], i["direction"], i["amount"], i["fee"], i["currency"], i["balance_after"],
              i["counterparty_user_id"]) for i in items] == [
         ("transfer", "debit", "12.50", "0.00", "SGD", "17.50", ben),
+        ("withdrawal", "debit", "50", "0", "JPY", "450", None),
         ("deposit", "credit", "500", "0", "JPY", "500", None),
         ("deposit", "credit", "30.00", "0.00", "SGD", "30.00", None),
     ]
@@ -421,7 +423,7 @@ def test_history_lists_both_sides_of_a_transfer_newest_first(admin):
             for i in received] == [("transfer", "credit", "12.50", "12.50", ana)]
     assert received[0]["id"] == items[0]["id"]
     only_jpy = admin.get(f"/api/v1/users/{ana}/transactions?currency=JPY").get_json()["data"]
-    assert [i["currency"] for i in only_jpy] == ["JPY"]
+    assert [i["currency"] for i in only_jpy] == ["JPY", "JPY"]
 
 
 def test_history_pages_with_a_cursor_newest_first_without_overlap(admin):
@@ -507,6 +509,8 @@ def test_an_operator_reads_everything_but_moves_no_money(admin, token_for, engin
     assert_problem(operator.post("/api/v1/wallet/withdraw", {"user_id": ana, "amount": "1.00", "currency": "SGD"}),
                    403, "forbidden")
     assert_problem(operator.transfer(ana, ben, "1.00"), 403, "forbidden")
+    deposit_id = operator.get(f"/api/v1/users/{ana}/transactions").get_json()["data"][0]["id"]
+    assert operator.get(f"/api/v1/transactions/{deposit_id}").status_code == 200
     assert admin.get(f"/api/v1/users/{ana}/balance").get_json()["balance"] == "10.00"
 
 
@@ -521,7 +525,15 @@ def test_a_user_token_reads_and_spends_only_its_own_money(admin, token_for):
         assert_problem(as_ana.get(f"/api/v1/users/{ben}{suffix}"), 403, "forbidden")
     assert_problem(as_ana.transfer(ben, ana, "1.00"), 403, "forbidden")
     assert_problem(as_ana.deposit(ana, "1.00"), 403, "forbidden")
-    assert as_ana.transfer(ana, ben, "1.00").status_code == 201
+    assert_problem(as_ana.post("/api/v1/wallet/withdraw", {"user_id": ana, "amount": "1.00", "currency": "SGD"}),
+                   403, "forbidden")
+    assert_problem(as_ana.post("/api/v1/users", {"name": "Eve", "email": "eve@example.com"}, key=None), 403, "forbidden")
+    sent = as_ana.transfer(ana, ben, "1.00")
+    assert sent.status_code == 201
+    assert as_ana.get(f"/api/v1/transactions/{sent.get_json()['id']}").status_code == 200
+    # Someone else's transaction is not there as far as this token can tell.
+    bens = admin.get(f"/api/v1/users/{ben}/transactions").get_json()["data"][-1]["id"]
+    assert_problem(as_ana.get(f"/api/v1/transactions/{bens}"), 404, "not_found")
 
     assert admin.get(f"/api/v1/users/{ana}/balance").get_json()["balance"] == "9.00"
     assert admin.get(f"/api/v1/users/{ben}/balance").get_json()["balance"] == "11.00"
