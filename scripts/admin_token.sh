@@ -8,8 +8,8 @@ token_file="$root/.run/admin_token"
 api_url=${API_URL:-http://127.0.0.1:${WALLET_API_PORT:-8088}}
 cd "$root"
 
-# Succeeds unless the API answers 401 to the token: any other answer (including a missing
-# endpoint while the API is young) says nothing against it.
+# Succeeds unless the API answers 401 to the token: any other answer, or none, says nothing
+# against it (the endpoint may not exist yet, or the API may be down).
 accepted() {
   .venv/bin/python - "$api_url/api/v1/reconciliations?limit=1" "$1" <<'PY'
 import sys, urllib.error, urllib.request
@@ -18,6 +18,8 @@ try:
     urllib.request.urlopen(request, timeout=5).close()
 except urllib.error.HTTPError as error:
     sys.exit(1 if error.code == 401 else 0)
+except OSError:
+    pass
 PY
 }
 

@@ -3,7 +3,7 @@
 #
 # Each process runs in its own session (setsid), so its pid is also its process group id and
 # `stop` can reach the children that gunicorn and dramatiq fork. Pids live in .run/<name>.pid,
-# output in .run/logs/<name>.log. `start` restarts a process that is already running, so that
+# output in .run/logs/<name>.log. `start` restarts the processes that are already running, so that
 # `BULK_CREDIT_FAIL_USER_IDS=... make up` gives the workers the new environment; it then waits
 # until the web process answers GET /healthz. Everything this script prints goes to stderr.
 set -euo pipefail
@@ -37,35 +37,37 @@ running_pid() {
   [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 -- "-$pid" 2>/dev/null && echo "$pid"
 }
 
-stop_one() {
-  local name=$1 pid
-  if pid=$(running_pid "$name"); then
-    # TERM to the leader lets gunicorn and dramatiq shut their children down gracefully;
-    # KILL to the group afterwards catches whatever did not exit in time.
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq $((stop_timeout_s * 10))); do
-      kill -0 -- "-$pid" 2>/dev/null || break
-      sleep 0.1
-    done
+# Stops the named processes together: TERM to each leader lets gunicorn and dramatiq shut their
+# children down gracefully; KILL to each group afterwards catches whatever did not exit in time.
+stop() {
+  local name pid entry pids=() deadline=$((SECONDS + stop_timeout_s))
+  for name in "$@"; do
+    if pid=$(running_pid "$name"); then kill -TERM "$pid" 2>/dev/null || true; pids+=("$name:$pid"); fi
+  done
+  for entry in ${pids[@]+"${pids[@]}"}; do
+    name=${entry%%:*}; pid=${entry##*:}
+    while kill -0 -- "-$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
     if kill -0 -- "-$pid" 2>/dev/null; then
       log "$name (pid $pid) still running after ${stop_timeout_s} s, sending KILL"
       kill -KILL -- "-$pid" 2>/dev/null || true
     fi
     log "$name stopped (pid $pid)"
-  fi
-  rm -f "$run_dir/$name.pid"
+  done
+  for name in "$@"; do rm -f "$run_dir/$name.pid"; done
 }
 
 start_one() {
   local name=$1 command
   command=$(command_for "$name")
-  stop_one "$name"
   echo "=== $(date -u +%FT%TZ) starting: $command" >> "$log_dir/$name.log"
   # The inner shell records its own pid after setsid and then becomes the command (exec),
-  # so the pid file names the process group leader whatever setsid had to do.
-  (cd "$root" && setsid bash -c 'echo $$ > "$1"; shift; eval "exec $*"' _ \
-    "$run_dir/$name.pid" "$command" < /dev/null >> "$log_dir/$name.log" 2>&1 &)
+  # so the pid file names the process group leader whatever setsid had to do. Only the
+  # redirected command goes to the background: nothing may keep the caller's stdout open,
+  # or `make up | grep =` would never see end of file.
+  setsid bash -c 'echo $$ > "$1"; eval "exec $2"' _ "$run_dir/$name.pid" "$command" \
+    < /dev/null >> "$log_dir/$name.log" 2>&1 &
   for _ in $(seq 50); do [ -s "$run_dir/$name.pid" ] && break; sleep 0.1; done
+  [ -s "$run_dir/$name.pid" ] || { log "$name did not start, see .run/logs/$name.log"; return 1; }
   log "$name started (pid $(cat "$run_dir/$name.pid")), log in .run/logs/$name.log"
 }
 
@@ -93,10 +95,11 @@ status() {
   return $state
 }
 
+cd "$root"
 mkdir -p "$log_dir"
 case "${1:-}" in
-  start) for name in "${names[@]}"; do start_one "$name"; done; wait_healthy ;;
-  stop) for name in "${names[@]}"; do stop_one "$name"; done ;;
+  start) stop "${names[@]}"; for name in "${names[@]}"; do start_one "$name"; done; wait_healthy ;;
+  stop) stop "${names[@]}" ;;
   status) status ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

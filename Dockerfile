@@ -1,0 +1,19 @@
+# One image for the web, worker, scheduler and migrate services of docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# Requirements first, so that a change to the code does not reinstall them.
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY . .
+RUN useradd --system --uid 10001 --home-dir /app wallet && mkdir -p exports && chown wallet exports
+USER wallet
+
+EXPOSE 8088
+CMD ["sh", "-c", "exec gunicorn --worker-class gthread --workers ${WEB_WORKERS:-2} --threads ${WEB_THREADS:-8} --bind 0.0.0.0:${PORT:-8088} 'api:create_app()'"]
