@@ -51,6 +51,48 @@ HAVING coalesce(sum(p.amount), 1) <> 0
  LIMIT 1000
 """
 
+# {scope} limits checks (d) and (e) to the activities that changed since the horizon.
+_ACTIVITY_SCOPE_ALL = "SELECT id FROM bulk_activities"
+_ACTIVITY_SCOPE_CHANGED = "SELECT id FROM bulk_activities WHERE updated_at >= :since_time OR status IN ('UPLOADED', 'PROCESSING')"
+
+_ACTIVITY_COUNTERS = """
+WITH scope AS ({scope}), counted AS (
+    SELECT r.activity_id,
+           count(*) AS total_records,
+           count(*) FILTER (WHERE r.status <> 'INVALID') AS valid_records,
+           count(*) FILTER (WHERE r.status = 'INVALID') AS invalid_records,
+           count(*) FILTER (WHERE r.status = 'SUCCESS') AS successful_records,
+           count(*) FILTER (WHERE r.status = 'FAILED') AS failed_records,
+           count(*) FILTER (WHERE r.status = 'PENDING') AS pending_records
+      FROM bulk_rows r JOIN scope ON scope.id = r.activity_id
+     GROUP BY r.activity_id
+)
+SELECT a.id::text, c.counter, c.expected, c.actual
+  FROM bulk_activities a JOIN scope ON scope.id = a.id
+  LEFT JOIN counted r ON r.activity_id = a.id
+ CROSS JOIN LATERAL (VALUES
+     ('total_records', coalesce(r.total_records, 0), a.total_records),
+     ('valid_records', coalesce(r.valid_records, 0), a.valid_records),
+     ('invalid_records', coalesce(r.invalid_records, 0), a.invalid_records),
+     ('successful_records', coalesce(r.successful_records, 0), a.successful_records),
+     ('failed_records', coalesce(r.failed_records, 0), a.failed_records),
+     ('pending_records', coalesce(r.pending_records, 0), a.pending_records)
+ ) AS c(counter, expected, actual)
+ WHERE c.expected <> c.actual AND a.status <> 'UPLOADED'
+ LIMIT 1000
+"""
+
+# postings.bulk_row_id is UNIQUE, so a row has at most one posting: only its absence from
+# a SUCCESS row, or its presence on a FAILED or INVALID row, can be wrong.
+_ROW_POSTINGS = """
+WITH scope AS ({scope})
+SELECT r.id, r.status, (p.id IS NOT NULL)::int
+  FROM bulk_rows r JOIN scope ON scope.id = r.activity_id
+  LEFT JOIN postings p ON p.bulk_row_id = r.id
+ WHERE (r.status = 'SUCCESS' AND p.id IS NULL) OR (r.status IN ('FAILED', 'INVALID') AND p.id IS NOT NULL)
+ LIMIT 1000
+"""
+
 
 class SqlReconciliations:
     def __init__(self, connection: Connection):
@@ -92,7 +134,13 @@ class SqlReconciliations:
             unbalanced_entries=[tuple(row) for row in self.connection.execute(text(entries_query), params)],
             currency_totals=[(code, int(total)) for code, total in self.connection.execute(
                 text("SELECT currency, sum(balance) FROM wallets GROUP BY currency"))],
+            activity_counters=self._rows(_ACTIVITY_COUNTERS, since, params),
+            row_postings=self._rows(_ROW_POSTINGS, since, params),
         )
+
+    def _rows(self, query: str, since, params) -> list[tuple]:
+        scope = _ACTIVITY_SCOPE_CHANGED if since else _ACTIVITY_SCOPE_ALL
+        return [tuple(row) for row in self.connection.execute(text(query.format(scope=scope)), params)]
 
     def finish(self, reconciliation_id: str, status: str, wallets_checked: int, mismatches: list[dict],
                mismatch_count: int, horizon: int) -> None:
