@@ -11,8 +11,12 @@ import multiprocessing
 import queue
 from collections import Counter
 
+import psycopg.errors
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from storage.ledger import SqlLedger
 
 from tests.concurrent_transfers import WAIT_S, Deposit, Outcome, Transfer, run_client
 from tests import conftest
@@ -194,4 +198,58 @@ def test_concurrent_first_credits_create_one_wallet_and_lose_nothing(engine, adm
     assert balance(engine, ana) == 6 * 300
     assert balance(engine, ana, "JPY") == 6 * 7
     assert balance(engine, ben) == 10_000 - 6 * 203
+    assert_money_is_conserved(engine)
+
+
+# --- the safety net: a deadlock that happens anyway is retried, never a 500 --------------
+
+def deadlock() -> OperationalError:
+    return OperationalError("UPDATE wallets ...", {}, psycopg.errors.DeadlockDetected("deadlock detected"))
+
+
+def test_a_transfer_that_hits_a_deadlock_is_retried_and_happens_once(engine, admin, client, monkeypatch):
+    sender, receiver = admin.user(deposit="50.00"), admin.user()
+    record, calls = SqlLedger.record, []
+
+    def deadlocked_once(self, entry, postings):
+        calls.append(entry.id)
+        if len(calls) == 1:
+            record(self, entry, postings)  # written, then lost with the rolled-back transaction
+            raise deadlock()
+        return record(self, entry, postings)
+
+    monkeypatch.setattr(SqlLedger, "record", deadlocked_once)
+    response = client.post("/api/v1/wallet/transfer", headers={**admin.headers, "Idempotency-Key": "once"},
+                           json={"from_user_id": sender, "to_user_id": receiver, "amount": "10.00", "currency": "SGD"})
+
+    assert response.status_code == 201, response.get_json()
+    assert len(calls) == 2
+    assert transfer_entries(engine) == 1
+    assert (balance(engine, sender), balance(engine, receiver)) == (4_000, 1_000)
+    assert_money_is_conserved(engine)
+
+
+def test_a_deadlock_on_every_attempt_is_a_503_that_leaves_nothing_behind(engine, admin, client, monkeypatch, settings):
+    sender, receiver = admin.user(deposit="50.00"), admin.user()
+    calls = []
+
+    def always_deadlocked(self, entry, postings):
+        calls.append(entry.id)
+        raise deadlock()
+
+    body = {"from_user_id": sender, "to_user_id": receiver, "amount": "10.00", "currency": "SGD"}
+    headers = {**admin.headers, "Idempotency-Key": "busy"}
+    with monkeypatch.context() as patched:
+        patched.setattr(SqlLedger, "record", always_deadlocked)
+        response = client.post("/api/v1/wallet/transfer", headers=headers, json=body)
+
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["code"] == "temporarily_unavailable"
+    assert len(calls) == settings.transaction_attempts_max
+    assert transfer_entries(engine) == 0
+    # The key was not used up: the client's retry moves the money.
+    retried = client.post("/api/v1/wallet/transfer", headers=headers, json=body)
+    assert retried.status_code == 201 and "Idempotency-Replayed" not in retried.headers
+    assert (balance(engine, sender), balance(engine, receiver)) == (4_000, 1_000)
     assert_money_is_conserved(engine)
