@@ -4,6 +4,9 @@ Threads of one test process would share one connection pool and, through the GIL
 turns in ways production never does; separate processes each with their own engine meet
 only in PostgreSQL, where the row locks, the CHECK on balances and the retries on
 deadlocks must keep every minor unit in place. The fee is TRANSFER_FEE_BPS=150 (1.5%).
+
+The last tests inject a deadlock in-process, since lock ordering makes a real one rare:
+it must be retried, and when it never clears, end in a 503 rather than a 500.
 """
 from __future__ import annotations
 
@@ -17,9 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from storage.ledger import SqlLedger
-
-from tests.concurrent_transfers import WAIT_S, Deposit, Outcome, Transfer, run_client
 from tests import conftest
+from tests.concurrent_transfers import WAIT_S, Deposit, Outcome, Transfer, run_client
 from tests.conftest import assert_ledger_invariants
 
 FEE_BPS = "150"
