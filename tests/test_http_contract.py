@@ -7,6 +7,7 @@ application/problem+json with a stable `code`.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 
 import pytest
@@ -116,6 +117,30 @@ def test_a_duplicate_email_or_external_id_is_a_409(admin):
     body = assert_problem(admin.post("/api/v1/users", {"name": "B", "email": "b@example.com", "external_id": "crm-3"},
                                      key=None), 409, "conflict")
     assert "external_id" in body["detail"]
+
+
+def test_concurrent_sign_ups_with_one_email_create_one_user_and_409_the_rest(app, admin, engine):
+    clients = [app.test_client() for _ in range(8)]
+    responses = [None] * len(clients)
+    start = threading.Barrier(len(clients), timeout=30)
+
+    def sign_up(index: int) -> None:
+        start.wait()
+        responses[index] = clients[index].post("/api/v1/users", json={"name": f"Ana {index}", "email": "ana@example.com"},
+                                               headers=admin.headers)
+
+    threads = [threading.Thread(target=sign_up, args=(index,)) for index in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(response.status_code for response in responses) == [201] + [409] * 7
+    for response in responses:
+        if response.status_code == 409:
+            assert_problem(response, 409, "conflict")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM users WHERE email = 'ana@example.com'")).scalar_one() == 1
 
 
 def test_an_invalid_user_is_a_422_naming_each_field(admin):
