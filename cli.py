@@ -5,6 +5,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+import cli_bulk
 from pipeline.errors import Rejected
 from pipeline.users import create_api_key
 from storage.migrate import upgrade
@@ -37,6 +38,7 @@ def keys_create(scope):
 def register(app: Flask) -> None:
     app.cli.add_command(db)
     app.cli.add_command(keys)
+    cli_bulk.register(app)
     app.cli.add_command(reconcile_command)
 
 

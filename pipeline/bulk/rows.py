@@ -168,7 +168,7 @@ def read_rows(text: io.TextIOBase, checker_for) -> Iterator[Row]:
     CSV is broken.
     """
     csv.field_size_limit(FIELD_LENGTH_MAX)  # process-wide, so set here where it matters
-    reader = csv.reader(text, dialect="excel", strict=False)
+    reader = csv.reader(text, dialect="excel", strict=False, skipinitialspace=True)
     with _unreadable(reader):
         header_fields, row_number = next(reader, None), 1
         while header_fields is not None and not any(field.strip() for field in header_fields):

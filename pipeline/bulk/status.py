@@ -1,8 +1,8 @@
 """The activity's state machine and counters (see ../shared/API.md, "Bulk credit").
 
     UPLOADED --first chunk applied--> PROCESSING --no row pending--> COMPLETED
-                                                                 \-> PARTIALLY_COMPLETED
-                                                                 \-> FAILED
+                                                                 +-> PARTIALLY_COMPLETED
+                                                                 +-> FAILED
     COMPLETED is final; PARTIALLY_COMPLETED and FAILED go back to PROCESSING on a retry.
 
 The counters are kept by the same database transactions that change row statuses, and

@@ -47,13 +47,17 @@ UPDATE bulk_rows r
 
 _TOTALS = text(f"SELECT r.currency, count(*), sum(r.amount_minor) FROM bulk_rows r WHERE {PENDING} GROUP BY r.currency")
 
+# A wallet a chunk creates starts with its credits already in its balance: one write per
+# new wallet instead of an insert and then an update (most rows of a first bulk credit).
 _CREATE_WALLETS = text(f"""
-INSERT INTO wallets (user_id, currency)
-SELECT DISTINCT r.user_id, r.currency FROM bulk_rows r
+INSERT INTO wallets (user_id, currency, balance, version)
+SELECT r.user_id, r.currency, sum(r.amount_minor), 1 FROM bulk_rows r
  WHERE {PENDING}
    AND NOT EXISTS (SELECT 1 FROM wallets w WHERE w.user_id = r.user_id AND w.currency = r.currency)
+ GROUP BY r.user_id, r.currency
  ORDER BY r.user_id, r.currency
 ON CONFLICT DO NOTHING
+RETURNING id
 """)
 
 _CREATE_FUNDING = text("""
@@ -69,6 +73,7 @@ SELECT count(*) FROM (
     SELECT w.id FROM wallets w
      WHERE w.id IN (SELECT w2.id FROM bulk_rows r JOIN wallets w2 ON w2.user_id = r.user_id
                                                               AND w2.currency = r.currency WHERE {PENDING})
+       AND w.id NOT IN (SELECT unnest(CAST(:created_ids AS bigint[])))
      ORDER BY w.id FOR UPDATE) locked
 """)
 
@@ -95,13 +100,17 @@ _POST = text(f"""
 WITH entry (id, currency, amount) AS (
     SELECT * FROM unnest(CAST(:entry_ids AS uuid[]), CAST(:entry_currencies AS char(3)[]),
                          CAST(:entry_amounts AS bigint[]))
+), created (id) AS (
+    SELECT unnest(CAST(:created_ids AS bigint[]))
 ), posted AS (
     INSERT INTO postings (journal_entry_id, wallet_id, currency, amount, balance_after, bulk_row_id)
     SELECT e.id, w.id, r.currency, r.amount_minor,
-           w.balance + sum(r.amount_minor) OVER (PARTITION BY w.id ORDER BY r.id), r.id
+           CASE WHEN c.id IS NULL THEN w.balance ELSE 0 END
+           + sum(r.amount_minor) OVER (PARTITION BY w.id ORDER BY r.id), r.id
       FROM bulk_rows r
       JOIN wallets w ON w.user_id = r.user_id AND w.currency = r.currency
       JOIN entry e ON e.currency = r.currency
+      LEFT JOIN created c ON c.id = w.id
      WHERE {PENDING}
     UNION ALL
     SELECT e.id, w.id, e.currency, -e.amount, w.balance - e.amount, NULL
@@ -110,7 +119,8 @@ WITH entry (id, currency, amount) AS (
     RETURNING journal_entry_id, wallet_id, amount, bulk_row_id
 ), moved AS (
     UPDATE wallets w SET balance = w.balance + d.delta, version = w.version + 1, updated_at = now()
-      FROM (SELECT wallet_id, sum(amount) AS delta FROM posted GROUP BY wallet_id) d
+      FROM (SELECT wallet_id, sum(amount) AS delta FROM posted
+             WHERE wallet_id NOT IN (SELECT id FROM created) GROUP BY wallet_id) d
      WHERE w.id = d.wallet_id
     RETURNING w.id
 ), settled AS (
@@ -169,19 +179,20 @@ class ChunkSql:
             return 0
         currencies = [currency for currency, _, _ in totals]
         shard = {"shard": funding_shard, "currencies": currencies}
-        self.connection.execute(_CREATE_WALLETS, pending)
+        created_ids = self.connection.execute(_CREATE_WALLETS, pending).scalars().all()
         self.connection.execute(_CREATE_FUNDING, shard)
-        self.connection.execute(_LOCK_USER_WALLETS, pending)
+        self.connection.execute(_LOCK_USER_WALLETS, {**pending, "created_ids": created_ids})
         assert self.connection.execute(_LOCK_FUNDING, shard).scalar_one() == len(currencies)
         entries = self.connection.execute(_ENTRIES, {
             **pending, "chunk_id": chunk.id, "attempt": chunk.attempts, "shard": funding_shard}).all()
         credited, debits, moved, wallets = self.connection.execute(_POST, {
-            **pending, "shard": funding_shard, "entry_ids": [entry_id for entry_id, _, _ in entries],
+            **pending, "shard": funding_shard, "created_ids": created_ids,
+            "entry_ids": [entry_id for entry_id, _, _ in entries],
             "entry_currencies": [currency for _, currency, _ in entries],
             "entry_amounts": [amount for _, _, amount in entries]}).one()
         expected = sum(count for _, count, _ in totals)
         assert credited == expected, f"chunk {chunk.id}: {credited} rows credited, {expected} were pending"
-        assert debits == len(entries) and moved == wallets, (debits, len(entries), moved, wallets)
+        assert debits == len(entries) and moved + len(created_ids) == wallets, (debits, moved, created_ids, wallets)
         return credited
 
     def finish_chunk(self, chunk: Chunk, credited: int, failed: int) -> None:

@@ -1,0 +1,58 @@
+"""Dramatiq actors; `dramatiq actors` imports this package.
+
+The broker is made here, at import of `actors` and nowhere else, from REDIS_URL, with
+every option stated rather than left to Dramatiq's defaults. What the broker does after
+a worker dies matters to us (read in dramatiq/brokers/redis.py and its dispatch.lua):
+a dead worker's unacknowledged messages (the one it was running and those it had
+prefetched) go back to their queue only when another consumer runs queue maintenance,
+which happens on a random `maintenance_chance` per million commands, and only for
+workers silent for `heartbeat_timeout`. That can take many minutes, so we never rely
+on it: the database records which chunks are still PENDING and until when a sent
+message is presumed alive (`bulk_chunks.leased_until`), and lost chunks are sent again
+from there. A redelivery that does happen is harmless, since applying a chunk twice is
+a no-op.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries, ShutdownNotifications, TimeLimit
+
+from pipeline.config import Settings
+
+#: A worker silent for this long is presumed dead, in milliseconds.
+HEARTBEAT_TIMEOUT_MS = 60_000
+#: Commands per million that also run queue maintenance (requeue dead workers' messages).
+MAINTENANCE_CHANCE_PER_MILLION = 1_000
+#: How long dead-lettered messages are kept in Redis, in milliseconds (3 days).
+DEAD_MESSAGE_TTL_MS = 3 * 24 * 3600 * 1000
+#: The modules whose actors a worker runs; each is imported if it exists.
+ACTOR_MODULES = ("bulk_credit", "reconciliation")
+
+
+def middleware() -> list:
+    return [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries(), CurrentMessage()]
+
+
+def redis_broker(redis_url: str) -> RedisBroker:
+    return RedisBroker(url=redis_url, middleware=middleware(), heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+                       maintenance_chance=MAINTENANCE_CHANCE_PER_MILLION, dead_message_ttl=DEAD_MESSAGE_TTL_MS)
+
+
+def _broker(settings: Settings) -> dramatiq.Broker:
+    # A stub broker lets tests run actors in-process with no Redis (dramatiq.Worker over it).
+    if settings.redis_url.startswith("stub:"):
+        return StubBroker(middleware=middleware())
+    return redis_broker(settings.redis_url)
+
+
+broker = _broker(Settings.from_environ())
+dramatiq.set_broker(broker)
+
+for _name in ACTOR_MODULES:
+    if importlib.util.find_spec(f"actors.{_name}") is not None:
+        importlib.import_module(f"actors.{_name}")

@@ -1,0 +1,54 @@
+"""The bulk-credit actor: one message per chunk, carrying only the chunk's id.
+
+A chunk that is already DONE makes the message a no-op, so delivering it twice, or
+sending it again after a lost message, never credits anything twice.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+
+import dramatiq
+
+import bootstrap
+from pipeline.bulk import chunks
+from pipeline.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "bulk_credit"
+ACTOR_NAME = "apply_bulk_chunk"
+#: Retries of a message whose chunk kept hitting transient faults (each try already ran
+#: the chunk's transaction up to TRANSACTION_ATTEMPTS_MAX times); past this, the lease expires
+#: and the scheduler sends the chunk again.
+MAX_RETRIES = 5
+MIN_BACKOFF_MS = 1_000
+MAX_BACKOFF_MS = 60_000
+#: A chunk of at most 50,000 rows takes seconds; this is a bound on a stuck one, in milliseconds.
+TIME_LIMIT_MS = 300_000
+
+
+@functools.cache
+def services() -> bootstrap.Services:
+    """One engine per worker process, made on the first message."""
+    return bootstrap.services()
+
+
+@dramatiq.actor(actor_name=ACTOR_NAME, queue_name=QUEUE_NAME, max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,
+                max_backoff=MAX_BACKOFF_MS, time_limit=TIME_LIMIT_MS, throws=(NotFound,))
+def apply_bulk_chunk(chunk_id: int) -> None:
+    applied = chunks.apply_chunk(services().uow, services().settings, int(chunk_id))
+    log.info("chunk %d: %s", chunk_id, "already done" if applied.skipped else
+             f"{applied.credited} credited, {applied.failed} failed, activity {applied.status}")
+
+
+class ChunkMessages:
+    """`pipeline.bulk.ports.ChunkQueue` over a Dramatiq broker: one message per chunk id."""
+
+    def __init__(self, broker: dramatiq.Broker):
+        self.broker = broker
+
+    def send(self, chunk_ids: list[int]) -> None:
+        for chunk_id in chunk_ids:
+            self.broker.enqueue(dramatiq.Message(queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(chunk_id,),
+                                                 kwargs={}, options={}))

@@ -1,0 +1,134 @@
+"""Command line for bulk credits: `users seed-and-export` and `bulk-credit upload|status|retry`.
+
+The commands call the same use cases as the HTTP API, in this process; messages go to
+the Redis in REDIS_URL, where the workers of `make up` pick them up.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from pipeline.bulk import chunks, reads
+from pipeline.bulk.seeding import seed_and_export
+from pipeline.bulk.status import FINAL_STATUSES
+from pipeline.bulk.upload import upload
+from pipeline.errors import Rejected
+
+users = AppGroup("users", help="Users.")
+bulk_credit = AppGroup("bulk-credit", help="Bulk credits from a CSV file.")
+
+#: How often --wait looks at the activity, in seconds.
+POLL_S = 0.5
+#: How long --wait waits for an activity to settle, in seconds.
+WAIT_S_MAX = 3600
+
+
+def services():
+    return current_app.extensions["wallet"]
+
+
+def queue():
+    from actors import redis_broker
+    from actors.bulk_credit import ChunkMessages
+
+    return ChunkMessages(redis_broker(services().settings.redis_url))
+
+
+def _refused(refusal: Rejected):
+    raise click.ClickException(f"{refusal.code}: {refusal.detail}")
+
+
+@users.command("seed-and-export")
+@click.option("--total", default=100_000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--currency", "currency_code", default=None, help="Default: DEFAULT_CURRENCY.")
+@click.option("--amount", default="100.00", show_default=True)
+@click.option("--out", "out_path", default="exports/users_wallet_seed.csv", show_default=True,
+              type=click.Path(dir_okay=False))
+def seed_users(total, currency_code, amount, out_path):
+    """Creates users with COPY and writes the CSV of credits for them."""
+    settings = services().settings
+    started = time.monotonic()
+    try:
+        with click.progressbar(length=total, label="creating users", file=click.get_text_stream("stderr")) as bar:
+            seed_and_export(services().uow(), total, amount, currency_code or settings.default_currency,
+                            settings.default_currency, settings.supported_currencies, out_path, bar.update)
+    except Rejected as refusal:
+        _refused(refusal)
+    click.echo(f"created {total} users in {time.monotonic() - started:.1f} s; wrote {out_path}", err=True)
+    click.echo(out_path)
+
+
+def _show(activity) -> None:
+    from web.bulk_credit import render_activity
+
+    click.echo(json.dumps(render_activity(activity), indent=2))
+
+
+def _wait(activity_id: str) -> None:
+    activity = reads.activity(services().uow(), activity_id)
+    done = lambda a: a.counters.successful + a.counters.failed  # noqa: E731
+    deadline = time.monotonic() + WAIT_S_MAX
+    with click.progressbar(length=activity.counters.valid or 1, label="crediting",
+                           file=click.get_text_stream("stderr")) as bar:
+        bar.update(done(activity))
+        while activity.status not in FINAL_STATUSES and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            before, activity = done(activity), reads.activity(services().uow(), activity_id)
+            bar.update(done(activity) - before)
+
+
+@bulk_credit.command("upload")
+@click.argument("file", type=click.File("rb"))
+@click.option("--wait", is_flag=True, help="Show progress until every row is settled.")
+@click.option("--idempotency-key", default=None)
+def upload_command(file, wait, idempotency_key):
+    """Uploads a CSV (uuid,amount[,currency][,reference]) and prints its activity."""
+    started = time.monotonic()
+    try:
+        uploaded = upload(services().uow, queue(), services().settings, file, file.name, idempotency_key)
+    except Rejected as refusal:
+        _refused(refusal)
+    activity = uploaded.activity
+    click.echo(f"activity {activity.id}: {'accepted' if uploaded.created else 'already uploaded'},"
+               f" {activity.counters.total} records", err=True)
+    if wait:
+        _wait(activity.id)
+        activity = reads.activity(services().uow(), activity.id)
+        rate = activity.counters.valid / max(time.monotonic() - started, 1e-9)
+        click.echo(f"settled in {time.monotonic() - started:.1f} s ({rate:,.0f} rows/s)", err=True)
+    _show(activity)
+
+
+@bulk_credit.command("status")
+@click.argument("activity_id")
+def status_command(activity_id):
+    """Prints an activity's status and counters."""
+    try:
+        _show(reads.activity(services().uow(), chunks.parse_activity_id(activity_id)))
+    except Rejected as refusal:
+        _refused(refusal)
+
+
+@bulk_credit.command("retry")
+@click.argument("activity_id")
+@click.option("--wait/--no-wait", default=True, show_default=True)
+def retry_command(activity_id, wait):
+    """Sends an activity's FAILED rows again."""
+    try:
+        activity_id = chunks.parse_activity_id(activity_id)
+        retried = chunks.retry_failed_rows(services().uow, queue(), services().settings, activity_id)
+    except Rejected as refusal:
+        _refused(refusal)
+    click.echo(f"retrying {retried.retried_records} rows of {activity_id}", err=True)
+    if wait:
+        _wait(activity_id)
+    _show(reads.activity(services().uow(), activity_id))
+
+
+def register(app) -> None:
+    app.cli.add_command(users)
+    app.cli.add_command(bulk_credit)

@@ -1,0 +1,135 @@
+"""Bulk credit over HTTP: upload a CSV, follow its activity, read or export row outcomes, retry."""
+from __future__ import annotations
+
+import csv
+import io
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+
+from pipeline.bulk import chunks, reads
+from pipeline.bulk.ports import Activity
+from pipeline.bulk.upload import upload
+from pipeline.errors import FieldError, ValidationFailed
+from pipeline.statements import parse_limit
+from web.auth import allow, authenticated
+from web.wallets import json_body, money, rfc3339
+
+blueprint = Blueprint("bulk_credit", __name__, url_prefix="/api/v1/wallet/bulk-credit")
+
+#: Columns of a row outcome, in the order of the CSV export.
+ROW_FIELDS = ("row_number", "user_id", "amount", "currency", "reference", "status", "error_code", "error_message",
+              "attempts", "transaction_id")
+
+
+def services():
+    return current_app.extensions["wallet"]
+
+
+def chunk_queue():
+    """The queue that chunk messages go to; tests may put their own in app.extensions."""
+    queue = current_app.extensions.get("wallet.chunk_queue")
+    if queue is None:
+        from actors import redis_broker
+        from actors.bulk_credit import ChunkMessages
+
+        queue = current_app.extensions["wallet.chunk_queue"] = ChunkMessages(
+            redis_broker(services().settings.redis_url))
+    return queue
+
+
+def render_activity(activity: Activity) -> dict:
+    counters = activity.counters
+    moment = lambda value: rfc3339(value) if value else None  # noqa: E731
+    return {
+        "activity_id": activity.id, "status": activity.status, "total_records": counters.total,
+        "valid_records": counters.valid, "invalid_records": counters.invalid,
+        "successful_records": counters.successful, "failed_records": counters.failed,
+        "pending_records": counters.pending, "created_at": moment(activity.created_at),
+        "started_at": moment(activity.started_at), "completed_at": moment(activity.completed_at),
+    }
+
+
+def render_row(row: dict) -> dict:
+    amount = money(row["amount_minor"], row["currency"].strip()) if row["amount_minor"] else row["raw_amount"]
+    return {"row_number": row["row_number"], "user_id": row["user_id"], "amount": amount,
+            "currency": row["currency"].strip() if row["currency"] else None, "reference": row["reference"],
+            "status": row["status"], "error_code": row["error_code"], "error_message": row["error_message"],
+            "attempts": row["attempts"], "transaction_id": row["transaction_id"]}
+
+
+@blueprint.post("")
+@authenticated
+def upload_file():
+    allow(g.principal.may_operate())
+    key = request.headers.get("Idempotency-Key", "").strip() or None
+    if key is not None and len(key) > 255:
+        raise ValidationFailed("Idempotency-Key is too long", [FieldError("Idempotency-Key", "at most 255 characters")])
+    # Werkzeug spools the multipart file to disk past 500 KB, so memory stays flat; the
+    # use case then reads it as a stream.
+    file = request.files.get("file")
+    if file is None:
+        raise ValidationFailed("send the CSV as the multipart form field 'file'", [FieldError("file", "required")])
+    uploaded = upload(services().uow, chunk_queue(), services().settings, file.stream, file.filename, key,
+                      g.principal.api_key_id)
+    if uploaded.created:
+        return jsonify({"activity_id": uploaded.activity.id, "status": "accepted",
+                        "total_records": uploaded.activity.counters.total}), 202
+    return jsonify(render_activity(uploaded.activity)), 200
+
+
+@blueprint.get("/<activity_id>")
+@authenticated
+def get_activity(activity_id):
+    allow(g.principal.may_operate())
+    return jsonify(render_activity(reads.activity(services().uow(), chunks.parse_activity_id(activity_id))))
+
+
+@blueprint.get("/<activity_id>/rows")
+@authenticated
+def get_rows(activity_id):
+    allow(g.principal.may_operate())
+    activity_id = chunks.parse_activity_id(activity_id)
+    status = reads.parse_row_status(request.args.get("status"))
+    if request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv":
+        return _export(activity_id, status)
+    limit = parse_limit(request.args.get("limit"))
+    page = reads.rows_page(services().uow(), activity_id, status, limit, request.args.get("cursor"))
+    return jsonify({"data": [render_row(row) for row in page.items], "next_cursor": page.next_cursor})
+
+
+def _export(activity_id: str, status: str | None) -> Response:
+    batches = reads.export_rows(services().uow, activity_id, status)
+    first = next(batches, [])  # reads the activity now: an unknown one is a 404, not a broken stream
+
+    def lines():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(ROW_FIELDS)
+        for batch in _chain(first, batches):
+            for row in batch:
+                rendered = render_row(row)
+                writer.writerow([reads.spreadsheet_safe(rendered[field]) for field in ROW_FIELDS])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue()
+
+    name = f"bulk-credit-{activity_id}-rows.csv"
+    return Response(stream_with_context(lines()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _chain(first, rest):
+    if first:
+        yield first
+    yield from rest
+
+
+@blueprint.post("/retry")
+@authenticated
+def retry():
+    allow(g.principal.may_operate())
+    activity_id = chunks.parse_activity_id(json_body().get("activity_id"))
+    retried = chunks.retry_failed_rows(services().uow, chunk_queue(), services().settings, activity_id)
+    return jsonify({"activity_id": retried.activity_id, "status": retried.status,
+                    "retried_records": retried.retried_records}), 202
