@@ -93,7 +93,7 @@ def test_twenty_concurrent_requests_with_one_key_move_the_money_once_and_get_one
 ])
 def test_a_replay_returns_the_original_status_and_body_and_moves_nothing(client, admin, engine, path, extra):
     user, other = new_user(client, admin, deposit="50.00"), new_user(client, admin)
-    body = {"amount": "5.00", "currency": "SGD"}
+    body = {"amount": "5.00", "currency": "SGD", "reference": "café ☕ 咖啡"}
     body |= {"from_user_id": user, "to_user_id": other} if extra else {"user_id": user}
     headers = {**admin, "Idempotency-Key": "k-1"}
     entries = count_entries(engine)
@@ -104,6 +104,7 @@ def test_a_replay_returns_the_original_status_and_body_and_moves_nothing(client,
     assert first.status_code == second.status_code == 201
     assert not replayed(first) and replayed(second)
     assert second.data == first.data
+    assert second.get_json()["reference"] == "café ☕ 咖啡"
     assert count_entries(engine) == entries + 1
     assert_ledger_invariants(engine)
 
