@@ -49,7 +49,10 @@ def reconcile_command(full, csv_path):
     """Runs a reconciliation here and now; exits with status 1 when anything mismatches."""
     from pipeline import reconciliation
 
-    run = reconciliation.run(services().uow(), reconciliation.start(services().uow(), full))
+    from alerting import reconciliation_alert
+
+    alert = reconciliation_alert(services().settings.alert_webhook_url)
+    run = reconciliation.run(services().uow(), reconciliation.start(services().uow(), full), alert)
     click.echo(f"reconciliation {run['id']}: {run['status']}, {run['wallets_checked']} wallets checked,"
                f" {run['mismatch_count']} mismatches")
     table = reconciliation.mismatch_table(run["mismatches"])

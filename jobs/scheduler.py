@@ -1,13 +1,19 @@
 """APScheduler jobs. Each one has a bounded amount of work per run and only reads the
-database or sends messages; `coalesce` and `max_instances=1` keep a slow run from piling up."""
+database or sends messages; `coalesce` and `max_instances=1` keep a slow run from piling up.
+
+Only the holder of the leadership lock runs jobs. An instance that loses its lock (its
+database connection broke, say, during a PostgreSQL restart) stops its jobs at once and
+goes back to waiting, so two instances never run jobs at the same time.
+"""
 from __future__ import annotations
 
 import logging
-import os
+import time
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 
 import bootstrap
+from jobs import bulk_credit
 from jobs.leadership import still_leader, wait_for_leadership
 
 log = logging.getLogger(__name__)
@@ -23,34 +29,32 @@ def reconcile(services) -> None:
     reconcile_actor.send(reconciliation.start(services.uow(), full=False))
 
 
-def build_scheduler(services, lock_connection) -> BlockingScheduler:
-    scheduler = BlockingScheduler(timezone="UTC", job_defaults={
+def build_scheduler(services) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
-
-    def guard_leadership():
-        if not still_leader(lock_connection):
-            # Another instance may hold the lock by now: stop at once rather than run twice.
-            log.error("scheduler: lost the leadership lock; exiting")
-            os._exit(3)
-
-    scheduler.add_job(guard_leadership, "interval", seconds=LEADERSHIP_CHECK_S, id="leadership")
-    scheduler.add_job(reconcile, "interval", seconds=services.settings.reconcile_interval_s,
-                      args=[services], id="reconcile")
-    for job in _bulk_jobs():
-        scheduler.add_job(job.run, "interval", seconds=job.interval_s, args=[services], id=job.name)
+    settings = services.settings
+    scheduler.add_job(reconcile, "interval", seconds=settings.reconcile_interval_s, args=[services], id="reconcile")
+    for job in bulk_credit.JOBS:
+        scheduler.add_job(job.run, "interval", seconds=job.interval_s(settings), args=[services], id=job.name)
     return scheduler
 
 
-def _bulk_jobs():
+def lead(services) -> None:
+    """Waits for the lock, runs the jobs while it is held, and returns once it is lost."""
+    lock_connection = wait_for_leadership(services.settings.database_url)
+    scheduler = build_scheduler(services)
+    scheduler.start()
     try:
-        from jobs import bulk_credit
-    except ImportError:
-        return []
-    return bulk_credit.JOBS
+        while still_leader(lock_connection):
+            time.sleep(LEADERSHIP_CHECK_S)
+        log.error("scheduler: lost the leadership lock; stopping jobs and waiting again")
+    finally:
+        scheduler.shutdown(wait=False)
+        lock_connection.close()
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     services = bootstrap.services()
-    lock_connection = wait_for_leadership(services.settings.database_url)
-    build_scheduler(services, lock_connection).start()
+    while True:
+        lead(services)

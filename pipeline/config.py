@@ -42,6 +42,8 @@ class Settings:
     retry_max_attempts: int = 5
     retry_base_delay_s: float = 30.0
     reconcile_interval_s: int = 300
+    #: How often the scheduler looks for rows due for a retry and for lost chunks.
+    scheduler_sweep_interval_s: float = 5.0
     chunk_lease_s: int = 120
     alert_webhook_url: str = ""
     slow_query_ms: int = 500
@@ -70,4 +72,5 @@ class Settings:
         assert 1 <= self.bulk_credit_chunk_rows <= 50_000, "BULK_CREDIT_CHUNK_ROWS must be within 1..50000"
         assert self.bulk_credit_chunk_rows <= self.bulk_credit_max_rows <= 10_000_000
         assert 1 <= self.retry_max_attempts <= 50
-        assert self.chunk_lease_s >= 10, "a chunk lease shorter than 10 s expires under normal load"
+        assert self.chunk_lease_s >= 5, "a chunk lease shorter than 5 s expires under normal load"
+        assert 0.2 <= self.scheduler_sweep_interval_s <= self.chunk_lease_s

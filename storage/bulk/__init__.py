@@ -9,9 +9,10 @@ from sqlalchemy import Connection
 
 from storage.bulk.apply import ChunkSql
 from storage.bulk.reads import ReadSql
+from storage.bulk.recovery import RecoverySql
 from storage.bulk.upload import UploadSql
 
 
-class SqlBulkCredits(UploadSql, ChunkSql, ReadSql):
+class SqlBulkCredits(UploadSql, ChunkSql, ReadSql, RecoverySql):
     def __init__(self, connection: Connection):
         self.connection = connection

@@ -1,0 +1,43 @@
+"""The scheduler's bulk-credit jobs: they look at the database and send chunk messages."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from pipeline.bulk import recovery
+
+log = logging.getLogger(__name__)
+
+
+def _queue():
+    from actors import broker
+    from actors.bulk_credit import ChunkMessages
+
+    return ChunkMessages(broker)
+
+
+def retry_due_rows(services) -> None:
+    sweep = recovery.retry_due_rows(services.uow, _queue(), services.settings)
+    if sweep.activities:
+        log.info("retry sweep: %d rows retried, %d rows out of retries, in %d activities",
+                 sweep.retried_rows, sweep.exhausted_rows, sweep.activities)
+
+
+def resend_lost_chunks(services) -> None:
+    sent = recovery.resend_lost_chunks(services.uow, _queue(), services.settings)
+    if sent:
+        log.warning("lost-chunk sweep: %d chunks had an expired lease and were sent again", sent)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: Callable
+    interval_s: Callable  #: settings -> seconds
+
+
+JOBS = (
+    Job("retry_due_rows", retry_due_rows, lambda settings: settings.scheduler_sweep_interval_s),
+    Job("resend_lost_chunks", resend_lost_chunks, lambda settings: settings.scheduler_sweep_interval_s),
+)

@@ -1,0 +1,83 @@
+"""What the scheduler does for bulk credits: automatic retries, and lost chunks.
+
+Automatic retries. A row that fails gets `next_attempt_at` = now + RETRY_BASE_DELAY_S x
+2^(attempts - 1). Once that time has passed, a sweep puts the row back to PENDING and
+sends its chunk again, under the activity's row lock: the lock the retry endpoint takes
+too, so the two never re-queue a row twice (and `postings.bulk_row_id` is UNIQUE, so
+even then nothing could be credited twice). A row that has failed RETRY_MAX_ATTEMPTS
+times stays FAILED for good with code `retries_exhausted`; only an operator's explicit
+retry (the endpoint or the CLI) tries it again.
+
+Lost chunks. Sending a chunk's message sets its lease (`leased_until`, CHUNK_LEASE_S
+ahead). A chunk still PENDING when its lease has passed lost its message: Redis was
+restarted without persistence, or a worker died holding it. The sweep renews the lease
+and sends the chunk again. Dramatiq's own redelivery after a dead worker can take many
+minutes, so we do not wait for it; if it happens as well, the second message finds the
+chunk DONE and does nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from pipeline.bulk.ports import ChunkQueue
+from pipeline.bulk.status import PROCESSING
+from pipeline.bulk.upload import _send_after_commit
+from pipeline.config import Settings
+from pipeline.retrying import with_retries
+
+#: Activities with rows due for a retry that one sweep handles; the next sweep takes the rest.
+RETRY_ACTIVITIES_PER_SWEEP_MAX = 50
+#: Chunks with an expired lease that one sweep sends again.
+LOST_CHUNKS_PER_SWEEP_MAX = 500
+RETRIES_EXHAUSTED = "retries_exhausted"
+
+
+@dataclass(frozen=True)
+class RetrySweep:
+    activities: int
+    retried_rows: int
+    exhausted_rows: int
+
+
+def retry_due_rows(uow_factory: Callable, queue: ChunkQueue, settings: Settings) -> RetrySweep:
+    """Retries the FAILED rows whose backoff has passed, activity by activity."""
+    with uow_factory() as uow:
+        activity_ids = uow.bulk.activities_with_due_rows(RETRY_ACTIVITIES_PER_SWEEP_MAX)
+    retried = exhausted = 0
+    for activity_id in activity_ids:
+        reopened, gave_up, chunk_ids = with_retries(
+            settings.transaction_attempts_max, lambda: _retry_activity(uow_factory, settings, activity_id))
+        _send_after_commit(queue, chunk_ids)
+        retried, exhausted = retried + reopened, exhausted + gave_up
+    return RetrySweep(len(activity_ids), retried, exhausted)
+
+
+def _retry_activity(uow_factory: Callable, settings: Settings, activity_id: str) -> tuple[int, int, list[int]]:
+    uow = uow_factory()
+    with uow:
+        if uow.bulk.lock_activity(activity_id) is None:
+            return 0, 0, []
+        exhausted = uow.bulk.exhaust_rows(activity_id, settings.retry_max_attempts, RETRIES_EXHAUSTED)
+        reopened, chunk_ids = uow.bulk.reopen_due_rows(activity_id, settings.retry_max_attempts,
+                                                       settings.chunk_lease_s)
+        if reopened:
+            uow.bulk.add_outcomes(activity_id, 0, -reopened, reopened)
+            uow.bulk.set_status(activity_id, PROCESSING)
+        uow.commit()
+    return reopened, exhausted, chunk_ids
+
+
+def resend_lost_chunks(uow_factory: Callable, queue: ChunkQueue, settings: Settings) -> int:
+    """Sends again the PENDING chunks whose lease has expired; returns how many."""
+
+    def renew() -> list[int]:
+        uow = uow_factory()
+        with uow:
+            chunk_ids = uow.bulk.renew_expired_leases(settings.chunk_lease_s, LOST_CHUNKS_PER_SWEEP_MAX)
+            uow.commit()
+        return chunk_ids
+
+    chunk_ids = with_retries(settings.transaction_attempts_max, renew)
+    _send_after_commit(queue, chunk_ids)
+    return len(chunk_ids)
