@@ -11,6 +11,8 @@ from pipeline.ports import UnitOfWork
 #: Page sizes of every list, as the API documents them.
 PAGE_ROWS_DEFAULT = 20
 PAGE_ROWS_MAX = 100
+#: The largest position a cursor may carry: PostgreSQL's bigint.
+CURSOR_POSITION_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,14 @@ def decode_cursor(cursor: str | None) -> int | None:
         return None
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        assert text.startswith("p")
-        return int(text[1:])
-    except (ValueError, AssertionError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
+        text = ""
+    digits = text[1:]
+    # A position is a bigint id: anything else (a sign, "²", 2**63) is a forged cursor that
+    # would otherwise reach PostgreSQL and fail there as a 500.
+    if not (text.startswith("p") and digits.isascii() and digits.isdigit() and int(digits) <= CURSOR_POSITION_MAX):
         raise ValidationFailed("cursor is not valid", [FieldError("cursor", "use next_cursor from a previous page")])
+    return int(digits)
 
 
 def page_of(rows: list[dict[str, Any]], limit: int, position_key: str) -> Page:

@@ -6,6 +6,7 @@ application/problem+json with a stable `code`.
 """
 from __future__ import annotations
 
+import base64
 import re
 import threading
 import uuid
@@ -483,10 +484,17 @@ def test_history_pages_hold_twenty_items_unless_asked_otherwise(admin):
     assert [item["amount"] for item in rest["data"]] == ["1.00"] and rest["next_cursor"] is None
 
 
+def cursor_of(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize("query, field", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=-1", "limit"), ("limit=abc", "limit"), ("limit=", "limit"),
     ("limit=%C2%B2", "limit"),  # "²" is a digit to str.isdigit() but not to int()
     ("cursor=not-a-cursor!", "cursor"), ("currency=EUR", "currency"),
+    # Cursors are opaque, but a forged one is refused before it reaches PostgreSQL.
+    (f"cursor={cursor_of('p' + '9' * 30)}", "cursor"), (f"cursor={cursor_of('p-1')}", "cursor"),
+    (f"cursor={cursor_of('q1')}", "cursor"),
 ])
 def test_history_refuses_a_bad_limit_cursor_or_currency_with_a_422(admin, query, field):
     ana = admin.user()["id"]
