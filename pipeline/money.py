@@ -20,6 +20,9 @@ MINOR_UNITS = {
 #: The largest amount one movement may carry, in minor units. Far below 2**63 so that
 #: sums of millions of postings cannot overflow PostgreSQL's bigint.
 AMOUNT_MINOR_MAX = 10**15
+#: The longest amount string read, in characters: room for AMOUNT_MINOR_MAX with leading
+#: zeros, and far below the 4,300 digits past which int() raises instead of parsing.
+AMOUNT_TEXT_LENGTH_MAX = 32
 
 _AMOUNT_PATTERN = re.compile(r"(?P<units>[0-9]+)(?:\.(?P<fraction>[0-9]+))?")
 
@@ -50,11 +53,13 @@ def currency(code: object, supported: frozenset[str] | None = None) -> Currency:
 def parse_amount(text: object, unit: Currency) -> int:
     """Parses a positive decimal string in major units into minor units.
 
-    Rejects numbers that are not strings, signs, exponents, spaces, zero, and more
-    fractional digits than the currency has.
+    Rejects numbers that are not strings, signs, exponents, spaces, zero, more
+    fractional digits than the currency has, and strings longer than AMOUNT_TEXT_LENGTH_MAX.
     """
     if not isinstance(text, str):
         raise MoneyError("must be a decimal string such as \"12.50\", not a number")
+    if len(text) > AMOUNT_TEXT_LENGTH_MAX:
+        raise MoneyError(f"must be at most {AMOUNT_TEXT_LENGTH_MAX} characters long")
     match = _AMOUNT_PATTERN.fullmatch(text)
     if match is None:
         raise MoneyError(f"{text[:40]!r} is not a plain decimal such as \"12.50\"")

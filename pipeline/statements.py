@@ -24,8 +24,9 @@ class Page:
 def parse_limit(raw: str | None) -> int:
     if raw is None:
         return PAGE_ROWS_DEFAULT
-    # isascii(): str.isdigit() also accepts digits such as "²" that int() refuses.
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= PAGE_ROWS_MAX:
+    # isascii(): str.isdigit() also accepts digits such as "²" that int() refuses; the length
+    # keeps int() from parsing (or refusing) thousands of digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= PAGE_ROWS_MAX:
         raise ValidationFailed("limit is out of range", [FieldError("limit", f"must be an integer from 1 to {PAGE_ROWS_MAX}")])
     return int(raw)
 
@@ -44,7 +45,8 @@ def decode_cursor(cursor: str | None) -> int | None:
     digits = text[1:]
     # A position is a bigint id: anything else (a sign, "²", 2**63) is a forged cursor that
     # would otherwise reach PostgreSQL and fail there as a 500.
-    if not (text.startswith("p") and digits.isascii() and digits.isdigit() and int(digits) <= CURSOR_POSITION_MAX):
+    if not (text.startswith("p") and digits.isascii() and digits.isdigit() and len(digits) <= 19
+            and int(digits) <= CURSOR_POSITION_MAX):
         raise ValidationFailed("cursor is not valid", [FieldError("cursor", "use next_cursor from a previous page")])
     return int(digits)
 

@@ -321,6 +321,7 @@ def test_a_transfer_of_more_than_the_balance_is_a_422_insufficient_funds(admin):
     ("1e3", "SGD"), ("NaN", "SGD"), ("Infinity", "SGD"), (" 5.00", "SGD"), ("5,00", "SGD"), ("", "SGD"),
     (12.5, "SGD"), (10, "SGD"), (None, "SGD"), (True, "SGD"),
     ("10000000000000.01", "SGD"),  # above the largest amount one movement may carry
+    ("1" * 5000, "SGD"), ("0" * 5000 + "1", "SGD"),  # int() refuses more than 4,300 digits
 ])
 @pytest.mark.parametrize("path", ["/api/v1/wallet/deposit", "/api/v1/wallet/withdraw", "/api/v1/wallet/transfer"])
 def test_a_malformed_amount_is_a_422_naming_the_amount(admin, path, amount, currency):
@@ -491,10 +492,11 @@ def cursor_of(text: str) -> str:
 @pytest.mark.parametrize("query, field", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=-1", "limit"), ("limit=abc", "limit"), ("limit=", "limit"),
     ("limit=%C2%B2", "limit"),  # "²" is a digit to str.isdigit() but not to int()
+    ("limit=" + "1" * 5000, "limit"),
     ("cursor=not-a-cursor!", "cursor"), ("currency=EUR", "currency"),
     # Cursors are opaque, but a forged one is refused before it reaches PostgreSQL.
     (f"cursor={cursor_of('p' + '9' * 30)}", "cursor"), (f"cursor={cursor_of('p-1')}", "cursor"),
-    (f"cursor={cursor_of('q1')}", "cursor"),
+    (f"cursor={cursor_of('q1')}", "cursor"), (f"cursor={cursor_of('p' + '1' * 5000)}", "cursor"),
 ])
 def test_history_refuses_a_bad_limit_cursor_or_currency_with_a_422(admin, query, field):
     ana = admin.user()["id"]
