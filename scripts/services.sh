@@ -110,9 +110,13 @@ start_redis() {
 }
 
 stop_redis() {
-  [ -f "$run_dir/redis.pid" ] || return 0
-  kill "$(cat "$run_dir/redis.pid")" 2>/dev/null && log "Redis stopped" || true
+  local pid
+  pid=$(cat "$run_dir/redis.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  # Wait until it has exited and freed its port, so that a restart can bind it again.
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   rm -f "$run_dir/redis.pid"
+  log "Redis stopped"
 }
 
 mkdir -p "$run_dir"

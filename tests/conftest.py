@@ -22,6 +22,11 @@ TEST_REDIS_URL = "redis://127.0.0.1:63799/1"
 TABLES = ("idempotency_keys", "api_keys", "postings", "journal_entries", "wallets", "users")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-chaos", action="store_true", default=False,
+                     help="run the chaos suite at full size (100,000 rows) instead of its short form")
+
+
 def test_environ(**overrides: str) -> dict[str, str]:
     """The environment for the app and for child processes (workers, concurrent clients)."""
     environ = dict(os.environ)
