@@ -76,15 +76,19 @@ def _system(name: str, code: str, settings: Settings) -> WalletKey:
     return WalletKey(code, system_name=name, shard=random.randrange(settings.system_wallet_shards))
 
 
-def _require_users(uow: UnitOfWork, *user_ids: str) -> None:
-    missing = set(user_ids) - uow.users.existing(list(user_ids))
+def _move(uow: UnitOfWork, entry: JournalEntry, users: list[str], movements: list[Movement],
+          create: list[WalletKey]) -> Moved:
+    """Checks that `users` exist, creates the wallets in `create` on their first credit, then
+    locks every wallet the movements touch (in ascending id order) and records the entry.
+
+    Creating before locking keeps one lock order everywhere; a refusal after the creation
+    leaves nothing behind, since the caller runs this inside a savepoint.
+    """
+    missing = set(users) - uow.ledger.known_users_creating_wallets(users, create)
     if missing:
         raise NotFound(f"no user {', '.join(sorted(missing))}")
-
-
-def _move(uow: UnitOfWork, entry: JournalEntry, movements: list[Movement], create: list[WalletKey]) -> Moved:
     keys = list(dict.fromkeys(movement.wallet for movement in movements))
-    wallets = uow.ledger.lock_wallets(keys, create)
+    wallets = uow.ledger.lock_wallets(keys)
     if any(key not in wallets for key in keys):  # only a paying user can lack a wallet here
         raise InsufficientFunds("the wallet holds no money in this currency")
     postings = post(wallets, movements)
@@ -97,10 +101,9 @@ def deposit(uow: UnitOfWork, settings: Settings, user_id: str, request: MoneyReq
     user = WalletKey(code, user_id=user_id)
     entry = JournalEntry(str(uuid.uuid4()), "deposit", code, request.amount, to_user_id=user_id,
                          reference=request.reference)
-    _require_users(uow, user_id)
     bank = _system("bank", code, settings)
     movements = [Movement(bank, -request.amount), Movement(user, request.amount)]
-    return _move(uow, entry, movements, create=[bank, user])
+    return _move(uow, entry, [user_id], movements, create=[bank, user])
 
 
 def withdraw(uow: UnitOfWork, settings: Settings, user_id: str, request: MoneyRequest) -> Moved:
@@ -108,10 +111,9 @@ def withdraw(uow: UnitOfWork, settings: Settings, user_id: str, request: MoneyRe
     user = WalletKey(code, user_id=user_id)
     entry = JournalEntry(str(uuid.uuid4()), "withdrawal", code, request.amount, from_user_id=user_id,
                          reference=request.reference)
-    _require_users(uow, user_id)
     bank = _system("bank", code, settings)
     movements = [Movement(user, -request.amount), Movement(bank, request.amount)]
-    return _move(uow, entry, movements, create=[bank])
+    return _move(uow, entry, [user_id], movements, create=[bank])
 
 
 def transfer(uow: UnitOfWork, settings: Settings, from_user_id: str, to_user_id: str,
@@ -122,7 +124,6 @@ def transfer(uow: UnitOfWork, settings: Settings, from_user_id: str, to_user_id:
     fee = fee_for(request.amount, settings.transfer_fee_bps)
     entry = JournalEntry(str(uuid.uuid4()), "transfer", code, request.amount, fee, from_user_id, to_user_id,
                          request.reference)
-    _require_users(uow, from_user_id, to_user_id)
     sender, receiver = WalletKey(code, user_id=from_user_id), WalletKey(code, user_id=to_user_id)
     movements = [Movement(sender, -(request.amount + fee)), Movement(receiver, request.amount)]
     create = [receiver]
@@ -130,4 +131,4 @@ def transfer(uow: UnitOfWork, settings: Settings, from_user_id: str, to_user_id:
         fees = _system("fees", code, settings)
         movements.append(Movement(fees, fee))
         create.append(fees)
-    return _move(uow, entry, movements, create)
+    return _move(uow, entry, [from_user_id, to_user_id], movements, create)

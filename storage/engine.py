@@ -1,17 +1,35 @@
 """Engines are made on demand from settings; nothing connects at import time."""
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 
 from pipeline.config import Settings
 
+#: Where a pooled connection records the lock_timeout its session starts with, in milliseconds.
+LOCK_TIMEOUT_INFO_KEY = "lock_timeout_ms"
+
 
 def make_engine(settings: Settings, pool_size: int | None = None) -> Engine:
-    return create_engine(
+    """A pool of connections whose sessions wait at most `settings.lock_timeout_ms` for a lock.
+
+    The timeout is a connection option rather than a `SET LOCAL` in every transaction, and the
+    pool does not ping a connection before lending it: each costs a round trip per request
+    (about 10% of a transfer's time). A connection that died with its server fails its next
+    statement instead; SQLAlchemy then invalidates the pool, and money movements retry it
+    as a transient fault.
+    """
+    engine = create_engine(
         settings.database_url,
         pool_size=pool_size or settings.database_pool_size,
         max_overflow=0,
         pool_timeout=10,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
         pool_recycle=1800,
+        connect_args={"options": f"-c lock_timeout={int(settings.lock_timeout_ms)}"},
     )
+
+    @event.listens_for(engine, "connect")
+    def remember_lock_timeout(dbapi_connection, connection_record):
+        connection_record.info[LOCK_TIMEOUT_INFO_KEY] = int(settings.lock_timeout_ms)
+
+    return engine

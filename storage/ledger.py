@@ -1,4 +1,4 @@
-"""Wallets, journal entries and postings, each written with one statement over arrays."""
+"""Wallets, journal entries and postings, each written with one statement."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -16,15 +16,49 @@ SELECT * FROM unnest(CAST(:user_ids AS uuid[]), CAST(:system_names AS text[]),
 ON CONFLICT DO NOTHING
 """)
 
+#: Wallets one movement touches at most (two users and a system shard) and users it names.
+#: The two statements below take exactly this many keys, padded with NULLs, as scalar
+#: parameters: with a fixed shape PostgreSQL's cached generic plan is the index plan, so
+#: the statements are neither planned again on every call nor planned as scans of every
+#: wallet (which is what a generic plan over arrays of unknown length turns into).
+WALLETS_PER_MOVEMENT_MAX = 3
+USERS_PER_MOVEMENT_MAX = 2
+
+_KEYS = ", ".join(f"(CAST(:user_id_{n} AS uuid), CAST(:system_name_{n} AS text), CAST(:shard_{n} AS smallint),"
+                  f" CAST(:currency_{n} AS char(3)))" for n in range(WALLETS_PER_MOVEMENT_MAX))
+_USERS = ", ".join(f"CAST(:known_user_id_{n} AS uuid)" for n in range(USERS_PER_MOVEMENT_MAX))
+
+# One round trip for two questions: which users exist, and the wallets a movement may credit
+# for the first time, created unless they exist already (most do: an index probe, and no
+# sequence value spent) or belong to a user who does not exist (no foreign key error: the
+# caller reports the unknown user instead).
+_KNOWN_USERS_CREATING_WALLETS = text(f"""
+WITH known AS (
+    SELECT id FROM users WHERE id IN ({_USERS})
+), created AS (
+    INSERT INTO wallets (user_id, system_name, shard, currency)
+    SELECT k.user_id, k.system_name, k.shard, k.currency
+      FROM (VALUES {_KEYS}) AS k(user_id, system_name, shard, currency)
+     WHERE k.currency IS NOT NULL
+       AND (k.user_id IS NULL OR k.user_id IN (SELECT id FROM known))
+       AND NOT EXISTS (SELECT 1 FROM wallets w
+                        WHERE w.currency = k.currency
+                          AND (w.user_id = k.user_id OR (w.system_name = k.system_name AND w.shard = k.shard)))
+    ON CONFLICT DO NOTHING
+)
+SELECT id::text FROM known
+""")
+
 # ORDER BY before FOR UPDATE: rows are locked in ascending id order, so two movements
 # over the same wallets always queue instead of deadlocking.
-_LOCK_WALLETS = text("""
+_LOCK_WALLETS = text(f"""
 SELECT w.id, w.user_id::text, w.system_name, w.shard, w.currency, w.balance
   FROM wallets w
-  JOIN unnest(CAST(:user_ids AS uuid[]), CAST(:system_names AS text[]),
-              CAST(:shards AS smallint[]), CAST(:currencies AS char(3)[])) AS k(user_id, system_name, shard, currency)
-    ON w.currency = k.currency
-   AND (w.user_id = k.user_id OR (w.system_name = k.system_name AND w.shard = k.shard))
+ WHERE w.id IN (SELECT found.id
+                  FROM (VALUES {_KEYS}) AS k(user_id, system_name, shard, currency)
+                  JOIN wallets found
+                    ON found.currency = k.currency
+                   AND (found.user_id = k.user_id OR (found.system_name = k.system_name AND found.shard = k.shard)))
  ORDER BY w.id
    FOR UPDATE OF w
 """)
@@ -46,6 +80,9 @@ WITH entry AS (
               FROM unnest(CAST(:wallet_ids AS bigint[]), CAST(:amounts AS bigint[])) AS p(wallet_id, amount)
              GROUP BY wallet_id) d
      WHERE w.id = d.wallet_id
+       -- Redundant, but it keeps PostgreSQL's cached generic plan on the primary key instead
+       -- of a scan of every wallet (the plan cannot see how short the arrays are).
+       AND w.id = ANY(CAST(:wallet_ids AS bigint[]))
 )
 SELECT created_at FROM entry
 """)
@@ -63,6 +100,16 @@ SELECT p.id AS posting_id, j.id::text AS id, j.kind, p.amount AS posted, j.amoun
 """)
 
 
+def _padded_keys(keys: list[WalletKey]) -> dict[str, Any]:
+    assert len(keys) <= WALLETS_PER_MOVEMENT_MAX, f"a movement touches at most {WALLETS_PER_MOVEMENT_MAX} wallets"
+    padded = list(keys) + [None] * (WALLETS_PER_MOVEMENT_MAX - len(keys))
+    parameters = {}
+    for n, key in enumerate(padded):
+        parameters.update({f"user_id_{n}": key and key.user_id, f"system_name_{n}": key and key.system_name,
+                           f"shard_{n}": key and key.shard, f"currency_{n}": key and key.currency})
+    return parameters
+
+
 def _key_arrays(keys: list[WalletKey]) -> dict[str, list]:
     return {
         "user_ids": [key.user_id for key in keys],
@@ -76,10 +123,17 @@ class SqlLedger:
     def __init__(self, connection: Connection):
         self.connection = connection
 
-    def lock_wallets(self, keys: list[WalletKey], create: list[WalletKey]) -> dict[WalletKey, Wallet]:
+    def known_users_creating_wallets(self, user_ids: list[str], create: list[WalletKey]) -> set[str]:
+        assert len(user_ids) <= USERS_PER_MOVEMENT_MAX, f"a movement names at most {USERS_PER_MOVEMENT_MAX} users"
+        padded = list(user_ids) + [None] * (USERS_PER_MOVEMENT_MAX - len(user_ids))
+        users = {f"known_user_id_{n}": user_id for n, user_id in enumerate(padded)}
+        rows = self.connection.execute(_KNOWN_USERS_CREATING_WALLETS, {**users, **_padded_keys(create)})
+        return {row[0] for row in rows}
+
+    def lock_wallets(self, keys: list[WalletKey], create: list[WalletKey] = ()) -> dict[WalletKey, Wallet]:
         if create:
             self.connection.execute(_CREATE_WALLETS, _key_arrays(create))
-        rows = self.connection.execute(_LOCK_WALLETS, _key_arrays(keys))
+        rows = self.connection.execute(_LOCK_WALLETS, _padded_keys(keys))
         wallets = {}
         for wallet_id, user_id, system_name, shard, currency, balance in rows:
             key = WalletKey(currency, user_id, system_name, shard if system_name else 0)

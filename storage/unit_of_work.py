@@ -5,6 +5,9 @@ Faults worth retrying (deadlock, serialization failure, lost connection) leave h
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import psycopg.errors
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -12,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from pipeline.errors import TransientFault
 from storage.accounts import SqlApiKeys, SqlIdempotencyKeys, SqlUsers
 from storage.bulk import SqlBulkCredits
+from storage.engine import LOCK_TIMEOUT_INFO_KEY
 from storage.ledger import SqlLedger
 from storage.reconciliation import SqlReconciliations
 
@@ -34,8 +38,10 @@ class SqlUnitOfWork:
     def __enter__(self) -> "SqlUnitOfWork":
         self.connection = self.engine.connect()
         self.transaction = self.connection.begin()
-        # A bound on every wait for a row lock or for a concurrent request with our key.
-        self.connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}")
+        # A bound on every wait for a row lock or for a concurrent request with our key. Engines
+        # from make_engine start every session with it; any other bound costs a statement.
+        if self.connection.connection.info.get(LOCK_TIMEOUT_INFO_KEY) != int(self.lock_timeout_ms):
+            self.connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}")
         self.users = SqlUsers(self.connection)
         self.ledger = SqlLedger(self.connection)
         self.idempotency = SqlIdempotencyKeys(self.connection)
@@ -44,9 +50,19 @@ class SqlUnitOfWork:
         self.reconciliations = SqlReconciliations(self.connection)
         return self
 
-    def savepoint(self):
-        """A nested transaction: leaving it with an exception undoes only what it wrote."""
-        return self.connection.begin_nested()
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: leaving it with an exception undoes only what it wrote.
+
+        Leaving it normally keeps the savepoint until the commit, which releases it: a
+        RELEASE would cost a round trip on every request for nothing.
+        """
+        self.connection.exec_driver_sql("SAVEPOINT use_case")
+        try:
+            yield
+        except BaseException:
+            self.connection.exec_driver_sql("ROLLBACK TO SAVEPOINT use_case")
+            raise
 
     def commit(self) -> None:
         self.transaction.commit()
