@@ -18,8 +18,10 @@ from storage.migrate import upgrade
 
 TEST_DATABASE_URL = "postgresql+psycopg://wallet@127.0.0.1:54329/wallet_test"
 TEST_REDIS_URL = "redis://127.0.0.1:63799/1"
-#: Every table the tests may write, emptied before each test that asks for a clean slate.
-TABLES = ("idempotency_keys", "api_keys", "postings", "journal_entries", "wallets", "users")
+# Code under test that reads the environment itself (the `actors` broker) must see the
+# test servers too, when pytest runs without `make test`.
+os.environ.setdefault("DATABASE_URL", TEST_DATABASE_URL)
+os.environ.setdefault("REDIS_URL", TEST_REDIS_URL)
 
 
 def pytest_addoption(parser):
