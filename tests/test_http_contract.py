@@ -9,9 +9,13 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import urllib.parse
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from api import create_app
@@ -610,3 +614,71 @@ def test_the_ledger_is_consistent_after_a_mixed_workload(admin, engine):
     with engine.connect() as connection:
         totals = connection.execute(text("SELECT currency, sum(balance) FROM wallets GROUP BY currency")).all()
     assert totals == [("SGD", 0)]
+
+
+# --- no input is a 500 ------------------------------------------------------------------
+
+#: Values that have each broken a parser somewhere: text PostgreSQL cannot store, digits
+#: int() refuses or cannot parse in time, numbers beyond bigint, and every JSON type.
+HOSTILE_VALUES = ["\ud800", "a\x00b", "1" * 5000, "²", "٣", "-1", "1e3", "NaN", " 1", "", "0", "x" * 300,
+                  10**30, -1, 1.5, True, None, [], {}]
+VALID_BODIES = {
+    "/api/v1/users": {"name": "Ana", "email": "fuzz-{n}@example.com", "external_id": "x-{n}"},
+    "/api/v1/wallet/deposit": {"user_id": "{ana}", "amount": "1.00", "currency": "SGD", "reference": "r"},
+    "/api/v1/wallet/withdraw": {"user_id": "{ana}", "amount": "1.00", "currency": "SGD", "reference": "r"},
+    "/api/v1/wallet/transfer": {"from_user_id": "{ana}", "to_user_id": "{ben}", "amount": "1.00", "currency": "SGD",
+                                "reference": "r"},
+}
+
+
+@pytest.fixture
+def funded(admin) -> tuple[str, str]:
+    ana, ben = admin.user()["id"], admin.user()["id"]
+    admin.deposit(ana, "1000.00")
+    return ana, ben
+
+
+def valid_body(path: str, ana: str, ben: str, n: int) -> dict:
+    return {name: value.format(ana=ana, ben=ben, n=n) for name, value in VALID_BODIES[path].items()}
+
+
+@pytest.mark.parametrize("path", sorted(VALID_BODIES))
+def test_no_hostile_value_in_any_field_makes_a_money_endpoint_answer_500(admin, funded, path):
+    answered = set()
+    for field in VALID_BODIES[path]:
+        for n, value in enumerate(HOSTILE_VALUES):
+            response = admin.post(path, valid_body(path, *funded, n=f"{field}-{n}") | {field: value})
+            assert response.status_code < 500, (field, value, response.get_json())
+            answered.add(response.status_code)
+    assert answered <= {201, 404, 409, 422}
+
+
+@pytest.mark.parametrize("suffix", ["/transactions", "/balance"])
+def test_no_hostile_query_makes_a_read_endpoint_answer_500(admin, funded, suffix):
+    # A URL cannot carry a lone surrogate; its bytes (and other invalid UTF-8) can be sent raw.
+    encoded = [urllib.parse.quote(value) for value in HOSTILE_VALUES if isinstance(value, str) and value != "\ud800"]
+    for name in ("limit", "cursor", "currency"):
+        for value in encoded + ["%ED%A0%80", "%FF", "%00", "1%00"]:
+            response = admin.get(f"/api/v1/users/{funded[0]}{suffix}?{name}={value}")
+            assert response.status_code in (200, 422), (name, value, response.get_json())
+
+
+#: Any JSON value, some of them hostile.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12) | st.sampled_from(HOSTILE_VALUES),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=4,
+)
+
+
+@hypothesis_settings(max_examples=40, deadline=None, derandomize=True,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+@pytest.mark.parametrize("path", sorted(VALID_BODIES))
+def test_no_json_body_whatever_its_shape_makes_a_money_endpoint_answer_500(admin, funded, path, data):
+    valid = valid_body(path, *funded, n=uuid.uuid4())
+    body = data.draw(json_values | st.fixed_dictionaries({}, optional={
+        name: st.just(value) | json_values for name, value in valid.items()}))
+    response = admin.post(path, body)
+    assert response.status_code < 500, (body, response.get_json())
+    assert response.mimetype in ("application/json", "application/problem+json")
