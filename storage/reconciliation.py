@@ -107,6 +107,8 @@ class SqlReconciliations:
     def claim(self, reconciliation_id: str) -> dict[str, Any] | None:
         # The first statement of the transaction: every check then reads one snapshot.
         self.connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # A full pass aggregates millions of postings: room to hash them in memory, for this run only.
+        self.connection.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM_MB}MB'")
         row = self.connection.execute(
             text("UPDATE reconciliations SET status = 'running', started_at = now()"
                  " WHERE id = :id AND status IN ('queued', 'running')"
@@ -165,6 +167,9 @@ class SqlReconciliations:
         ).mappings()
         return [dict(row) for row in rows]
 
+
+#: Memory for the checks' hash joins and aggregates, per operation, in megabytes.
+WORK_MEM_MB = 256
 
 _COLUMNS = ("id::text, status, full_pass AS full, created_at, started_at, finished_at, wallets_checked,"
             " mismatch_count, mismatches")
