@@ -205,11 +205,20 @@ def test_concurrent_first_credits_create_one_wallet_and_lose_nothing(engine, adm
 
 # --- the safety net: a deadlock that happens anyway is retried, never a 500 --------------
 
-def deadlock() -> OperationalError:
+def wrapped_deadlock() -> Exception:
     return OperationalError("UPDATE wallets ...", {}, psycopg.errors.DeadlockDetected("deadlock detected"))
 
 
-def test_a_transfer_that_hits_a_deadlock_is_retried_and_happens_once(engine, admin, client, monkeypatch):
+def raw_deadlock() -> Exception:
+    return psycopg.errors.DeadlockDetected("deadlock detected")
+
+
+#: A deadlock as SQLAlchemy reports it, and as psycopg does where storage/ bypasses SQLAlchemy.
+DEADLOCKS = pytest.mark.parametrize("deadlock", [wrapped_deadlock, raw_deadlock])
+
+
+@DEADLOCKS
+def test_a_transfer_that_hits_a_deadlock_is_retried_and_happens_once(engine, admin, client, monkeypatch, deadlock):
     sender, receiver = admin.user(deposit="50.00"), admin.user()
     record, calls = SqlLedger.record, []
 
@@ -231,7 +240,9 @@ def test_a_transfer_that_hits_a_deadlock_is_retried_and_happens_once(engine, adm
     assert_money_is_conserved(engine)
 
 
-def test_a_deadlock_on_every_attempt_is_a_503_that_leaves_nothing_behind(engine, admin, client, monkeypatch, settings):
+@DEADLOCKS
+def test_a_deadlock_on_every_attempt_is_a_503_that_leaves_nothing_behind(engine, admin, client, monkeypatch, settings,
+                                                                        deadlock):
     sender, receiver = admin.user(deposit="50.00"), admin.user()
     calls = []
 
