@@ -479,6 +479,18 @@ def test_history_pages_with_a_cursor_newest_first_without_overlap(admin):
     assert len(default["data"]) == 7 and default["next_cursor"] is None
 
 
+def test_a_movement_arriving_between_pages_neither_repeats_nor_hides_an_item(admin):
+    ana = admin.user()["id"]
+    created = [admin.deposit(ana, f"{n}.00").get_json()["id"] for n in range(1, 6)]
+    first = admin.get(f"/api/v1/users/{ana}/transactions?limit=2").get_json()
+
+    newer = admin.deposit(ana, "99.00").get_json()["id"]
+    rest = admin.get(f"/api/v1/users/{ana}/transactions?limit=10&cursor={first['next_cursor']}").get_json()
+
+    assert [item["id"] for item in first["data"] + rest["data"]] == list(reversed(created))
+    assert admin.get(f"/api/v1/users/{ana}/transactions?limit=1").get_json()["data"][0]["id"] == newer
+
+
 def test_history_pages_hold_twenty_items_unless_asked_otherwise(admin):
     ana = admin.user()["id"]
     for n in range(21):
