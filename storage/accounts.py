@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from pipeline.errors import Conflict, IdempotencyKeyInProgress
 from pipeline.ports import StoredResponse, User
+from storage import driver
 
 
 class SqlUsers:
@@ -59,6 +60,15 @@ class SqlApiKeys:
         return (row[0], row[1]) if row else None
 
 
+# Both run on every money movement, so on the driver's cursor (see storage.driver).
+_CLAIM = driver.statement(
+    "INSERT INTO idempotency_keys (api_key_id, key, request_sha256, status_code, response)"
+    " VALUES (:api_key_id, :key, :hash, 0, '{}') ON CONFLICT DO NOTHING RETURNING 1")
+_COMPLETE = driver.statement(
+    "UPDATE idempotency_keys SET status_code = :status, response = CAST(:body AS json)"
+    " WHERE api_key_id = :api_key_id AND key = :key")
+
+
 class SqlIdempotencyKeys:
     """The key row is inserted first in the transaction that moves the money.
 
@@ -71,11 +81,8 @@ class SqlIdempotencyKeys:
 
     def claim(self, api_key_id: int, key: str, request_sha256: str) -> StoredResponse | None:
         try:
-            inserted = self.connection.execute(
-                text("INSERT INTO idempotency_keys (api_key_id, key, request_sha256, status_code, response)"
-                     " VALUES (:api_key_id, :key, :hash, 0, '{}') ON CONFLICT DO NOTHING RETURNING 1"),
-                {"api_key_id": api_key_id, "key": key, "hash": request_sha256},
-            ).first()
+            inserted = driver.execute(self.connection, _CLAIM,
+                                      {"api_key_id": api_key_id, "key": key, "hash": request_sha256}).fetchone()
         except DBAPIError as error:
             if isinstance(error.orig, psycopg.errors.LockNotAvailable):
                 raise IdempotencyKeyInProgress("a request with this Idempotency-Key is still running") from error
@@ -90,11 +97,8 @@ class SqlIdempotencyKeys:
         return StoredResponse(row[0], row[1], row[2])
 
     def complete(self, api_key_id: int, key: str, status_code: int, body: dict[str, Any]) -> None:
-        self.connection.execute(
-            text("UPDATE idempotency_keys SET status_code = :status, response = CAST(:body AS json)"
-                 " WHERE api_key_id = :api_key_id AND key = :key"),
-            {"api_key_id": api_key_id, "key": key, "status": status_code, "body": json.dumps(body)},
-        )
+        driver.execute(self.connection, _COMPLETE,
+                       {"api_key_id": api_key_id, "key": key, "status": status_code, "body": json.dumps(body)})
 
     def record(self, api_key_id: int, key: str, request_sha256: str, status_code: int, body: dict[str, Any]) -> None:
         self.connection.execute(

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, text
 
 from pipeline.ledger import Posting, Wallet, WalletKey
 from pipeline.ports import JournalEntry
+from storage import driver
 
 _CREATE_WALLETS = text("""
 INSERT INTO wallets (user_id, system_name, shard, currency)
@@ -32,7 +33,7 @@ _USERS = ", ".join(f"CAST(:known_user_id_{n} AS uuid)" for n in range(USERS_PER_
 # for the first time, created unless they exist already (most do: an index probe, and no
 # sequence value spent) or belong to a user who does not exist (no foreign key error: the
 # caller reports the unknown user instead).
-_KNOWN_USERS_CREATING_WALLETS = text(f"""
+_KNOWN_USERS_CREATING_WALLETS = driver.statement(f"""
 WITH known AS (
     SELECT id FROM users WHERE id IN ({_USERS})
 ), created AS (
@@ -51,7 +52,7 @@ SELECT id::text FROM known
 
 # ORDER BY before FOR UPDATE: rows are locked in ascending id order, so two movements
 # over the same wallets always queue instead of deadlocking.
-_LOCK_WALLETS = text(f"""
+_LOCK_WALLETS = driver.statement(f"""
 SELECT w.id, w.user_id::text, w.system_name, w.shard, w.currency, w.balance
   FROM wallets w
  WHERE w.id IN (SELECT found.id
@@ -63,7 +64,7 @@ SELECT w.id, w.user_id::text, w.system_name, w.shard, w.currency, w.balance
    FOR UPDATE OF w
 """)
 
-_RECORD = text("""
+_RECORD = driver.statement("""
 WITH entry AS (
     INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, fee,
                                  from_user_id, to_user_id, reference)
@@ -127,13 +128,13 @@ class SqlLedger:
         assert len(user_ids) <= USERS_PER_MOVEMENT_MAX, f"a movement names at most {USERS_PER_MOVEMENT_MAX} users"
         padded = list(user_ids) + [None] * (USERS_PER_MOVEMENT_MAX - len(user_ids))
         users = {f"known_user_id_{n}": user_id for n, user_id in enumerate(padded)}
-        rows = self.connection.execute(_KNOWN_USERS_CREATING_WALLETS, {**users, **_padded_keys(create)})
+        rows = driver.execute(self.connection, _KNOWN_USERS_CREATING_WALLETS, {**users, **_padded_keys(create)})
         return {row[0] for row in rows}
 
     def lock_wallets(self, keys: list[WalletKey], create: list[WalletKey] = ()) -> dict[WalletKey, Wallet]:
         if create:
             self.connection.execute(_CREATE_WALLETS, _key_arrays(create))
-        rows = self.connection.execute(_LOCK_WALLETS, _padded_keys(keys))
+        rows = driver.execute(self.connection, _LOCK_WALLETS, _padded_keys(keys))
         wallets = {}
         for wallet_id, user_id, system_name, shard, currency, balance in rows:
             key = WalletKey(currency, user_id, system_name, shard if system_name else 0)
@@ -141,13 +142,14 @@ class SqlLedger:
         return wallets
 
     def record(self, entry: JournalEntry, postings: list[Posting]) -> datetime:
-        return self.connection.execute(_RECORD, {
+        ((created_at,),) = driver.execute(self.connection, _RECORD, {
             **vars(entry),
             "wallet_ids": [posting.wallet_id for posting in postings],
             "currencies": [posting.currency for posting in postings],
             "amounts": [posting.amount for posting in postings],
             "balances": [posting.balance_after for posting in postings],
-        }).scalar_one()
+        }).fetchall()
+        return created_at
 
     def entry(self, entry_id: str) -> dict[str, Any] | None:
         row = self.connection.execute(

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pipeline.errors import TransientFault
+from storage import driver
 from storage.accounts import SqlApiKeys, SqlIdempotencyKeys, SqlUsers
 from storage.bulk import SqlBulkCredits
 from storage.engine import LOCK_TIMEOUT_INFO_KEY
@@ -57,11 +58,11 @@ class SqlUnitOfWork:
         Leaving it normally keeps the savepoint until the commit, which releases it: a
         RELEASE would cost a round trip on every request for nothing.
         """
-        self.connection.exec_driver_sql("SAVEPOINT use_case")
+        driver.execute(self.connection, "SAVEPOINT use_case", {})
         try:
             yield
         except BaseException:
-            self.connection.exec_driver_sql("ROLLBACK TO SAVEPOINT use_case")
+            driver.execute(self.connection, "ROLLBACK TO SAVEPOINT use_case", {})
             raise
 
     def commit(self) -> None:
