@@ -5,7 +5,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-run_dir="$root/.run"
+run_dir=${WALLET_RUN_DIR:-$root/.run}
 pg_port=${WALLET_PG_PORT:-54329}
 redis_port=${WALLET_REDIS_PORT:-63799}
 pg_user=wallet
