@@ -20,6 +20,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import urlsplit
 
 #: The longest the generator waits for one response, in seconds; a slower answer is an error.
@@ -64,6 +65,12 @@ class Load:
     generator_cpu_s: float = 0.0
     #: The share of all cores' time that was not idle during the window, from /proc/stat.
     machine_busy: float = float("nan")
+    #: CPU seconds each named server process group used during the window.
+    server_cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def server_cpu_us_per_transfer(self) -> dict[str, float]:
+        return {name: seconds * 1e6 / self.created if self.created else float("nan")
+                for name, seconds in self.server_cpu_s.items()}
 
     @property
     def created(self) -> int:
@@ -168,8 +175,13 @@ def _cpu_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def run(plan: Plan, clients: int, warmup_s: float, window_s: float, seed: int = 1) -> Load:
-    """Drives `clients` concurrent keep-alive connections for `warmup_s` then `window_s` seconds."""
+def run(plan: Plan, clients: int, warmup_s: float, window_s: float, seed: int = 1,
+        server_cpu: Callable[[], dict[str, float]] | None = None) -> Load:
+    """Drives `clients` concurrent keep-alive connections for `warmup_s` then `window_s` seconds.
+
+    `server_cpu`, when given, reads CPU seconds used so far by named server processes; their
+    use during the window is reported per transfer.
+    """
     assert 1 <= clients <= PROCESSES_MAX * CONNECTIONS_PER_PROCESS_MAX
     processes = min(PROCESSES_MAX, clients)
     shares = [clients // processes + (1 if index < clients % processes else 0) for index in range(processes)]
@@ -184,15 +196,16 @@ def run(plan: Plan, clients: int, warmup_s: float, window_s: float, seed: int = 
     for worker in workers:
         worker.start()
     time.sleep(max(0, window_start_ns - time.perf_counter_ns()) / 1e9)
-    busy_before = _cpu_ticks()
+    busy_before, server_before = _cpu_ticks(), server_cpu() if server_cpu else {}
     time.sleep(max(0, window_end_ns - time.perf_counter_ns()) / 1e9)
-    busy_after = _cpu_ticks()
+    busy_after, server_after = _cpu_ticks(), server_cpu() if server_cpu else {}
     outs = [results.get(timeout=warmup_s + window_s + RESPONSE_TIMEOUT_S + 30) for _ in workers]
     for worker in workers:
         worker.join(timeout=10)
     load = Load(clients, window_s)
     total = busy_after[1] - busy_before[1]
     load.machine_busy = (busy_after[0] - busy_before[0]) / total if total else float("nan")
+    load.server_cpu_s = {name: server_after[name] - server_before[name] for name in server_after}
     for out in outs:
         load.latencies_ns.extend(out["latencies"])
         for status, count in out["statuses"].items():

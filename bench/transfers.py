@@ -15,6 +15,7 @@ the API uses, read for the checks). The API should run with TRANSFER_FEE_BPS=150
 from __future__ import annotations
 
 import os
+import pathlib
 import statistics
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import psycopg
 import requests
 
-from bench import ledger_checks, loadgen, pgbench
+from bench import cpu, ledger_checks, loadgen, pgbench
 
 #: The fee the benchmark is specified with, in basis points; another fee is reported, not refused.
 TRANSFER_FEE_BPS_EXPECTED = 150
@@ -92,9 +93,11 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def measure(plan: loadgen.Plan, clients: int, shape: Shape, seed: int) -> dict:
-    load = loadgen.run(plan, clients, shape.warmup_s, shape.window_s, seed)
-    return {"clients": clients, "rate_per_s": load.rate_per_s, "latency_ms_p50": load.latency_ms(0.50),
+def measure(plan: loadgen.Plan, clients: int, shape: Shape, seed: int, server: cpu.ServerCpu) -> dict:
+    load = loadgen.run(plan, clients, shape.warmup_s, shape.window_s, seed, server.seconds)
+    return {"cpu_us_per_transfer": {**load.server_cpu_us_per_transfer(),
+                                    "generator": load.generator_cpu_s * 1e6 / max(1, load.created_all)},
+            "clients": clients, "rate_per_s": load.rate_per_s, "latency_ms_p50": load.latency_ms(0.50),
             "latency_ms_p99": load.latency_ms(0.99), "statuses": load.statuses, "error_codes": load.error_codes,
             "machine_busy": load.machine_busy,
             "generator_cpu_share": load.generator_cpu_s / (shape.warmup_s + shape.window_s + 0.3) / os.cpu_count(),
@@ -109,6 +112,8 @@ def summarise(runs: list[dict]) -> dict:
             "rates_per_s": [round(run["rate_per_s"], 1) for run in runs],
             "machine_busy": _median([run["machine_busy"] for run in runs]),
             "generator_cpu_share": _median([run["generator_cpu_share"] for run in runs]),
+            "cpu_us_per_transfer": {name: _median([run["cpu_us_per_transfer"].get(name, float("nan")) for run in runs])
+                                    for name in runs[0]["cpu_us_per_transfer"]},
             "non_201": sum(sum(count for status, count in run["statuses"].items() if status != 201) for run in runs),
             "error_codes": {code: sum(run["error_codes"].get(code, 0) for run in runs)
                             for code in {code for run in runs for code in run["error_codes"]}}}
@@ -133,12 +138,13 @@ def fees_posted(database_url: str, entry_ids: list[str]) -> int:
             " WHERE p.journal_entry_id = ANY(%s::uuid[]) AND w.system_name = 'fees'", (entry_ids,)).fetchone()[0]
 
 
-def hot_wallet_run(api: Api, database_url: str, receivers: list[str], shape: Shape, repeat: int) -> dict:
+def hot_wallet_run(api: Api, database_url: str, receivers: list[str], shape: Shape, repeat: int,
+                   server: cpu.ServerCpu) -> dict:
     """All transfers leave one freshly funded sender; then the money is counted."""
     sender = seed_users(api, 1, HOT_SEED_AMOUNT, "bench hot sender")[0]
     before = hot_wallet_state(database_url, sender, receivers)
     plan = loadgen.Plan(api.api_url, api.headers["Authorization"][7:], [sender], receivers)
-    run = measure(plan, shape.hot_clients, shape, seed=900 + repeat)
+    run = measure(plan, shape.hot_clients, shape, seed=900 + repeat, server=server)
     load: loadgen.Load = run.pop("load")
     after = hot_wallet_state(database_url, sender, receivers)
     received = after["receivers"] - before["receivers"]
@@ -170,6 +176,7 @@ def main(quick: bool = False) -> dict:
     token = os.environ.get("ADMIN_TOKEN") or ""
     assert token, "ADMIN_TOKEN must hold a token of scope admin (make bench sets it)"
     api = Api(api_url, token)
+    server = cpu.ServerCpu(database_url, pathlib.Path(os.environ.get("BENCH_WEB_PID_FILE", cpu.WEB_PID_FILE)))
     print(f"transfers: seeding {shape.wallets} users with {SEED_AMOUNT} {CURRENCY} each through {api_url}", flush=True)
     users = seed_users(api, shape.wallets, SEED_AMOUNT, "bench user")
     fee_bps = fee_bps_of(api, users)
@@ -184,12 +191,12 @@ def main(quick: bool = False) -> dict:
     runs: dict[int, list[dict]] = {clients: [] for clients in shape.clients}
     for repeat in range(shape.repeats):
         for clients in shape.clients:
-            run = measure(plan, clients, shape, seed=repeat * 10 + clients)
+            run = measure(plan, clients, shape, seed=repeat * 10 + clients, server=server)
             run.pop("load")
             runs[clients].append(run)
             print(f"transfers: repeat {repeat + 1}, {clients:>2} clients: {run['rate_per_s']:7.1f}/s, "
                   f"p50 {run['latency_ms_p50']:.1f} ms, p99 {run['latency_ms_p99']:.1f} ms", flush=True)
-    hot = [hot_wallet_run(api, database_url, users, shape, repeat) for repeat in range(shape.repeats)]
+    hot = [hot_wallet_run(api, database_url, users, shape, repeat, server) for repeat in range(shape.repeats)]
     invariants = ledger_checks.violations(database_url)
     return report(shape, fee_bps, statistics.median(pgbench_tps), pgbench_tps,
                   {clients: summarise(found) for clients, found in runs.items()}, hot, invariants)
@@ -199,11 +206,14 @@ def report(shape: Shape, fee_bps: float, pgbench_median: float, pgbench_tps: lis
            hot: list[dict], invariants: dict) -> dict:
     print(f"\n== transfers through the HTTP API ({shape.wallets} wallets, fee {fee_bps:g} bps, "
           f"median of {shape.repeats} x {shape.window_s:g} s) ==")
-    print(f"{'clients':>7} {'transfers/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU busy':>9} {'generator':>10} {'non-201':>8}")
+    print(f"{'clients':>7} {'transfers/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU busy':>9} {'non-201':>8}"
+          f"   CPU per transfer (us): web, postgres, load generator")
     for summary in summaries.values():
+        per = summary["cpu_us_per_transfer"]
         print(f"{summary['clients']:>7} {summary['rate_per_s']:>12.1f} {summary['latency_ms_p50']:>8.1f} "
-              f"{summary['latency_ms_p99']:>8.1f} {summary['machine_busy']:>9.0%} "
-              f"{summary['generator_cpu_share']:>10.1%} {summary['non_201']:>8}")
+              f"{summary['latency_ms_p99']:>8.1f} {summary['machine_busy']:>9.0%} {summary['non_201']:>8}"
+              f"   {per.get('web', float('nan')):.0f}, {per['postgres']:.0f}, {per['generator']:.0f}")
+    print("CPU busy: the share of all cores in use during the window, by any process on the machine")
     at_16 = summaries.get(16)
     ratio = at_16["rate_per_s"] / pgbench_median if at_16 else float("nan")
     print(f"pgbench TPC-B ({shape.pgbench_clients} clients, scale {shape.pgbench_clients}): "
