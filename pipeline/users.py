@@ -68,5 +68,10 @@ def create_api_key(uow: UnitOfWork, scope: str) -> str:
 
 
 def find_api_key(uow: UnitOfWork, token: str) -> tuple[int, str] | None:
+    return find_api_key_by_sha256(uow, token_sha256(token))
+
+
+def find_api_key_by_sha256(uow: UnitOfWork, digest: str) -> tuple[int, str] | None:
+    """The key whose token hashes to `digest`: what a dashboard session remembers instead of the token."""
     with uow:
-        return uow.api_keys.find(token_sha256(token))
+        return uow.api_keys.find(digest)

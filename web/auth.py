@@ -8,7 +8,7 @@ import time
 from flask import current_app, g, request
 
 from pipeline.access import Principal
-from pipeline.users import find_api_key, token_sha256
+from pipeline.users import find_api_key_by_sha256, token_sha256
 from web.problems import HttpProblem
 
 #: How long a process trusts a token it has looked up, in seconds.
@@ -21,12 +21,16 @@ _cache_lock = threading.Lock()
 
 
 def _principal_for(token: str) -> Principal | None:
-    digest = token_sha256(token)
+    return principal_for_sha256(token_sha256(token))
+
+
+def principal_for_sha256(digest: str) -> Principal | None:
+    """The principal of the key whose token hashes to `digest`, or None; cached per process."""
     now = time.monotonic()
     cached = _cache.get(digest)
     if cached and cached[0] > now:
         return cached[1]
-    found = find_api_key(current_app.extensions["wallet"].uow(), token)
+    found = find_api_key_by_sha256(current_app.extensions["wallet"].uow(), digest)
     principal = Principal(*found) if found else None
     with _cache_lock:
         if len(_cache) >= TOKEN_CACHE_ENTRIES_MAX:

@@ -91,13 +91,14 @@ def get_rows(activity_id):
     activity_id = chunks.parse_activity_id(activity_id)
     status = reads.parse_row_status(request.args.get("status"))
     if request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv":
-        return _export(activity_id, status)
+        return export_response(activity_id, status)
     limit = parse_limit(request.args.get("limit"))
     page = reads.rows_page(services().uow(), activity_id, status, limit, request.args.get("cursor"))
     return jsonify({"data": [render_row(row) for row in page.items], "next_cursor": page.next_cursor})
 
 
-def _export(activity_id: str, status: str | None) -> Response:
+def export_response(activity_id: str, status: str | None) -> Response:
+    """The rows of an activity (of one status, or all) as a streamed CSV attachment."""
     batches = reads.export_rows(services().uow, activity_id, status)
     first = next(batches, [])  # reads the activity now: an unknown one is a 404, not a broken stream
 

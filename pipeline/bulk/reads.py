@@ -31,6 +31,12 @@ def activity(uow, activity_id: str) -> Activity:
     return found
 
 
+def recent_activities(uow, limit: int) -> list[Activity]:
+    """The newest activities first, for the dashboard."""
+    with uow:
+        return uow.bulk.recent_activities(limit)
+
+
 def rows_page(uow, activity_id: str, status: str | None, limit: int, cursor: str | None) -> Page:
     after = decode_cursor(cursor) or 0
     with uow:

@@ -40,6 +40,14 @@ class ReadSql:
     def activity(self, activity_id: str) -> Activity | None:
         return self._one_activity("id = :id", {"id": activity_id})
 
+    def recent_activities(self, limit: int) -> list[Activity]:
+        # One row per uploaded file: a top-N sort of the whole table stays cheap.
+        rows = self.connection.execute(
+            text(f"SELECT {ACTIVITY_COLUMNS} FROM bulk_activities ORDER BY created_at DESC, id LIMIT :limit"),
+            {"limit": limit},
+        ).all()
+        return [activity_from(row) for row in rows]
+
     def lock_activity(self, activity_id: str) -> Activity | None:
         return self._one_activity("id = :id", {"id": activity_id}, lock=True)
 

@@ -1,0 +1,234 @@
+"""The operator's dashboard: server-rendered pages over the same use cases as the JSON API.
+
+Sign in with an operator or admin API key (web/dashboard_session.py); upload a CSV;
+watch an activity settle, live, by Server-Sent Events (web/dashboard_events.py); list its
+FAILED or INVALID rows, retry them, download them as CSV; look up a user's wallets and
+history; list and start reconciliation runs. Templates are in web/templates/dashboard/,
+the one script and style sheet in web/static/dashboard/: no build step, no CDN.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from flask import (Blueprint, Response, current_app, flash, g, redirect, render_template, request,
+                   url_for)
+from werkzeug.exceptions import HTTPException
+
+from pipeline import reconciliation, statements, users, wallets
+from pipeline.bulk import chunks, reads
+from pipeline.bulk.status import FINAL_STATUSES, ROW_FAILED, ROW_INVALID, ROW_STATUSES
+from pipeline.bulk.upload import upload
+from pipeline.errors import Rejected
+from web import bulk_credit, dashboard_session
+from web.dashboard_events import progress_events
+from web.problems import HttpProblem
+from web.wallets import money, render_history_item
+
+blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
+                      static_folder="static/dashboard", static_url_path="/static")
+blueprint.record_once(lambda state: dashboard_session.configure(state.app))
+#: HTML pages, not API: APIFlask leaves a blueprint with this flag out of /openapi.json.
+blueprint.enable_openapi = False
+
+#: Rows shown per page of an activity, and history items per page of a user.
+ROWS_PER_PAGE = 50
+HISTORY_PER_PAGE = 20
+RECONCILIATIONS_PER_PAGE = 20
+#: Activities listed on the home page, newest first.
+RECENT_ACTIVITIES = 10
+#: The pages load only their own script and style sheet, and may be framed by no one.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+PUBLIC_ENDPOINTS = ("dashboard.sign_in", "dashboard.static")
+
+
+def services():
+    return current_app.extensions["wallet"]
+
+
+@blueprint.before_request
+def require_operator():
+    if request.method == "POST" and not dashboard_session.csrf_ok():
+        return render_template("dashboard/error.html", status=400,
+                               detail="The form has expired or did not come from this dashboard; reload the page and try again."), 400
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    g.principal = dashboard_session.signed_in()
+    if g.principal is None:
+        if request.endpoint == "dashboard.activity_events":
+            return Response("sign in first\n", status=401, mimetype="text/plain")
+        return redirect(url_for("dashboard.sign_in", next=request.full_path if request.method == "GET" else None))
+    return None
+
+
+@blueprint.after_request
+def secure_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "dashboard.static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+@blueprint.errorhandler(Rejected)
+def on_refusal(refusal: Rejected):
+    return render_template("dashboard/error.html", status=refusal.status, detail=refusal.detail), refusal.status
+
+
+@blueprint.errorhandler(HttpProblem)
+def on_http_problem(problem: HttpProblem):
+    body = problem.body
+    return render_template("dashboard/error.html", status=body["status"], detail=body["detail"]), body["status"]
+
+
+def when(moment: datetime | str | None) -> str:
+    """A time as the pages show it: UTC to the second."""
+    if moment is None:
+        return "–"
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@blueprint.errorhandler(HTTPException)
+def on_http_exception(error: HTTPException):
+    """A file above the size limit, say: a page, not the API's problem+json."""
+    status = error.code or 500
+    return render_template("dashboard/error.html", status=status, detail=error.description or error.name), status
+
+
+@blueprint.context_processor
+def dashboard_globals():
+    return {"csrf_token": dashboard_session.csrf_token, "money": money, "when": when}
+
+
+def _local_path(target: str | None) -> str:
+    """Where to go after signing in: only a path of this dashboard, never another site."""
+    parts = urlsplit(target or "")
+    if parts.scheme or parts.netloc or not parts.path.startswith(blueprint.url_prefix + "/"):
+        return url_for("dashboard.home")
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+@blueprint.route("/sign-in", methods=["GET", "POST"])
+def sign_in():
+    if request.method == "GET":
+        return render_template("dashboard/sign_in.html", next=request.args.get("next"))
+    try:
+        dashboard_session.sign_in(request.form.get("api_key", ""))
+    except dashboard_session.SignInRefused as refused:
+        return render_template("dashboard/sign_in.html", error=refused.message,
+                               next=request.form.get("next")), refused.status
+    return redirect(_local_path(request.form.get("next")))
+
+
+@blueprint.post("/sign-out")
+def sign_out():
+    dashboard_session.sign_out()
+    return redirect(url_for("dashboard.sign_in"))
+
+
+@blueprint.get("/")
+def home():
+    recent = [bulk_credit.render_activity(found)
+              for found in reads.recent_activities(services().uow(), RECENT_ACTIVITIES)]
+    return render_template("dashboard/home.html", recent=recent)
+
+
+@blueprint.post("/uploads")
+def upload_file():
+    file = request.files.get("file")
+    if file is None or not file.filename:
+        flash("Choose a CSV file to upload.", "error")
+        return redirect(url_for("dashboard.home"))
+    try:
+        uploaded = upload(services().uow, bulk_credit.chunk_queue(), services().settings, file.stream,
+                          file.filename, None, g.principal.api_key_id)
+    except Rejected as refusal:
+        flash(f"The file was refused: {refusal.detail}", "error")
+        return redirect(url_for("dashboard.home"))
+    if not uploaded.created:
+        flash("This file was uploaded before; here is its activity. Nothing was credited twice.", "info")
+    return redirect(url_for("dashboard.activity", activity_id=uploaded.activity.id))
+
+
+@blueprint.get("/activities")
+def open_activity():
+    activity_id = chunks.parse_activity_id(request.args.get("activity_id", "").strip())
+    return redirect(url_for("dashboard.activity", activity_id=activity_id))
+
+
+@blueprint.get("/activities/<activity_id>")
+def activity(activity_id):
+    activity_id = chunks.parse_activity_id(activity_id)
+    status = reads.parse_row_status(request.args.get("status") or None)
+    found = bulk_credit.render_activity(reads.activity(services().uow(), activity_id))
+    page = reads.rows_page(services().uow(), activity_id, status, ROWS_PER_PAGE, request.args.get("cursor"))
+    return render_template("dashboard/activity.html", activity=found, final=found["status"] in FINAL_STATUSES,
+                           rows=[bulk_credit.render_row(row) for row in page.items], next_cursor=page.next_cursor,
+                           status=status, statuses=ROW_STATUSES, exportable=(ROW_FAILED, ROW_INVALID))
+
+
+@blueprint.get("/activities/<activity_id>/events")
+def activity_events(activity_id):
+    activity_id = chunks.parse_activity_id(activity_id)
+    uow_factory = services().uow
+    reads.activity(uow_factory(), activity_id)  # an unknown activity is a 404 before the stream starts
+
+    def read_activity() -> dict:
+        return bulk_credit.render_activity(reads.activity(uow_factory(), activity_id))
+
+    # No stream_with_context: the stream needs nothing of the request, and keeps nothing of it.
+    return Response(progress_events(read_activity), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@blueprint.get("/activities/<activity_id>/rows.csv")
+def activity_rows_csv(activity_id):
+    activity_id = chunks.parse_activity_id(activity_id)
+    return bulk_credit.export_response(activity_id, reads.parse_row_status(request.args.get("status") or None))
+
+
+@blueprint.post("/activities/<activity_id>/retry")
+def retry(activity_id):
+    activity_id = chunks.parse_activity_id(activity_id)
+    try:
+        retried = chunks.retry_failed_rows(services().uow, bulk_credit.chunk_queue(), services().settings,
+                                           activity_id)
+        flash(f"{retried.retried_records} failed rows were sent again.", "info")
+    except Rejected as refusal:
+        if refusal.status == 404:
+            raise
+        flash(f"Nothing was retried: {refusal.detail}", "error")
+    return redirect(url_for("dashboard.activity", activity_id=activity_id))
+
+
+@blueprint.get("/users")
+def user():
+    raw_user_id = request.args.get("user_id", "").strip()
+    if not raw_user_id:
+        return render_template("dashboard/user.html", user=None)
+    user_id = wallets.parse_user_id(raw_user_id, "user_id")
+    found = users.get_user(services().uow(), user_id)
+    held = statements.wallets_of(services().uow(), user_id)
+    page = statements.history(services().uow(), user_id, None, HISTORY_PER_PAGE, request.args.get("cursor"))
+    return render_template("dashboard/user.html", user=found, wallets=held, next_cursor=page.next_cursor,
+                           history=[render_history_item(row, user_id) for row in page.items])
+
+
+@blueprint.get("/reconciliations")
+def reconciliations():
+    page = reconciliation.recent(services().uow(), RECONCILIATIONS_PER_PAGE, request.args.get("cursor"))
+    return render_template("dashboard/reconciliations.html", runs=page.items, next_cursor=page.next_cursor)
+
+
+@blueprint.post("/reconciliations")
+def start_reconciliation():
+    reconciliation_id = reconciliation.start(services().uow(), request.form.get("full") == "on")
+    from actors.reconciliation import reconcile  # the broker is only configured where messages are sent
+
+    reconcile.send(reconciliation_id)
+    flash(f"Reconciliation {reconciliation_id} was queued; a worker runs it.", "info")
+    return redirect(url_for("dashboard.reconciliations"))

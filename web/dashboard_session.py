@@ -1,0 +1,86 @@
+"""The dashboard's session: sign-in with an API key, and one CSRF token per session.
+
+The session is Flask's signed cookie, keyed by SECRET_KEY (see pipeline/config.py), so
+every gunicorn worker reads the cookies the others wrote. It holds the SHA-256 of the
+token, never the token itself: a copied cookie does not reveal the key, and each request
+looks the key up again (web/auth.py caches that for a minute), so a deleted key ends its
+sessions within a minute. Every POST carries the session's CSRF token in a form field
+or in the X-CSRF-Token header; the cookie is also SameSite=Lax and HttpOnly.
+"""
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import timedelta
+
+from flask import Flask, request, session
+
+from pipeline.access import Principal
+from pipeline.users import token_sha256
+from web.auth import principal_for_sha256
+
+#: How long a sign-in lasts, in hours; Flask checks the signed timestamp on every request.
+SESSION_HOURS = 8
+#: The longest token the sign-in form accepts, in characters; ours are 46.
+TOKEN_LENGTH_MAX = 200
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+
+
+class SignInRefused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def configure(app: Flask) -> None:
+    """Keys the session cookie; called once, when the dashboard blueprint is registered."""
+    app.secret_key = app.extensions["wallet"].settings.session_secret_key
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS))
+
+
+def sign_in(token: str) -> Principal:
+    """Starts a fresh session for an operator or admin key; refuses any other."""
+    token = token.strip()
+    if not token or len(token) > TOKEN_LENGTH_MAX:
+        raise SignInRefused(401, "This API key is not valid.")
+    digest = token_sha256(token)
+    principal = principal_for_sha256(digest)
+    if principal is None:
+        raise SignInRefused(401, "This API key is not valid.")
+    if not principal.may_operate():
+        raise SignInRefused(403, f"A key of scope {principal.scope} cannot use the dashboard: "
+                                 "sign in with an operator or admin key.")
+    session.clear()  # a new session id and CSRF token at each sign-in: no session fixation
+    session.permanent = True
+    session["key_sha256"] = digest
+    session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    return principal
+
+
+def sign_out() -> None:
+    session.clear()
+
+
+def signed_in() -> Principal | None:
+    """The operator of this session, while their key exists and may still operate."""
+    digest = session.get("key_sha256")
+    if not isinstance(digest, str):
+        return None
+    principal = principal_for_sha256(digest)
+    return principal if principal is not None and principal.may_operate() else None
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, made on first use (the sign-in form needs one too)."""
+    token = session.get(CSRF_FIELD)
+    if not isinstance(token, str):
+        token = session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    return token
+
+
+def csrf_ok() -> bool:
+    expected = session.get(CSRF_FIELD)
+    sent = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
+    return isinstance(expected, str) and hmac.compare_digest(expected.encode(), sent.encode())
