@@ -1,0 +1,202 @@
+"""The dashboard in a real browser: headless Chromium (Debian's, driven by Selenium through
+Debian's chromedriver) against gunicorn in gthread mode and real `dramatiq actors` workers,
+on the real PostgreSQL and Redis. `make test` installs the browser (scripts/browser.sh);
+a missing browser fails this test. Screenshots of each step go to artifacts/screenshots/.
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from pipeline.users import create_api_key
+from tests.conftest import assert_ledger_invariants, test_environ
+from tests.test_bulk_end_to_end import workers  # noqa: F401  (a fixture)
+from tests.test_bulk_pipeline import balances, query, seed_users
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: As root, Chromium needs --no-sandbox; without the background-networking flags it keeps trying
+#: to reach Google's hosts, which this machine's closed network refuses.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-first-run", "--window-size=1280,1500")
+#: How long the web server gets to answer /healthz, and the page to show a status, in seconds.
+SERVER_START_S = 30
+PAGE_WAIT_S = 90
+USERS = 600
+#: Rows per chunk, small so that the file takes a few chunks and the chart a few points.
+CHUNK_ROWS = 40
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def web_server(tmp_path, services, clean_database):
+    """gunicorn with 2 gthread workers, as `make up` runs it; SECRET_KEY left unset on purpose, so
+    both workers must agree on the derived development key for the session to survive."""
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    environ = test_environ(BULK_CREDIT_CHUNK_ROWS=str(CHUNK_ROWS))
+    environ.pop("SECRET_KEY", None)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "2", "--threads", "8",
+             "--bind", f"127.0.0.1:{port}", "api:create_app()"],
+            cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_S
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert process.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), "run scripts/browser.sh (make test does)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options,
+                              service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")))
+    driver.set_page_load_timeout(PAGE_WAIT_S)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def snap(driver, name: str) -> None:
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def wait_for_text(driver, element_id: str, text: str) -> None:
+    WebDriverWait(driver, PAGE_WAIT_S, poll_frequency=0.1).until(
+        expected_conditions.text_to_be_present_in_element((By.ID, element_id), text),
+        f"#{element_id} never showed {text!r}; it shows {driver.find_element(By.ID, element_id).text!r}")
+
+
+def counter(driver, name: str) -> int:
+    return int(driver.find_element(By.CSS_SELECTOR, f"dd[data-counter={name}]").text)
+
+
+def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_until_completed(
+        services, tmp_path, web_server, browser, workers):
+    users = seed_users(services, USERS)
+    faulty = sorted(users[::150])  # 4 users
+    amounts = {user: (n % 90 + 10) * 100 + 5 for n, user in enumerate(users)}
+    lines = [f"{user},{amounts[user] // 100}.{amounts[user] % 100:02d}" for user in users]
+    lines[10:10] = ["not-a-user,1.00", f"{users[0]},-3.00"]
+    csv_path = tmp_path / "credits.csv"
+    csv_path.write_text("uuid,amount\n" + "\n".join(lines) + "\n")
+    token = create_api_key(services.uow(), "operator")
+
+    # Given a signed-in operator
+    browser.get(f"{web_server}/dashboard/")
+    snap(browser, "01-sign-in")
+    browser.find_element(By.ID, "api_key").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#sign-in button").click()
+    wait_for_text(browser, "upload", "Upload")
+    snap(browser, "02-home")
+
+    # When they upload a file while no worker runs yet, the page opens on UPLOADED
+    browser.find_element(By.ID, "file").send_keys(str(csv_path))
+    browser.find_element(By.CSS_SELECTOR, "#upload button").click()
+    wait_for_text(browser, "status", "UPLOADED")
+    browser.execute_script("window.sameDocument = true")
+    assert counter(browser, "total_records") == USERS + 2 and counter(browser, "invalid_records") == 2
+    snap(browser, "03-uploaded")
+
+    # Then workers with injected faults settle it, and the page shows it live, without a reload
+    started = workers(2, BULK_CREDIT_FAIL_USER_IDS=",".join(faulty))
+    wait_for_text(browser, "status", "PARTIALLY_COMPLETED")
+    assert browser.execute_script("return window.sameDocument === true"), "the page was reloaded"
+    assert (counter(browser, "successful_records"), counter(browser, "failed_records"),
+            counter(browser, "pending_records")) == (USERS - len(faulty), len(faulty), 0)
+    assert browser.find_element(By.ID, "retry").is_displayed()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart polyline.series")) == 2
+    wait_for_text(browser, "rows", "injected_fault")  # the rows table is read again once final
+    assert browser.execute_script("return window.sameDocument === true"), "the page was reloaded"
+    snap(browser, "04-partially-completed-live")
+
+    # The FAILED rows are listed and download as CSV
+    browser.find_element(By.LINK_TEXT, "FAILED").click()
+    wait_for_text(browser, "rows", "injected_fault")
+    listed = browser.find_element(By.ID, "rows").text
+    assert all(user in listed for user in faulty) and users[1] not in listed
+    snap(browser, "05-failed-rows")
+    cookies = {cookie["name"]: cookie["value"] for cookie in browser.get_cookies()}
+    exported = requests.get(browser.find_element(By.ID, "download-failed").get_attribute("href"),
+                            cookies=cookies, timeout=30)
+    assert exported.headers["Content-Type"].startswith("text/csv")
+    assert sorted(line.split(",")[1] for line in exported.text.strip().splitlines()[1:]) == faulty
+
+    # When the workers restart with the fault cleared and the operator clicks retry
+    for worker in started:
+        worker.stop()
+    workers(2, BULK_CREDIT_FAIL_USER_IDS="")
+    browser.find_element(By.CSS_SELECTOR, "#retry button").click()
+
+    # Then the activity completes and every valid row is credited once
+    wait_for_text(browser, "status", "COMPLETED")
+    assert "PARTIALLY" not in browser.find_element(By.ID, "status").text
+    assert (counter(browser, "successful_records"), counter(browser, "failed_records")) == (USERS, 0)
+    WebDriverWait(browser, PAGE_WAIT_S).until(lambda driver: "PENDING" not in driver.find_element(By.ID, "rows").text
+                                              and "FAILED" not in driver.find_element(By.ID, "rows").text)
+    assert not browser.find_element(By.ID, "retry").is_displayed()
+    snap(browser, "06-retried-completed")
+    assert balances(services.engine) == amounts
+    assert query(services.engine, "SELECT status FROM bulk_activities") == [("COMPLETED",)]
+    assert_ledger_invariants(services.engine)
+
+    # The operator finds the activity on the home page, looks up a user who had failed, and
+    # starts a reconciliation run
+    browser.find_element(By.LINK_TEXT, "Bulk credit").click()
+    wait_for_text(browser, "recent", "COMPLETED")
+    browser.find_element(By.LINK_TEXT, "Users").click()
+    browser.find_element(By.ID, "user_id").send_keys(faulty[0])
+    browser.find_element(By.CSS_SELECTOR, "form.inline button").click()
+    wait_for_text(browser, "wallets", "SGD")
+    expected = f"{amounts[faulty[0]] // 100}.{amounts[faulty[0]] % 100:02d}"
+    assert expected in browser.find_element(By.ID, "wallets").text
+    assert "bulk_credit" in browser.find_element(By.ID, "history").text
+    snap(browser, "07-user")
+    browser.find_element(By.LINK_TEXT, "Reconciliation").click()
+    browser.find_element(By.CSS_SELECTOR, "#start-reconciliation button").click()
+    deadline = time.monotonic() + PAGE_WAIT_S
+    while "clean" not in browser.find_element(By.ID, "runs").text:
+        assert time.monotonic() < deadline, browser.find_element(By.ID, "runs").text
+        time.sleep(0.5)
+        browser.refresh()
+    snap(browser, "08-reconciliation")
