@@ -6,7 +6,8 @@ few statements are plain SQL run by psycopg directly, on the connection (and so 
 transaction) that the unit of work opened through SQLAlchemy. psycopg still prepares each
 of them on the server after a few calls.
 
-Errors leave as SQLAlchemy's wrappers (`DBAPIError` and its subclasses, with the driver's
+Listeners of the engine's `before_cursor_execute` and `after_cursor_execute` events see them
+as usual. Errors leave as SQLAlchemy's wrappers (`DBAPIError` and its subclasses, with the driver's
 exception as `orig`), and a lost connection is invalidated, exactly as through SQLAlchemy.
 """
 from __future__ import annotations
@@ -30,6 +31,11 @@ def statement(sql: str) -> str:
 def execute(connection: Connection, sql: str, parameters: dict[str, Any]) -> psycopg.Cursor:
     """Runs `sql` (from `statement`) in `connection`'s current transaction; the cursor holds the rows."""
     cursor = connection.connection.driver_connection.cursor()
+    # The engine's cursor listeners (the slow-statement log, say) still see these statements;
+    # a failed one is reported as finished too, since SQLAlchemy's handle_error does not fire.
+    dispatch = connection.dispatch
+    if dispatch.before_cursor_execute:
+        dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, False)
     try:
         return cursor.execute(sql, parameters)
     except psycopg.Error as error:
@@ -38,3 +44,6 @@ def execute(connection: Connection, sql: str, parameters: dict[str, Any]) -> psy
             connection.invalidate(error)
         raise DBAPIError.instance(sql, parameters, error, psycopg.Error, connection_invalidated=lost,
                                   dialect=connection.dialect) from error
+    finally:
+        if dispatch.after_cursor_execute:
+            dispatch.after_cursor_execute(connection, cursor, sql, parameters, None, False)
