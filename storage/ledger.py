@@ -91,8 +91,10 @@ SELECT created_at FROM entry
 _HISTORY = text("""
 SELECT p.id AS posting_id, j.id::text AS id, j.kind, p.amount AS posted, j.amount, j.fee,
        p.currency, p.balance_after, j.from_user_id::text, j.to_user_id::text,
-       j.reference, j.activity_id::text, p.bulk_row_id, p.created_at
+       coalesce(j.reference, b.reference) AS reference, j.activity_id::text, p.bulk_row_id, p.created_at
   FROM postings p JOIN journal_entries j ON j.id = p.journal_entry_id
+  -- A bulk credit's journal entry covers a chunk; the row carries the sender's own reference.
+  LEFT JOIN bulk_rows b ON b.id = p.bulk_row_id
  WHERE p.wallet_id IN (SELECT id FROM wallets WHERE user_id = :user_id
                           AND (CAST(:currency AS text) IS NULL OR currency = :currency))
    AND (CAST(:before_id AS bigint) IS NULL OR p.id < :before_id)

@@ -442,3 +442,15 @@ def test_bulk_credit_needs_an_operator_or_admin_scope(services, app, http):
                              headers={"Authorization": f"Bearer {operator_token}"})
     anonymous = client.get(f"/api/v1/wallet/bulk-credit/{uuid.uuid4()}")
     assert (as_user.status_code, as_operator.status_code, anonymous.status_code) == (403, 404, 401)
+
+
+def test_a_users_history_shows_the_bulk_credit_with_the_rows_reference_and_activity(services, http, queue, settings):
+    [user] = seed_users(services, 1)
+    activity_id = post_file(http, f"uuid,amount,reference\n{user},7.25,payroll-42\n".encode()).json["activity_id"]
+    apply_all(services, settings, queue.take())
+
+    [item] = http.get(f"/api/v1/users/{user}/transactions").json["data"]
+
+    assert (item["kind"], item["amount"], item["direction"], item["balance_after"]) == ("bulk_credit", "7.25",
+                                                                                         "credit", "7.25")
+    assert (item["reference"], item["activity_id"]) == ("payroll-42", activity_id)
