@@ -454,3 +454,29 @@ def test_a_users_history_shows_the_bulk_credit_with_the_rows_reference_and_activ
     assert (item["kind"], item["amount"], item["direction"], item["balance_after"]) == ("bulk_credit", "7.25",
                                                                                          "credit", "7.25")
     assert (item["reference"], item["activity_id"]) == ("payroll-42", activity_id)
+
+
+def test_chunks_crediting_the_same_new_users_at_once_create_each_wallet_once_and_chain_balances(
+        services, clean_database, bulk_settings, queue):
+    users = seed_users(services, CHUNK_ROWS)
+    lines = [f"{user},1.00" for user in users] + [f"{user},2.00" for user in reversed(users)]
+    upload(services.uow, queue, bulk_settings, csv_of(lines))
+    chunk_ids = queue.take()
+    start = threading.Barrier(len(chunk_ids))
+
+    def worker(chunk_id):
+        start.wait()
+        chunks.apply_chunk(services.uow, bulk_settings, chunk_id)
+
+    threads = [threading.Thread(target=worker, args=(chunk_id,)) for chunk_id in chunk_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(chunk_ids) == 2 and set(balances(clean_database).values()) == {300}
+    broken_chains = query(clean_database, """
+        SELECT count(*) FROM (SELECT balance_after, sum(amount) OVER (PARTITION BY wallet_id ORDER BY id) AS running
+                                FROM postings) chain WHERE balance_after <> running""")[0][0]
+    assert broken_chains == 0
+    assert_ledger_invariants(clean_database)

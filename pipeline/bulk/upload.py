@@ -95,6 +95,12 @@ def upload(uow_factory: Callable, queue: ChunkQueue, settings: Settings, source:
             existing = uow.bulk.find_by_idempotency_key(api_key_id, idempotency_key)
         if existing is not None:
             return _replay(existing, reader.drain())
+    content_sha256 = _hash_ahead(source, settings.bulk_credit_max_bytes)
+    if content_sha256 is not None:
+        with uow_factory() as uow:
+            existing = uow.bulk.find_by_content(content_sha256)
+        if existing is not None:
+            return Uploaded(existing, created=False)
     activity_id = str(uuid.uuid4())
     try:
         chunk_ids = _store(uow_factory(), settings, reader, activity_id, file_name, idempotency_key, api_key_id)
@@ -107,6 +113,25 @@ def upload(uow_factory: Callable, queue: ChunkQueue, settings: Settings, source:
     _send_after_commit(queue, chunk_ids)
     with uow_factory() as uow:
         return Uploaded(uow.bulk.activity(activity_id), created=True)
+
+
+def _hash_ahead(source: BinaryIO, max_bytes: int) -> str | None:
+    """The content hash of a seekable source (an upload spooled to disk), read before parsing
+    so that a duplicate costs one pass of hashing, not a rolled-back COPY; None otherwise."""
+    try:
+        if not source.seekable():
+            return None
+        start = source.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+    digest, size_bytes = hashlib.sha256(), 0
+    while data := source.read(READ_BYTES):
+        size_bytes += len(data)
+        if size_bytes > max_bytes:
+            raise TooLarge(f"the file is larger than BULK_CREDIT_MAX_BYTES ({max_bytes} bytes)")
+        digest.update(data)
+    source.seek(start)
+    return digest.hexdigest()
 
 
 def _replay(existing: Activity, content_sha256: str) -> Uploaded:
