@@ -6,6 +6,7 @@ the Redis in REDIS_URL, where the workers of `make up` pick them up.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import click
@@ -53,7 +54,7 @@ def seed_users(total, currency_code, amount, out_path):
     settings = services().settings
     started = time.monotonic()
     try:
-        with click.progressbar(length=total, label="creating users", file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(length=total, label="creating users", file=sys.stderr) as bar:
             seed_and_export(services().uow(), total, amount, currency_code or settings.default_currency,
                             settings.default_currency, settings.supported_currencies, out_path, bar.update)
     except Rejected as refusal:
@@ -73,7 +74,7 @@ def _wait(activity_id: str) -> None:
     done = lambda a: a.counters.successful + a.counters.failed  # noqa: E731
     deadline = time.monotonic() + WAIT_S_MAX
     with click.progressbar(length=activity.counters.valid or 1, label="crediting",
-                           file=click.get_text_stream("stderr")) as bar:
+                           file=sys.stderr) as bar:
         bar.update(done(activity))
         while activity.status not in FINAL_STATUSES and time.monotonic() < deadline:
             time.sleep(POLL_S)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import threading
 import uuid
 
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.bulk import chunks
-from pipeline.bulk.upload import upload
+from pipeline.bulk.upload import TooLarge, upload
 from pipeline.errors import IdempotencyKeyReused, NotFound, NotRetryable, TransientFault
 from pipeline.users import create_api_key
 from tests.conftest import assert_ledger_invariants
@@ -480,3 +481,35 @@ def test_chunks_crediting_the_same_new_users_at_once_create_each_wallet_once_and
                                 FROM postings) chain WHERE balance_after <> running""")[0][0]
     assert broken_chains == 0
     assert_ledger_invariants(clean_database)
+
+
+def test_a_file_with_more_rows_than_the_limit_is_refused_whole(services, clean_database, bulk_settings, queue):
+    users = seed_users(services, 11)
+    small = dataclasses.replace(bulk_settings, bulk_credit_max_rows=10, bulk_credit_chunk_rows=5)
+    with pytest.raises(TooLarge):
+        upload(services.uow, queue, small, csv_of([f"{user},1.00" for user in users]))
+    assert query(clean_database, "SELECT count(*) FROM bulk_rows")[0][0] == 0
+    assert query(clean_database, "SELECT count(*) FROM bulk_activities")[0][0] == 0
+
+
+def test_the_command_line_seeds_users_uploads_their_file_and_shows_its_status(app, services, tmp_path, settings):
+    runner = app.test_cli_runner()
+    out = tmp_path / "seed.csv"
+
+    seeded = runner.invoke(args=["users", "seed-and-export", "--total", "120", "--amount", "2.50", "--out", str(out)])
+    uploaded = runner.invoke(args=["bulk-credit", "upload", str(out)])
+    again = runner.invoke(args=["bulk-credit", "upload", str(out)])
+
+    assert seeded.exit_code == 0, seeded.output
+    lines = out.read_text().splitlines()
+    assert lines[0] == "uuid,amount" and len(lines) == 121 and lines[1].endswith(",2.50")
+    assert query(services.engine, "SELECT count(*) FROM users")[0][0] == 120
+    assert uploaded.exit_code == 0, uploaded.output
+    activity_id = json.loads(uploaded.stdout)["activity_id"]
+    assert json.loads(again.stdout)["activity_id"] == activity_id
+    chunk_ids = [chunk_id for (chunk_id,) in query(services.engine, "SELECT id FROM bulk_chunks")]
+    apply_all(services, settings, chunk_ids)
+    status = runner.invoke(args=["bulk-credit", "status", activity_id])
+    retry = runner.invoke(args=["bulk-credit", "retry", activity_id])
+    assert json.loads(status.stdout)["status"] == "COMPLETED"
+    assert retry.exit_code == 1 and "not_retryable" in retry.output
