@@ -73,6 +73,8 @@ class _Tally:
     def __init__(self, chunk_rows: int, max_rows: int):
         self.chunk_rows, self.max_rows = chunk_rows, max_rows
         self.total = self.invalid = 0
+        #: Valid rows with a `reference`: none means no duplicate check is needed.
+        self.references = 0
 
     def number(self, rows: Iterator[Row]) -> Iterator[tuple[Row, int | None]]:
         for row in rows:
@@ -80,6 +82,7 @@ class _Tally:
             if self.total > self.max_rows:
                 raise TooLarge(f"the file has more than BULK_CREDIT_MAX_ROWS ({self.max_rows}) rows")
             if row.error_code is None:
+                self.references += row.reference is not None
                 yield row, (self.total - self.invalid - 1) // self.chunk_rows
             else:
                 self.invalid += 1
@@ -150,7 +153,8 @@ def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, fi
         uow.bulk.copy_rows(activity_id, tally.number(rows))
         reader.drain()  # whatever trails the last record still belongs to the hash
         invalid = tally.invalid + uow.bulk.invalidate_unknown_users(activity_id, UNKNOWN_USER_MESSAGE)
-        invalid += uow.bulk.invalidate_duplicate_references(activity_id)
+        if tally.references:
+            invalid += uow.bulk.invalidate_duplicate_references(activity_id)
         valid = tally.total - invalid
         counters = Counters(tally.total, valid, invalid, 0, 0, valid)
         chunk_ids, planned_rows = uow.bulk.plan_chunks(activity_id, settings.chunk_lease_s)
