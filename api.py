@@ -1,27 +1,35 @@
 """The Flask app: `flask --app api ...` for the CLI, `gunicorn 'api:create_app()'` to serve."""
 from __future__ import annotations
 
-from flask import Flask
+from apiflask import APIFlask
 
 import bootstrap
 import cli
 from pipeline.config import Settings
-from web import bulk_credit, operations, problems, reconciliation, wallets
+from telemetry import logs, metrics
+from web import bulk_credit, docs, observability, operations, problems, reconciliation, wallets
 from web import dashboard
 
 #: The largest request body the app reads, in bytes; bulk-credit uploads have their own limit.
 REQUEST_BYTES_MAX = 1024 * 1024
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    app = Flask(__name__)
+def create_app(settings: Settings | None = None) -> APIFlask:
+    logs.configure(logs.level_from_environ())
+    # json_errors=False: web/problems.py, not APIFlask, answers every error (problem+json).
+    # docs_path=None: web/docs.py serves /docs itself, from local files only.
+    app = APIFlask(__name__, title=docs.TITLE, version=docs.VERSION, json_errors=False, docs_path=None,
+                   spec_path="/openapi.json")
+    docs.configure(app)
     services = bootstrap.services(settings)
     app.extensions["wallet"] = services
     app.config["MAX_CONTENT_LENGTH"] = max(REQUEST_BYTES_MAX, services.settings.bulk_credit_max_bytes)
     app.json.sort_keys = False
     problems.register(app)
+    observability.register(app)
     for blueprint in (operations.blueprint, wallets.blueprint, reconciliation.blueprint, bulk_credit.blueprint,
                       dashboard.blueprint):
         app.register_blueprint(blueprint)
     cli.register(app)
+    metrics.process_started("web")
     return app

@@ -23,6 +23,8 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from pipeline.config import Settings
+from telemetry import logs
+from telemetry.messages import MessageOutcomes, RequestIds
 
 #: A worker silent for this long is presumed dead, in milliseconds.
 HEARTBEAT_TIMEOUT_MS = 60_000
@@ -35,7 +37,9 @@ ACTOR_MODULES = ("bulk_credit", "reconciliation")
 
 
 def middleware() -> list:
-    return [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries(), CurrentMessage()]
+    # RequestIds first and MessageOutcomes before Retries: see telemetry/messages.py.
+    return [RequestIds(), AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(),
+            MessageOutcomes(), Retries(), CurrentMessage()]
 
 
 def redis_broker(redis_url: str) -> RedisBroker:
@@ -50,6 +54,7 @@ def _broker(settings: Settings) -> dramatiq.Broker:
     return redis_broker(settings.redis_url)
 
 
+logs.configure(logs.level_from_environ())
 broker = _broker(Settings.from_environ())
 dramatiq.set_broker(broker)
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 import dramatiq
 
 import bootstrap
 from pipeline.bulk import chunks
 from pipeline.errors import NotFound
+from telemetry.metrics import BULK_CHUNK_DURATION, count_rows
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,15 @@ def services() -> bootstrap.Services:
 @dramatiq.actor(actor_name=ACTOR_NAME, queue_name=QUEUE_NAME, max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,
                 max_backoff=MAX_BACKOFF_MS, time_limit=TIME_LIMIT_MS, throws=(NotFound,))
 def apply_bulk_chunk(chunk_id: int) -> None:
-    applied = chunks.apply_chunk(services().uow, services().settings, int(chunk_id))
+    started_s = time.perf_counter()
+    try:
+        applied = chunks.apply_chunk(services().uow, services().settings, int(chunk_id))
+    except BaseException:
+        BULK_CHUNK_DURATION.labels("error").observe(time.perf_counter() - started_s)
+        raise
+    BULK_CHUNK_DURATION.labels("skipped" if applied.skipped else "applied").observe(time.perf_counter() - started_s)
+    count_rows("SUCCESS", applied.credited)
+    count_rows("FAILED", applied.failed)
     log.info("chunk %d: %s", chunk_id, "already done" if applied.skipped else
              f"{applied.credited} credited, {applied.failed} failed, activity {applied.status}")
 

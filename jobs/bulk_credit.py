@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pipeline.bulk import recovery
+from telemetry.metrics import BULK_CHUNKS_RESENT, BULK_ROW_RETRIES, BULK_ROWS_EXHAUSTED
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,8 @@ def _queue():
 
 def retry_due_rows(services) -> None:
     sweep = recovery.retry_due_rows(services.uow, _queue(), services.settings)
+    BULK_ROW_RETRIES.labels("scheduler").inc(sweep.retried_rows)
+    BULK_ROWS_EXHAUSTED.inc(sweep.exhausted_rows)
     if sweep.activities:
         log.info("retry sweep: %d rows retried, %d rows out of retries, in %d activities",
                  sweep.retried_rows, sweep.exhausted_rows, sweep.activities)
@@ -26,6 +29,7 @@ def retry_due_rows(services) -> None:
 
 def resend_lost_chunks(services) -> None:
     sent = recovery.resend_lost_chunks(services.uow, _queue(), services.settings)
+    BULK_CHUNKS_RESENT.inc(sent)
     if sent:
         log.warning("lost-chunk sweep: %d chunks had an expired lease and were sent again", sent)
 

@@ -7,6 +7,7 @@ goes back to waiting, so two instances never run jobs at the same time.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -15,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 import bootstrap
 from jobs import bulk_credit
 from jobs.leadership import still_leader, wait_for_leadership
+from telemetry import logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +31,30 @@ def reconcile(services) -> None:
     reconcile_actor.send(reconciliation.start(services.uow(), full=False))
 
 
+def with_request_id(name: str, job):
+    """Runs `job` under a request id of its own (`job-<name>-<hex>`), which its log lines and
+    the messages it sends carry on into the workers."""
+
+    @functools.wraps(job)
+    def run(*args):
+        token = logs.REQUEST_ID.set(f"job-{name}-{logs.new_request_id()[:12]}")
+        try:
+            return job(*args)
+        finally:
+            logs.REQUEST_ID.reset(token)
+
+    return run
+
+
 def build_scheduler(services) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
     settings = services.settings
-    scheduler.add_job(reconcile, "interval", seconds=settings.reconcile_interval_s, args=[services], id="reconcile")
+    scheduler.add_job(with_request_id("reconcile", reconcile), "interval", seconds=settings.reconcile_interval_s,
+                      args=[services], id="reconcile")
     for job in bulk_credit.JOBS:
-        scheduler.add_job(job.run, "interval", seconds=job.interval_s(settings), args=[services], id=job.name)
+        scheduler.add_job(with_request_id(job.name, job.run), "interval", seconds=job.interval_s(settings),
+                          args=[services], id=job.name)
     return scheduler
 
 
@@ -54,7 +73,8 @@ def lead(services) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(logs.level_from_environ())
+    metrics.process_started("scheduler")
     services = bootstrap.services()
     while True:
         lead(services)

@@ -17,6 +17,10 @@ stop_timeout_s=10
 #: Seconds the web process gets to answer GET /healthz with 200.
 health_timeout_s=30
 names=(web worker scheduler)
+# Every process writes its Prometheus samples here, and the web's /metrics adds them up
+# (telemetry/metrics.py); emptied on each start, since the files of dead processes would
+# otherwise be counted forever.
+export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$run_dir/metrics}
 
 command_for() {
   case "$1" in
@@ -71,6 +75,13 @@ start_one() {
   log "$name started (pid $(cat "$run_dir/$name.pid")), log in .run/logs/$name.log"
 }
 
+# Empties the metrics folder once every process is stopped. Only *.db files are removed, so a
+# PROMETHEUS_MULTIPROC_DIR pointed at the wrong folder loses nothing else.
+reset_metrics() {
+  mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+  find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -type f -name '*.db' -delete
+}
+
 wait_healthy() {
   local deadline=$((SECONDS + health_timeout_s))
   while ((SECONDS < deadline)); do
@@ -98,7 +109,7 @@ status() {
 cd "$root"
 mkdir -p "$log_dir"
 case "${1:-}" in
-  start) stop "${names[@]}"; for name in "${names[@]}"; do start_one "$name"; done; wait_healthy ;;
+  start) stop "${names[@]}"; reset_metrics; for name in "${names[@]}"; do start_one "$name"; done; wait_healthy ;;
   stop) stop "${names[@]}" ;;
   status) status ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;

@@ -4,6 +4,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, create_engine, event
 
 from pipeline.config import Settings
+from telemetry import slow_queries
 
 #: Where a pooled connection records the lock_timeout its session starts with, in milliseconds.
 LOCK_TIMEOUT_INFO_KEY = "lock_timeout_ms"
@@ -30,4 +31,5 @@ def make_engine(settings: Settings, pool_size: int | None = None) -> Engine:
     def remember_lock_timeout(dbapi_connection, connection_record):
         connection_record.info[LOCK_TIMEOUT_INFO_KEY] = int(settings.lock_timeout_ms)
 
+    slow_queries.watch(engine, settings.slow_query_ms)
     return engine

@@ -4,17 +4,19 @@ from __future__ import annotations
 import csv
 import io
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from apiflask import APIBlueprint
+from flask import Response, current_app, g, jsonify, request, stream_with_context
 
 from pipeline.bulk import chunks, reads
 from pipeline.bulk.ports import Activity
 from pipeline.bulk.upload import upload
 from pipeline.errors import FieldError, ValidationFailed
 from pipeline.statements import parse_limit
+from telemetry.metrics import BULK_ROW_RETRIES, count_rows
 from web.auth import allow, authenticated
 from web.wallets import json_body, money, rfc3339
 
-blueprint = Blueprint("bulk_credit", __name__, url_prefix="/api/v1/wallet/bulk-credit")
+blueprint = APIBlueprint("bulk_credit", __name__, url_prefix="/api/v1/wallet/bulk-credit", tag="Bulk credit")
 
 #: Columns of a row outcome, in the order of the CSV export.
 ROW_FIELDS = ("row_number", "user_id", "amount", "currency", "reference", "status", "error_code", "error_message",
@@ -72,6 +74,7 @@ def upload_file():
     uploaded = upload(services().uow, chunk_queue(), services().settings, file.stream, file.filename, key,
                       g.principal.api_key_id)
     if uploaded.created:
+        count_rows("INVALID", uploaded.activity.counters.invalid)
         return jsonify({"activity_id": uploaded.activity.id, "status": "accepted",
                         "total_records": uploaded.activity.counters.total}), 202
     return jsonify(render_activity(uploaded.activity)), 200
@@ -132,5 +135,6 @@ def retry():
     allow(g.principal.may_operate())
     activity_id = chunks.parse_activity_id(json_body().get("activity_id"))
     retried = chunks.retry_failed_rows(services().uow, chunk_queue(), services().settings, activity_id)
+    BULK_ROW_RETRIES.labels("endpoint").inc(retried.retried_records)
     return jsonify({"activity_id": retried.activity_id, "status": retried.status,
                     "retried_records": retried.retried_records}), 202

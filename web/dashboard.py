@@ -20,6 +20,7 @@ from pipeline.bulk import chunks, reads
 from pipeline.bulk.status import FINAL_STATUSES, ROW_FAILED, ROW_INVALID, ROW_STATUSES
 from pipeline.bulk.upload import upload
 from pipeline.errors import Rejected
+from telemetry.metrics import BULK_ROW_RETRIES, count_rows
 from web import bulk_credit, dashboard_session
 from web.dashboard_events import progress_events
 from web.problems import HttpProblem
@@ -149,7 +150,9 @@ def upload_file():
     except Rejected as refusal:
         flash(f"The file was refused: {refusal.detail}", "error")
         return redirect(url_for("dashboard.home"))
-    if not uploaded.created:
+    if uploaded.created:
+        count_rows("INVALID", uploaded.activity.counters.invalid)
+    else:
         flash("This file was uploaded before; here is its activity. Nothing was credited twice.", "info")
     return redirect(url_for("dashboard.activity", activity_id=uploaded.activity.id))
 
@@ -197,6 +200,7 @@ def retry(activity_id):
     try:
         retried = chunks.retry_failed_rows(services().uow, bulk_credit.chunk_queue(), services().settings,
                                            activity_id)
+        BULK_ROW_RETRIES.labels("dashboard").inc(retried.retried_records)
         flash(f"{retried.retried_records} failed rows were sent again.", "info")
     except Rejected as refusal:
         if refusal.status == 404:

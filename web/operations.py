@@ -1,10 +1,11 @@
 """Liveness and readiness, which need no token."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from apiflask import APIBlueprint
+from flask import current_app, jsonify
 from sqlalchemy import text
 
-blueprint = Blueprint("operations", __name__)
+blueprint = APIBlueprint("operations", __name__, tag="Operations")
 
 
 @blueprint.get("/healthz")

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, current_app, g, jsonify, request
+from apiflask import APIBlueprint
+from flask import current_app, g, jsonify, request
 
 from pipeline import reconciliation, statements, wallets
 from web.auth import allow, authenticated
 from web.problems import HttpProblem
 from web.wallets import rfc3339
 
-blueprint = Blueprint("reconciliation", __name__, url_prefix="/api/v1/reconciliations")
+blueprint = APIBlueprint("reconciliation", __name__, url_prefix="/api/v1/reconciliations", tag="Reconciliation")
 
 
 def _services():

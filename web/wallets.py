@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import timezone
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from apiflask import APIBlueprint
+from flask import current_app, g, jsonify, request
 
 from pipeline import statements, users, wallets
 from pipeline.idempotency import IdempotentRequest, answer_once, request_sha256
@@ -14,7 +15,7 @@ from pipeline.text import storable
 from web.auth import allow, authenticated
 from web.problems import HttpProblem, problem_response, refusal_body
 
-blueprint = Blueprint("wallets", __name__, url_prefix="/api/v1")
+blueprint = APIBlueprint("wallets", __name__, url_prefix="/api/v1", tag="Users and wallets")
 
 
 def services():

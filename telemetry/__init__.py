@@ -1,0 +1,19 @@
+"""What the operators see: structured logs, Prometheus metrics, and the request id that ties them together.
+
+Design overview.
+
+- `logs`: every process (web, worker, scheduler) writes JSON lines to stderr, configured once at
+  its entry point. A record carries the request id of the work it belongs to, read from a
+  context variable when the record is made, so every handler (pytest's too) sees it. Emails
+  are masked and bearer tokens and API keys redacted in every line, whatever logged them.
+- `messages`: a Dramatiq middleware copies the request id into each message it enqueues and
+  back into the context while a worker runs that message; it also counts message retries.
+- `metrics`: the metric objects, and the text a scrape returns. With PROMETHEUS_MULTIPROC_DIR
+  set (scripts/processes.sh sets it for web, worker and scheduler), each process writes its
+  samples there and the web's /metrics adds them all up; without it (tests, one process) the
+  default registry answers.
+- `queues`: the depth of each Dramatiq queue, read from Redis when /metrics is scraped.
+- `slow_queries`: statements slower than SLOW_QUERY_MS, counted and logged without parameters.
+
+Nothing here imports Flask, so workers and the scheduler use it as they are.
+"""

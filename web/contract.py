@@ -1,0 +1,141 @@
+"""What the views do not declare to APIFlask: each operation's summary, request body, query and
+header parameters, and answers, as ../shared/API.md writes them.
+
+Paths use OpenAPI's `{name}` form with the names of the Flask URL rules. A test checks that
+every operation described here exists in the app, so this table cannot outlive a route.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+SCHEMAS = {
+    "Problem": {
+        "type": "object", "description": "RFC 9457 problem details, with a stable snake_case `code`.",
+        "required": ["type", "title", "status", "detail", "code"],
+        "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+            "detail": {"type": "string"}, "code": {"type": "string", "examples": ["insufficient_funds"]},
+            "errors": {"type": "array", "items": {"type": "object", "properties": {
+                "field": {"type": "string"}, "message": {"type": "string"}}}},
+        },
+    },
+    "Amount": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["12.50"],
+               "description": "A decimal string in major units, with at most the currency's digits."},
+    "Currency": {"type": "string", "pattern": "^[A-Z]{3}$", "examples": ["SGD"]},
+}
+AMOUNT = {"$ref": "#/components/schemas/Amount"}
+CURRENCY = {"$ref": "#/components/schemas/Currency"}
+UUID = {"type": "string", "format": "uuid"}
+
+#: What each error status means, whatever the operation.
+ERRORS = {400: "Malformed request (problem+json)", 401: "Missing or bad token", 403: "The token's scope forbids it",
+          404: "Not found", 409: "Conflict", 413: "Too large", 422: "Validation failed or refused (problem+json)",
+          503: "A dependency is unavailable"}
+
+
+def _object(required: tuple[str, ...], **properties) -> dict:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+def _query(name: str, description: str, schema: dict | None = None) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": True, "schema": {"type": "string",
+                   "maxLength": 255}, "description": "Replays with the same body return the first answer."}
+LIST_QUERY = (_query("limit", "1..100, default 20", {"type": "integer", "minimum": 1, "maximum": 100}),
+              _query("cursor", "Opaque, from next_cursor"))
+MONEY_BODY = _object(("user_id", "amount", "currency"), user_id=UUID, amount=AMOUNT, currency=CURRENCY,
+                     reference={"type": "string"})
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    status: int
+    answer: str
+    errors: tuple[int, ...] = ()
+    body: dict | None = None
+    body_type: str = "application/json"
+    parameters: tuple[dict, ...] = ()
+    public: bool = False  #: needs no token
+    answer_type: str = "application/json"
+    extra: dict = field(default_factory=dict)
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("GET", "/healthz"): Operation("Liveness", 200, "The process is alive", public=True),
+    ("GET", "/readyz"): Operation("Readiness: database and Redis reachable", 200, "Ready", (503,), public=True),
+    ("GET", "/metrics"): Operation(
+        "Prometheus metrics of the web, worker and scheduler processes", 200, "Prometheus text format 0.0.4",
+        public=True, answer_type="text/plain"),
+    ("GET", "/docs"): Operation("Interactive documentation (Swagger UI), served with its assets", 200, "HTML",
+                                public=True, answer_type="text/html"),
+    ("POST", "/api/v1/users"): Operation(
+        "Create a user", 201, "The user", (400, 401, 403, 409, 422),
+        _object(("name", "email"), name={"type": "string"}, email={"type": "string", "format": "email"},
+                external_id={"type": "string"})),
+    ("GET", "/api/v1/users/{user_id}"): Operation("Read a user", 200, "The user", (401, 403, 404, 422)),
+    ("GET", "/api/v1/users/{user_id}/wallets"): Operation(
+        "List a user's wallets", 200, "`{data: [{currency, balance, status, updated_at}]}`", (401, 403, 404, 422)),
+    ("GET", "/api/v1/users/{user_id}/balance"): Operation(
+        "A user's balance in one currency", 200, "`{user_id, currency, balance}`", (401, 403, 404, 422),
+        parameters=(_query("currency", "Default DEFAULT_CURRENCY"),)),
+    ("GET", "/api/v1/users/{user_id}/transactions"): Operation(
+        "A user's history, newest first", 200, "`{data: [...], next_cursor}`", (401, 403, 404, 422),
+        parameters=(_query("currency", "Only this currency"), *LIST_QUERY)),
+    ("POST", "/api/v1/wallet/deposit"): Operation(
+        "Deposit from the bank account", 201, "The transaction", (400, 401, 403, 404, 409, 422), MONEY_BODY,
+        parameters=(IDEMPOTENCY_KEY,)),
+    ("POST", "/api/v1/wallet/withdraw"): Operation(
+        "Withdraw to the bank account", 201, "The transaction; not enough money: 422 insufficient_funds",
+        (400, 401, 403, 404, 409, 422), MONEY_BODY, parameters=(IDEMPOTENCY_KEY,)),
+    ("POST", "/api/v1/wallet/transfer"): Operation(
+        "Transfer between two users; the sender pays amount + fee", 201, "The transfer",
+        (400, 401, 403, 404, 409, 422),
+        _object(("from_user_id", "to_user_id", "amount", "currency"), from_user_id=UUID, to_user_id=UUID,
+                amount=AMOUNT, currency=CURRENCY, reference={"type": "string"}), parameters=(IDEMPOTENCY_KEY,)),
+    ("GET", "/api/v1/transactions/{entry_id}"): Operation(
+        "A transaction with its ledger postings", 200, "The transaction", (401, 404, 422)),
+    ("POST", "/api/v1/wallet/bulk-credit"): Operation(
+        "Upload a bulk-credit CSV (uuid,amount[,currency][,reference])", 202,
+        "`{activity_id, status: accepted, total_records}`; the same file or key again: 200 with the activity",
+        (401, 403, 413, 422), _object(("file",), file={"type": "string", "contentMediaType": "text/csv"}),
+        body_type="multipart/form-data",
+        parameters=({**IDEMPOTENCY_KEY, "required": False},)),
+    ("GET", "/api/v1/wallet/bulk-credit/{activity_id}"): Operation(
+        "A bulk-credit activity and its counters", 200, "The activity", (401, 403, 404, 422)),
+    ("GET", "/api/v1/wallet/bulk-credit/{activity_id}/rows"): Operation(
+        "Row outcomes; `Accept: text/csv` exports them", 200, "`{data: [...], next_cursor}` or a CSV file",
+        (401, 403, 404, 422), parameters=(_query("status", "PENDING, SUCCESS, FAILED or INVALID"), *LIST_QUERY)),
+    ("POST", "/api/v1/wallet/bulk-credit/retry"): Operation(
+        "Retry an activity's FAILED rows", 202, "`{activity_id, status, retried_records}`",
+        (400, 401, 403, 404, 422), _object(("activity_id",), activity_id=UUID)),
+    ("POST", "/api/v1/reconciliations"): Operation(
+        "Start a reconciliation (a worker runs it)", 202, "`{id, status}`", (401, 403, 422),
+        _object((), full={"type": "boolean", "default": False})),
+    ("GET", "/api/v1/reconciliations/{reconciliation_id}"): Operation(
+        "A reconciliation run and its mismatches", 200, "The run", (401, 403, 404, 422)),
+    ("GET", "/api/v1/reconciliations"): Operation(
+        "Reconciliation runs, newest first", 200, "`{data: [...], next_cursor}`", (401, 403, 422),
+        parameters=LIST_QUERY),
+}
+
+
+def apply(operation: dict, described: Operation) -> None:
+    """Merges `described` into APIFlask's generated operation."""
+    operation["summary"] = described.summary
+    if described.public:
+        operation["security"] = []
+    if described.parameters:
+        operation["parameters"] = [*operation.get("parameters", []), *described.parameters]
+    if described.body is not None:
+        operation["requestBody"] = {"required": True, "content": {described.body_type: {"schema": described.body}}}
+    schema = {"schema": {"type": "object"}} if described.answer_type == "application/json" else {}
+    responses = {str(described.status): {"description": described.answer, "content": {described.answer_type: schema}}}
+    for status in described.errors:
+        responses[str(status)] = {"description": ERRORS[status],
+                                  "content": {"application/problem+json": {"schema": PROBLEM}}}
+    operation["responses"] = responses

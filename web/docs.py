@@ -1,0 +1,113 @@
+"""The OpenAPI 3.1 document (GET /openapi.json) and Swagger UI (GET /docs), which works offline.
+
+APIFlask builds the document from the code: every URL rule, method, path parameter and
+blueprint tag. The views parse their own input (so that validation errors stay the
+problem+json of web/problems.py), which leaves APIFlask nothing to learn request bodies
+and answers from; `web.contract` describes those per operation, and `complete_spec` merges
+them in. An operation the contract does not describe keeps what APIFlask generated.
+
+The /docs page is ours rather than APIFlask's (whose template names a font host and the
+Swagger UI documentation's address): Swagger UI's files come from the pinned
+`flask-swagger-ui` package (its static files only, not its blueprint) and are served by
+this app under /docs/assets/, so the page loads nothing from the internet.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import flask_swagger_ui
+from apiflask import APIBlueprint, APIFlask
+from flask import abort, render_template_string, send_from_directory
+
+from web import contract
+
+TITLE = "Wallet Pipeline"
+VERSION = "1"
+#: Swagger UI's files, as shipped by flask-swagger-ui.
+ASSETS_DIR = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
+ASSETS_PATH = "/docs/assets"
+#: The only files the assets route serves.
+ASSET_NAMES = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
+                         "favicon-32x32.png", "favicon-16x16.png"})
+#: How long browsers may cache the assets, in seconds; they change only with the package's version.
+ASSETS_MAX_AGE_S = 24 * 3600
+
+#: Swagger UI's page: every file it loads is served by this app, and it names no other host.
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>{{ title }} API</title>
+  <link rel="icon" type="image/png" href="{{ url_for('docs.asset', name='favicon-32x32.png') }}">
+  <link rel="stylesheet" href="{{ url_for('docs.asset', name='swagger-ui.css') }}">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{{ url_for('docs.asset', name='swagger-ui-bundle.js') }}"></script>
+  <script src="{{ url_for('docs.asset', name='swagger-ui-standalone-preset.js') }}"></script>
+  <script>
+    window.onload = function () {
+      window.ui = SwaggerUIBundle({
+        url: {{ url_for('openapi.spec') | tojson }},
+        dom_id: "#swagger-ui",
+        deepLinking: true,
+        persistAuthorization: true,
+        validatorUrl: null,
+        presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+        layout: "BaseLayout"
+      });
+    };
+  </script>
+</body>
+</html>
+"""
+
+blueprint = APIBlueprint("docs", __name__, tag="Operations")
+
+
+@blueprint.get("/docs")
+def page():
+    return render_template_string(PAGE, title=TITLE)
+
+
+@blueprint.get(f"{ASSETS_PATH}/<name>")
+@blueprint.doc(hide=True)
+def asset(name: str):
+    if name not in ASSET_NAMES:
+        abort(404)
+    return send_from_directory(ASSETS_DIR, name, max_age=ASSETS_MAX_AGE_S)
+
+
+def configure(app: APIFlask) -> None:
+    """Describes the document, serves the page and its assets, and registers the spec processor."""
+    app.config.update(
+        # Our errors are problem+json, described by `contract`, not APIFlask's HTTPError.
+        AUTO_404_RESPONSE=False,
+        AUTO_VALIDATION_ERROR_RESPONSE=False,
+        AUTO_AUTH_ERROR_RESPONSE=False,
+        # The document describes the API, not the host that served it.
+        AUTO_SERVERS=False,
+        INFO={"description": "The public contract of the Wallet Pipeline: users and wallets, money movements,"
+                             " bulk credits, reconciliation and operations. Send `Authorization: Bearer <token>`"
+                             " (an API key made with `flask --app api keys create`)."},
+    )
+    app.register_blueprint(blueprint)
+    app.spec_processor(complete_spec)
+
+
+def complete_spec(spec: dict) -> dict:
+    components = spec.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer", "description": "An API key: admin, operator or user:<id> scope."}
+    components.setdefault("schemas", {}).update(contract.SCHEMAS)
+    spec["security"] = [{"bearer": []}]
+    # APIFlask leaves its own spec route out of the document; the contract lists it.
+    spec.setdefault("paths", {}).setdefault("/openapi.json", {"get": {
+        "tags": ["Operations"], "summary": "This OpenAPI 3.1 document", "security": [],
+        "responses": {"200": {"description": "The document", "content": {"application/json": {}}}}}})
+    for path, operations in spec.get("paths", {}).items():
+        for method, operation in operations.items():
+            described = contract.OPERATIONS.get((method.upper(), path))
+            if described is not None:
+                contract.apply(operation, described)
+    return spec
