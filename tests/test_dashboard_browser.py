@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -101,10 +102,26 @@ def snap(driver, name: str) -> None:
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
 
 
-def wait_for_text(driver, element_id: str, text: str) -> None:
-    WebDriverWait(driver, PAGE_WAIT_S, poll_frequency=0.1).until(
-        expected_conditions.text_to_be_present_in_element((By.ID, element_id), text),
-        f"#{element_id} never showed {text!r}; it shows {driver.find_element(By.ID, element_id).text!r}")
+def wait_for_text(driver, element_id: str, text: str, explain=lambda: "") -> None:
+    """Waits for `text` in the element; on timeout, says what the page and `explain()` show."""
+    try:
+        WebDriverWait(driver, PAGE_WAIT_S, poll_frequency=0.1).until(
+            expected_conditions.text_to_be_present_in_element((By.ID, element_id), text))
+    except TimeoutException:
+        shown = driver.find_elements(By.ID, element_id)
+        pytest.fail(f"#{element_id} never showed {text!r}; it shows {shown[0].text if shown else None!r}\n{explain()}")
+
+
+def explainer(services, tmp_path: Path):
+    """What the database and the processes' logs say, for a test that waited in vain."""
+    def explain() -> str:
+        activities = query(services.engine, "SELECT status, successful_records, failed_records, pending_records"
+                                            " FROM bulk_activities")
+        logs = "\n".join(f"--- {path.name}\n{path.read_bytes()[-2000:].decode(errors='replace')}"
+                         for path in sorted(tmp_path.glob("*.log")))
+        return f"activities in the database: {activities}\n{logs}"
+
+    return explain
 
 
 def counter(driver, name: str) -> int:
@@ -121,6 +138,7 @@ def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_unt
     csv_path = tmp_path / "credits.csv"
     csv_path.write_text("uuid,amount\n" + "\n".join(lines) + "\n")
     token = create_api_key(services.uow(), "operator")
+    explain = explainer(services, tmp_path)
 
     # Given a signed-in operator
     browser.get(f"{web_server}/dashboard/")
@@ -140,7 +158,7 @@ def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_unt
 
     # Then workers with injected faults settle it, and the page shows it live, without a reload
     started = workers(2, BULK_CREDIT_FAIL_USER_IDS=",".join(faulty))
-    wait_for_text(browser, "status", "PARTIALLY_COMPLETED")
+    wait_for_text(browser, "status", "PARTIALLY_COMPLETED", explain)
     assert browser.execute_script("return window.sameDocument === true"), "the page was reloaded"
     assert (counter(browser, "successful_records"), counter(browser, "failed_records"),
             counter(browser, "pending_records")) == (USERS - len(faulty), len(faulty), 0)
@@ -169,7 +187,7 @@ def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_unt
     browser.find_element(By.CSS_SELECTOR, "#retry button").click()
 
     # Then the activity completes and every valid row is credited once
-    wait_for_text(browser, "status", "COMPLETED")
+    wait_for_text(browser, "status", "COMPLETED", explain)
     assert "PARTIALLY" not in browser.find_element(By.ID, "status").text
     assert (counter(browser, "successful_records"), counter(browser, "failed_records")) == (USERS, 0)
     WebDriverWait(browser, PAGE_WAIT_S).until(lambda driver: "PENDING" not in driver.find_element(By.ID, "rows").text

@@ -38,6 +38,8 @@
     for (const key of ["successful", "failed"]) {
       const path = points.map((p) => `${x(p.t).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" ");
       chart.append(svg("polyline", { points: path, class: `series ${key}` }));
+      // The latest value as a dot too: a page opened on a settled activity has only one point.
+      chart.append(svg("circle", { cx: x(last.t), cy: y(last[key]), r: 4, class: `dot ${key}` }));
     }
   }
 
