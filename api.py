@@ -7,6 +7,7 @@ import bootstrap
 import cli
 from pipeline.config import Settings
 from telemetry import logs, metrics
+from web import events as event_feeds
 from web import bulk_credit, docs, observability, operations, problems, reconciliation, wallets
 from web import dashboard
 
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     for blueprint in (operations.blueprint, wallets.blueprint, reconciliation.blueprint, bulk_credit.blueprint,
                       dashboard.blueprint):
         app.register_blueprint(blueprint)
+    app.register_blueprint(event_feeds.blueprint)
     cli.register(app)
     metrics.process_started("web")
     return app

@@ -14,7 +14,7 @@ import time
 from apscheduler.schedulers.background import BackgroundScheduler
 
 import bootstrap
-from jobs import bulk_credit
+from jobs import bulk_credit, events
 from jobs.leadership import still_leader, wait_for_leadership
 from telemetry import logs, metrics
 
@@ -55,6 +55,8 @@ def build_scheduler(services) -> BackgroundScheduler:
     for job in bulk_credit.JOBS:
         scheduler.add_job(with_request_id(job.name, job.run), "interval", seconds=job.interval_s(settings),
                           args=[services], id=job.name)
+    scheduler.add_job(events.publish_events, "interval", seconds=events.INTERVAL_S, args=[services],
+                      id="publish_events")
     return scheduler
 
 

@@ -49,6 +49,25 @@ class Settings:
     chunk_lease_s: int = 120
     alert_webhook_url: str = ""
     slow_query_ms: int = 500
+    #: Outbox rows one publisher transaction moves to the event streams.
+    events_publish_batch_max: int = 1_000
+    #: How long the publisher sleeps when the outbox is empty, in seconds.
+    events_poll_interval_s: float = 0.2
+    #: Entries kept (about: trimmed with MAXLEN ~) in `wallet.events`, in each user shard
+    #: stream, and in each activity's stream; an activity's stream expires this long after
+    #: its last event.
+    events_stream_maxlen: int = 100_000
+    events_user_shards: int = 16
+    events_user_shard_maxlen: int = 5_000
+    events_activity_maxlen: int = 50_000
+    events_activity_ttl_s: int = 86_400
+    #: One `GET /api/v1/events` response: its longest life, in seconds; its longest wait for
+    #: Redis (also the heartbeat interval), in milliseconds; entries per read; and how many
+    #: may be open at once in one web process (each holds one gthread thread).
+    events_feed_duration_max_s: float = 300.0
+    events_feed_block_ms: int = 5_000
+    events_feed_read_count_max: int = 200
+    events_feeds_per_process_max: int = 4
     #: Signs the dashboard's session cookie. Production must set it (at least 32 characters),
     #: the same in every web process; unset, `session_secret_key` derives a development key.
     #: Kept out of repr(), so that a logged Settings shows no secret.
@@ -92,4 +111,13 @@ class Settings:
         assert 1 <= self.retry_max_attempts <= 50
         assert self.chunk_lease_s >= 5, "a chunk lease shorter than 5 s expires under normal load"
         assert 0.2 <= self.scheduler_sweep_interval_s <= self.chunk_lease_s
+        assert 1 <= self.events_publish_batch_max <= 10_000
+        assert 0.01 <= self.events_poll_interval_s <= 5
+        assert 1 <= self.events_user_shards <= 1_024, "EVENTS_USER_SHARDS: a fixed number of stream keys"
+        assert min(self.events_stream_maxlen, self.events_user_shard_maxlen, self.events_activity_maxlen) >= 100
+        assert self.events_activity_ttl_s >= 60
+        assert 100 <= self.events_feed_block_ms <= 30_000, "EVENTS_FEED_BLOCK_MS: also the heartbeat interval"
+        assert self.events_feed_block_ms / 1000 <= self.events_feed_duration_max_s <= 3_600
+        assert 1 <= self.events_feed_read_count_max <= 1_000
+        assert 1 <= self.events_feeds_per_process_max <= 1_000
         assert not self.secret_key or len(self.secret_key) >= 32, "SECRET_KEY must have at least 32 characters"

@@ -6,9 +6,9 @@ few statements are plain SQL run by psycopg directly, on the connection (and so 
 transaction) that the unit of work opened through SQLAlchemy. psycopg still prepares each
 of them on the server after a few calls.
 
-Listeners of the engine's `before_cursor_execute` and `after_cursor_execute` events see them
-as usual. Errors leave as SQLAlchemy's wrappers (`DBAPIError` and its subclasses, with the driver's
-exception as `orig`), and a lost connection is invalidated, exactly as through SQLAlchemy.
+Listeners of the engine's cursor and error events see them as usual. Errors leave as
+SQLAlchemy's wrappers (`DBAPIError` and its subclasses, with the driver's exception as
+`orig`), and a lost connection is invalidated, exactly as through SQLAlchemy.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 _NAMED_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -31,19 +30,18 @@ def statement(sql: str) -> str:
 def execute(connection: Connection, sql: str, parameters: dict[str, Any]) -> psycopg.Cursor:
     """Runs `sql` (from `statement`) in `connection`'s current transaction; the cursor holds the rows."""
     cursor = connection.connection.driver_connection.cursor()
-    # The engine's cursor listeners (the slow-statement log, say) still see these statements;
-    # a failed one is reported as finished too, since SQLAlchemy's handle_error does not fire.
+    # The engine's cursor listeners (the slow-statement log, say) see these statements too.
     dispatch = connection.dispatch
     if dispatch.before_cursor_execute:
         dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, False)
     try:
-        return cursor.execute(sql, parameters)
+        cursor.execute(sql, parameters)
     except psycopg.Error as error:
-        lost = connection.dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
-        if lost:
-            connection.invalidate(error)
-        raise DBAPIError.instance(sql, parameters, error, psycopg.Error, connection_invalidated=lost,
-                                  dialect=connection.dialect) from error
-    finally:
-        if dispatch.after_cursor_execute:
-            dispatch.after_cursor_execute(connection, cursor, sql, parameters, None, False)
+        # What SQLAlchemy does with an error of its own statements: wrap it in a DBAPIError
+        # subclass, fire handle_error, and invalidate the connection (and the pool) when the
+        # server is gone. Private, but stable across SQLAlchemy 2 (pinned in requirements.txt).
+        connection._handle_dbapi_exception(error, sql, parameters, cursor, None)
+        raise AssertionError("unreachable: _handle_dbapi_exception always raises")
+    if dispatch.after_cursor_execute:
+        dispatch.after_cursor_execute(connection, cursor, sql, parameters, None, False)
+    return cursor

@@ -17,6 +17,7 @@ from storage import driver
 from storage.accounts import SqlApiKeys, SqlIdempotencyKeys, SqlUsers
 from storage.bulk import SqlBulkCredits
 from storage.engine import LOCK_TIMEOUT_INFO_KEY
+from storage.events import SqlEventOutbox
 from storage.ledger import SqlLedger
 from storage.reconciliation import SqlReconciliations
 
@@ -49,6 +50,7 @@ class SqlUnitOfWork:
         self.api_keys = SqlApiKeys(self.connection)
         self.bulk = SqlBulkCredits(self.connection)
         self.reconciliations = SqlReconciliations(self.connection)
+        self.events = SqlEventOutbox(self.connection)
         return self
 
     @contextlib.contextmanager
@@ -62,7 +64,8 @@ class SqlUnitOfWork:
         try:
             yield
         except BaseException:
-            driver.execute(self.connection, "ROLLBACK TO SAVEPOINT use_case", {})
+            if not self.connection.invalidated:  # a lost connection took the savepoint with it
+                driver.execute(self.connection, "ROLLBACK TO SAVEPOINT use_case", {})
             raise
 
     def commit(self) -> None:

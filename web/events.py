@@ -1,0 +1,110 @@
+"""`GET /api/v1/events?user_id=` or `?activity_id=`: events as Server-Sent Events.
+
+A user's token may follow only its own user; an activity needs operator or admin. The
+response is a generator that holds no database connection, only a Redis connection
+blocked in XREAD for at most `EVENTS_FEED_BLOCK_MS`; it ends after
+`EVENTS_FEED_DURATION_MAX_S` and the client resumes with `Last-Event-ID` (header, or the
+`last_event_id` query parameter for a first connection). Each open feed holds one gthread
+thread, so a process serves at most `EVENTS_FEEDS_PER_PROCESS_MAX` at once and answers
+503 beyond that, keeping threads for the other requests.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterator
+
+import redis
+from flask import Blueprint, Response, current_app, g, request
+
+from pipeline import event_feed
+from pipeline.bulk.chunks import parse_activity_id
+from pipeline.errors import FieldError, ValidationFailed
+from pipeline.wallets import parse_user_id
+from storage.event_streams import RedisStreamReader
+from web.auth import allow, authenticated
+from web.problems import HttpProblem
+
+blueprint = Blueprint("events", __name__, url_prefix="/api/v1")
+
+#: How long an EventSource waits before reconnecting after a feed ends, in milliseconds.
+RECONNECT_MS = 1_000
+
+
+class _Feed:
+    """The response body: releases its slot when the server closes it, even if never iterated."""
+
+    def __init__(self, chunks: Iterator[str], release: Callable[[], None]):
+        self.chunks = chunks
+        self.release = release
+        self.closed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        return next(self.chunks)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.chunks.close()
+            finally:
+                self.release()
+
+
+def _state() -> tuple[threading.BoundedSemaphore, RedisStreamReader]:
+    extensions = current_app.extensions
+    if "wallet_events" not in extensions:
+        settings = extensions["wallet"].settings
+        # A race here makes a spare semaphore and client once; setdefault keeps exactly one.
+        extensions.setdefault("wallet_events", (threading.BoundedSemaphore(settings.events_feeds_per_process_max),
+                                                RedisStreamReader.from_settings(settings)))
+    return extensions["wallet_events"]
+
+
+def _subscription(settings) -> event_feed.Subscription:
+    user_id, activity_id = request.args.get("user_id"), request.args.get("activity_id")
+    if (user_id is None) == (activity_id is None):
+        raise ValidationFailed("give exactly one of user_id and activity_id",
+                               [FieldError("user_id", "or activity_id, not both and not neither")])
+    if user_id is not None:
+        user_id = parse_user_id(user_id, "user_id")
+        allow(g.principal.may_read_user(user_id))
+        return event_feed.for_user(user_id, settings.events_user_shards)
+    activity_id = parse_activity_id(activity_id)
+    allow(g.principal.may_operate())
+    return event_feed.for_activity(activity_id)
+
+
+def _sse(deliveries: Iterator[event_feed.Delivery]) -> Iterator[str]:
+    yield f"retry: {RECONNECT_MS}\n\n"
+    for delivery in deliveries:
+        if delivery.entry_id is None:
+            yield ": heartbeat\n\n"
+        else:
+            yield f"id: {delivery.entry_id}\ndata: {delivery.event_json}\n\n"
+
+
+@blueprint.get("/events")
+@authenticated
+def events():
+    settings = current_app.extensions["wallet"].settings
+    subscription = _subscription(settings)
+    after_id = event_feed.parse_last_event_id(
+        request.headers.get("Last-Event-ID", request.args.get("last_event_id")))
+    slots, reader = _state()
+    try:
+        # Resolved now, before the client sees a response: everything published after it has
+        # its headers reaches it.
+        after_id = after_id or reader.last_id(subscription.stream)
+    except redis.RedisError as error:
+        raise HttpProblem(503, "temporarily_unavailable", f"the event streams are unreachable: {type(error).__name__}")
+    if not slots.acquire(blocking=False):
+        raise HttpProblem(503, "too_many_event_streams",
+                          f"this process already serves {settings.events_feeds_per_process_max} event streams")
+    limits = event_feed.FeedLimits(settings.events_feed_duration_max_s, settings.events_feed_block_ms,
+                                   settings.events_feed_read_count_max)
+    body = _Feed(_sse(event_feed.follow(reader, subscription, after_id, limits)), slots.release)
+    return Response(body, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
