@@ -68,8 +68,11 @@ chaos: venv services
 demo: venv up
 	@ADMIN_TOKEN=$$(cat .run/admin_token) $(VENV)/bin/python -m bench.demo
 
+# The transfer benchmark is specified with a 1.5% fee; `up` restarts the processes with it
+# (an explicit TRANSFER_FEE_BPS in the environment wins). BENCH_ARGS=--quick for a short run.
+bench: export TRANSFER_FEE_BPS ?= 150
 bench: venv up
-	@ADMIN_TOKEN=$$(cat .run/admin_token) $(VENV)/bin/python -m bench
+	@ADMIN_TOKEN=$$(cat .run/admin_token) $(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 # PostgreSQL's data may sit under /tmp when .run is not reachable by its system user
 # (see scripts/services.sh); .run/pg-data points at it either way.
