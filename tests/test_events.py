@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -372,12 +374,13 @@ class Process:
                                         start_new_session=True)
 
     def stop(self) -> None:
+        """SIGTERM to the process group (gunicorn's workers too), SIGKILL if it lingers."""
         if self.process.poll() is None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self.log.close()
 
@@ -387,31 +390,36 @@ class Process:
 
 @pytest.fixture
 def live_stack(tmp_path, streams):
-    """gunicorn gthread on a free port, the scheduler (whose publisher moves the outbox) and one worker."""
+    """gunicorn gthread on a free port, the scheduler (whose publisher moves the outbox) and one worker;
+    every one is stopped afterwards, even when another failed to start."""
     port = free_port()
     environ = test_environ(EVENTS_FEED_DURATION_MAX_S="60", EVENTS_FEED_BLOCK_MS="500")
-    started = [
-        Process(tmp_path / "web.log", [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers",
-                                       "1", "--threads", "8", "--bind", f"127.0.0.1:{port}", "api:create_app()"],
-                environ),
-        Process(tmp_path / "scheduler.log", [sys.executable, "-m", "jobs"], environ),
-    ]
-    worker = Worker(tmp_path / "worker.log", EVENTS_FEED_DURATION_MAX_S="60")
     base_url = f"http://127.0.0.1:{port}"
+    started: list = []
+    try:
+        started.append(Process(tmp_path / "web.log", [
+            sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "8",
+            "--bind", f"127.0.0.1:{port}", "api:create_app()"], environ))
+        started.append(Process(tmp_path / "scheduler.log", [sys.executable, "-m", "jobs"], environ))
+        started.append(Worker(tmp_path / "worker.log"))
+        wait_listening(base_url, started[0])
+        started[-1].wait_ready()
+        yield base_url, started
+    finally:
+        for process in started:
+            process.stop()
+
+
+def wait_listening(base_url: str, web: Process) -> None:
     deadline = time.monotonic() + START_S
     while True:
         try:
             if requests.get(f"{base_url}/healthz", timeout=3).status_code == 200:
-                break
+                return
         except requests.RequestException:
             pass  # not listening yet, or still loading the app
-        assert time.monotonic() < deadline, f"gunicorn did not start: {started[0].tail()}"
+        assert time.monotonic() < deadline, f"gunicorn did not start: {web.tail()}"
         time.sleep(0.2)
-    worker.wait_ready()
-    yield base_url, started
-    worker.stop()
-    for process in started:
-        process.stop()
 
 
 class SseClient:
