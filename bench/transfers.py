@@ -95,12 +95,18 @@ def _median(values: list[float]) -> float:
 
 def measure(plan: loadgen.Plan, clients: int, shape: Shape, seed: int, server: cpu.ServerCpu) -> dict:
     load = loadgen.run(plan, clients, shape.warmup_s, shape.window_s, seed, server.seconds)
-    return {"cpu_us_per_transfer": {**load.server_cpu_us_per_transfer(),
+    generator_share = load.generator_cpu_s / (shape.warmup_s + shape.window_s + 0.3) / os.cpu_count()
+    # Cores busy with anything but this benchmark (other jobs on a shared machine), when the
+    # web processes are known; otherwise their CPU would count as "other".
+    other_cores = (load.machine_busy * os.cpu_count() - sum(load.server_cpu_s.values()) / shape.window_s
+                   - generator_share * os.cpu_count()) if "web" in load.server_cpu_s else float("nan")
+    return {"other_load_cores": other_cores,
+            "cpu_us_per_transfer": {**load.server_cpu_us_per_transfer(),
                                     "generator": load.generator_cpu_s * 1e6 / max(1, load.created_all)},
             "clients": clients, "rate_per_s": load.rate_per_s, "latency_ms_p50": load.latency_ms(0.50),
             "latency_ms_p99": load.latency_ms(0.99), "statuses": load.statuses, "error_codes": load.error_codes,
             "machine_busy": load.machine_busy,
-            "generator_cpu_share": load.generator_cpu_s / (shape.warmup_s + shape.window_s + 0.3) / os.cpu_count(),
+            "generator_cpu_share": generator_share,
             "load": load}
 
 
@@ -112,6 +118,7 @@ def summarise(runs: list[dict]) -> dict:
             "rates_per_s": [round(run["rate_per_s"], 1) for run in runs],
             "machine_busy": _median([run["machine_busy"] for run in runs]),
             "generator_cpu_share": _median([run["generator_cpu_share"] for run in runs]),
+            "other_load_cores": _median([run["other_load_cores"] for run in runs]),
             "cpu_us_per_transfer": {name: _median([run["cpu_us_per_transfer"].get(name, float("nan")) for run in runs])
                                     for name in runs[0]["cpu_us_per_transfer"]},
             "non_201": sum(sum(count for status, count in run["statuses"].items() if status != 201) for run in runs),
@@ -206,19 +213,25 @@ def report(shape: Shape, fee_bps: float, pgbench_median: float, pgbench_tps: lis
            hot: list[dict], invariants: dict) -> dict:
     print(f"\n== transfers through the HTTP API ({shape.wallets} wallets, fee {fee_bps:g} bps, "
           f"median of {shape.repeats} x {shape.window_s:g} s) ==")
-    print(f"{'clients':>7} {'transfers/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU busy':>9} {'non-201':>8}"
+    print(f"{'clients':>7} {'transfers/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU busy':>9} {'other':>6} {'non-201':>8}"
           f"   CPU per transfer (us): web, postgres, load generator")
     for summary in summaries.values():
         per = summary["cpu_us_per_transfer"]
         print(f"{summary['clients']:>7} {summary['rate_per_s']:>12.1f} {summary['latency_ms_p50']:>8.1f} "
-              f"{summary['latency_ms_p99']:>8.1f} {summary['machine_busy']:>9.0%} {summary['non_201']:>8}"
+              f"{summary['latency_ms_p99']:>8.1f} {summary['machine_busy']:>9.0%} {summary['other_load_cores']:>6.2f}"
+              f" {summary['non_201']:>8}"
               f"   {per.get('web', float('nan')):.0f}, {per['postgres']:.0f}, {per['generator']:.0f}")
-    print("CPU busy: the share of all cores in use during the window, by any process on the machine")
+    print(f"CPU busy: share of the {os.cpu_count()} cores in use during the window, by any process; other: cores"
+          " busy with work that is not this benchmark's (web, PostgreSQL backends, load generator)")
     at_16 = summaries.get(16)
     ratio = at_16["rate_per_s"] / pgbench_median if at_16 else float("nan")
     print(f"pgbench TPC-B ({shape.pgbench_clients} clients, scale {shape.pgbench_clients}): "
           f"{pgbench_median:.0f} tps (runs {[round(value) for value in pgbench_tps]})")
     print(f"ratio transfers/s at 16 clients to pgbench tps: {ratio:.2f}")
+    if at_16 and "web" in at_16["cpu_us_per_transfer"]:
+        cpu_us = sum(at_16["cpu_us_per_transfer"].values())
+        print(f"CPU-bound ceiling at 16 clients: {cpu_us:.0f} us of CPU per transfer (web + postgres + generator),"
+              f" so {os.cpu_count()} otherwise idle cores allow at most {os.cpu_count() * 1e6 / cpu_us:.0f} transfers/s")
     hot_rate = _median([run["rate_per_s"] for run in hot])
     hot_p99 = _median([run["latency_ms_p99"] for run in hot])
     hot_ok = all(all(run["checks"].values()) for run in hot)
