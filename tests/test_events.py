@@ -342,6 +342,14 @@ def test_an_operator_streams_an_activity_and_a_user_streams_itself_as_server_sen
 
 
 
+
+def test_the_openapi_document_describes_the_event_stream(client):
+    operation = client.get("/openapi.json").get_json()["paths"]["/api/v1/events"]["get"]
+
+    assert {parameter["name"] for parameter in operation["parameters"]} >= {"user_id", "activity_id", "Last-Event-ID"}
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
+    assert {"401", "403", "422", "503"} <= set(operation["responses"])
+
 def test_a_process_serves_at_most_its_limit_of_event_streams_and_frees_a_slot_when_one_closes(
         services, short_feeds, streams, admin_token):
     services.settings = dataclasses.replace(services.settings, events_feeds_per_process_max=1)

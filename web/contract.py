@@ -118,6 +118,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         _object((), full={"type": "boolean", "default": False})),
     ("GET", "/api/v1/reconciliations/{reconciliation_id}"): Operation(
         "A reconciliation run and its mismatches", 200, "The run", (401, 403, 404, 422)),
+    ("GET", "/api/v1/events"): Operation(
+        "Follow events as Server-Sent Events: a user's (admin, operator or that user) or an activity's"
+        " (admin or operator); give exactly one filter", 200,
+        "`text/event-stream`: `id:` a stream id, `data:` the event JSON, `: heartbeat` comments; ends after"
+        " EVENTS_FEED_DURATION_MAX_S, resume with Last-Event-ID", (401, 403, 422, 503),
+        parameters=(_query("user_id", "This user's events", UUID),
+                    _query("activity_id", "This bulk credit's events", UUID),
+                    _query("last_event_id", "Resume after this stream id (0: the oldest kept)"),
+                    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                     "description": "Resume after this stream id; EventSource sends it when it reconnects."}),
+        answer_type="text/event-stream"),
     ("GET", "/api/v1/reconciliations"): Operation(
         "Reconciliation runs, newest first", 200, "`{data: [...], next_cursor}`", (401, 403, 422),
         parameters=LIST_QUERY),

@@ -14,7 +14,8 @@ import threading
 from typing import Callable, Iterator
 
 import redis
-from flask import Blueprint, Response, current_app, g, request
+from apiflask import APIBlueprint
+from flask import Response, current_app, g, request
 
 from pipeline import event_feed
 from pipeline.bulk.chunks import parse_activity_id
@@ -24,7 +25,7 @@ from storage.event_streams import RedisStreamReader
 from web.auth import allow, authenticated
 from web.problems import HttpProblem
 
-blueprint = Blueprint("events", __name__, url_prefix="/api/v1")
+blueprint = APIBlueprint("events", __name__, url_prefix="/api/v1", tag="Events")
 
 #: How long an EventSource waits before reconnecting after a feed ends, in milliseconds.
 RECONNECT_MS = 1_000
