@@ -17,6 +17,7 @@ import redis
 from pipeline import events
 from pipeline.errors import TransientFault
 from storage.event_streams import RedisEventLog
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def drain(uow_factory: Callable, event_log: events.EventLog, batch_max: int, pol
     while clock() < deadline:
         count = events.publish_pending(uow_factory, event_log, batch_max)
         published += count
+        metrics.EVENTS_PUBLISHED.inc(count)
         if count < batch_max:
             time.sleep(max(0.0, min(poll_interval_s, deadline - clock())))
     return published

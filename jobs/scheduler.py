@@ -55,8 +55,8 @@ def build_scheduler(services) -> BackgroundScheduler:
     for job in bulk_credit.JOBS:
         scheduler.add_job(with_request_id(job.name, job.run), "interval", seconds=job.interval_s(settings),
                           args=[services], id=job.name)
-    scheduler.add_job(events.publish_events, "interval", seconds=events.INTERVAL_S, args=[services],
-                      id="publish_events")
+    scheduler.add_job(with_request_id("publish_events", events.publish_events), "interval",
+                      seconds=events.INTERVAL_S, args=[services], id="publish_events")
     return scheduler
 
 

@@ -49,6 +49,9 @@ MESSAGE_RETRIES = Counter(
 MESSAGES_FAILED = Counter(
     "wallet_dramatiq_messages_failed", "Dramatiq messages given up on (retries exhausted or an error the actor"
     " throws), by actor.", ["actor"])
+EVENTS_PUBLISHED = Counter(
+    "wallet_events_published", "Events the outbox publisher appended to the Redis Streams; an event published"
+    " again after a publisher crash counts again.")
 SLOW_STATEMENTS = Counter(
     "wallet_database_slow_statements", "SQL statements that took SLOW_QUERY_MS or longer, by first keyword.",
     ["operation"])
