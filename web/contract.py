@@ -73,6 +73,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         public=True, answer_type="text/plain"),
     ("GET", "/docs"): Operation("Interactive documentation (Swagger UI), served with its assets", 200, "HTML",
                                 public=True, answer_type="text/html"),
+    ("GET", "/openapi.json"): Operation("This OpenAPI 3.1 document", 200, "The document", public=True),
     ("POST", "/api/v1/users"): Operation(
         "Create a user", 201, "The user", (400, 401, 403, 409, 422),
         _object(("name", "email"), name={"type": "string"}, email={"type": "string", "format": "email"},

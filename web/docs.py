@@ -101,13 +101,17 @@ def complete_spec(spec: dict) -> dict:
         "type": "http", "scheme": "bearer", "description": "An API key: admin, operator or user:<id> scope."}
     components.setdefault("schemas", {}).update(contract.SCHEMAS)
     spec["security"] = [{"bearer": []}]
-    # APIFlask leaves its own spec route out of the document; the contract lists it.
-    spec.setdefault("paths", {}).setdefault("/openapi.json", {"get": {
-        "tags": ["Operations"], "summary": "This OpenAPI 3.1 document", "security": [],
-        "responses": {"200": {"description": "The document", "content": {"application/json": {}}}}}})
-    for path, operations in spec.get("paths", {}).items():
+    # Several blueprints share the tag "Operations"; the document lists each tag once.
+    spec["tags"] = list({tag["name"]: tag for tag in spec.get("tags", [])}.values())
+    # APIFlask leaves its own spec route out of the document; the contract describes it.
+    spec.setdefault("paths", {}).setdefault("/openapi.json", {"get": {"tags": ["Operations"]}})
+    for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             described = contract.OPERATIONS.get((method.upper(), path))
             if described is not None:
                 contract.apply(operation, described)
+    # Paths in the contract's order (API.md's), then any others as APIFlask found them.
+    order = list(dict.fromkeys(path for _, path in contract.OPERATIONS))
+    spec["paths"] = dict(sorted(spec["paths"].items(),
+                                key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
     return spec
