@@ -13,6 +13,7 @@ import time
 from typing import Callable
 
 import redis
+from sqlalchemy.exc import OperationalError
 
 from pipeline import events
 from pipeline.errors import TransientFault
@@ -53,9 +54,11 @@ def publish_events(services) -> None:
     try:
         published = drain(services.uow, _event_log(services), settings.events_publish_batch_max,
                           settings.events_poll_interval_s, RUN_S)
-    except (redis.RedisError, TransientFault) as error:
-        # The rows stay in the outbox and go out on a later run.
-        log.warning("event publisher: %s, will try again: %s", type(error).__name__, error)
+    except (redis.RedisError, TransientFault, OperationalError) as error:
+        # The rows stay in the outbox and go out on a later run (OperationalError: no connection
+        # to PostgreSQL at all, which the unit of work raises before it can call it transient).
+        log.warning("event publisher: %s, will try again: %s", type(error).__name__,
+                    str(error).splitlines()[0] if str(error) else "")
         return
     if published:
         log.debug("event publisher: %d events published", published)

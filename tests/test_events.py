@@ -15,13 +15,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
 import requests
 from sqlalchemy import text
 
-from jobs.events import drain
+from jobs.events import drain, publish_events
 from pipeline import events, wallets
 from pipeline.bulk.upload import upload
 from pipeline.event_feed import Delivery, FeedLimits, Subscription, follow
@@ -238,6 +239,19 @@ def test_a_second_publisher_publishes_nothing_while_the_first_holds_the_lock(ser
         assert first.events.take_publisher_lock()
         assert publish_pending(services.uow, log, batch_max=10) == 0
     assert drain(services.uow, log, batch_max=10, poll_interval_s=0.01, run_s=0.05) == 1
+
+
+def test_the_publisher_job_survives_an_unreachable_redis_and_keeps_the_events_for_later(
+        services, settings, streams, caplog):
+    (alice,) = seed_users(services, 1)
+    move(services, wallets.deposit, alice, money("1.00"))
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    unreachable = SimpleNamespace(settings=dataclasses.replace(settings, redis_url=nowhere), uow=services.uow)
+
+    publish_events(unreachable)  # does not raise
+
+    assert "event publisher: ConnectionError, will try again" in caplog.text
+    assert outbox(services.engine) == [(alice, "deposit", 100)]
 
 
 def test_bulk_credit_events_go_to_the_activity_stream_with_their_row_numbers(services, settings, streams):
