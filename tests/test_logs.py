@@ -95,6 +95,28 @@ def test_a_request_id_sent_by_the_client_is_returned_and_in_every_log_record_of_
     app.extensions["wallet"].engine.dispose()
 
 
+def test_no_token_and_no_full_email_reaches_the_log_lines_of_real_requests(settings, clean_database, admin_token,
+                                                                           caplog):
+    # Given an app that logs every statement, and requests that carry a token and an email
+    app = create_app(dataclasses.replace(settings, slow_query_ms=0))
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    with caplog.at_level(logging.DEBUG):
+        created = client.post("/api/v1/users", json={"name": "Eve", "email": "eve.secret@example.com"},
+                              headers=headers)
+        duplicate = client.post("/api/v1/users", json={"name": "Eve", "email": "eve.secret@example.com"},
+                                headers=headers)
+        client.get("/api/v1/users/not-a-uuid", headers={"Authorization": "Bearer wp_not_a_real_key_but_long"})
+
+    # Then the JSON lines written for them show neither
+    lines = "\n".join(logs.JsonFormatter().format(record) for record in caplog.records)
+    assert (created.status_code, duplicate.status_code) == (201, 409)
+    assert "wallet.slow_query" in lines and "wallet.http" in lines
+    assert admin_token not in lines and "wp_not_a_real_key" not in lines
+    assert "eve.secret" not in lines
+    app.extensions["wallet"].engine.dispose()
+
+
 @pytest.mark.parametrize("header", ["has spaces", "x" * 129, '"quoted"', "tab\there", "semi;colon", ""])
 def test_an_unsafe_or_missing_request_id_is_replaced_by_a_new_one(client, header):
     response = client.get("/healthz", headers={"X-Request-Id": header})
