@@ -6,9 +6,12 @@ import dataclasses
 import json
 import logging
 import re
+import runpy
 import types
+from pathlib import Path
 
 import dramatiq
+import gunicorn.config
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
@@ -204,3 +207,15 @@ def test_the_app_writes_json_lines_at_the_level_of_log_level(client):
     assert logs.level_from_environ({}) == "INFO"
     with pytest.raises(AssertionError):
         logs.level_from_environ({"LOG_LEVEL": "chatty"})
+
+
+def test_gunicorn_s_own_lines_are_json_too(capfd):
+    settings = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+    config = gunicorn.config.Config()
+    config.set("errorlog", "-")
+
+    settings["logger_class"](config).error("worker timeout (pid:%s) for a@example.com", 42)
+
+    line = json.loads(capfd.readouterr().err.strip().splitlines()[-1])
+    assert (line["logger"], line["level"], line["message"]) == (
+        "gunicorn.error", "error", "worker timeout (pid:42) for a***@example.com")
