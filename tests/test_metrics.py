@@ -72,6 +72,16 @@ def test_applying_a_bulk_credit_shows_its_rows_by_outcome_chunk_time_retries_and
     assert not any(activity_id in route for route in routes), "a raw path became a label"
 
 
+def test_request_labels_stay_bounded_whatever_the_client_sends(client):
+    client.open("/api/v1/users/x/../../../etc", method="BREW")
+    client.get("/no/such/path/8c1f0f9e")
+
+    routes = {(dict(labels)["method"], dict(labels)["route"]) for name, labels in samples(client)
+              if name == "wallet_http_request_duration_seconds_count"}
+    assert ("OTHER", "<unmatched>") in routes and ("GET", "<unmatched>") in routes
+    assert not any("8c1f0f9e" in route or method == "BREW" for method, route in routes)
+
+
 def test_queue_depth_per_dramatiq_queue_is_read_from_redis_when_scraped(settings, client):
     # Given 3 chunk messages ready and 1 delayed in the bulk-credit queue
     connection = redis.Redis.from_url(settings.redis_url)

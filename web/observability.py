@@ -23,6 +23,8 @@ log = logging.getLogger("wallet.http")
 REQUEST_ID_HEADER = "X-Request-Id"
 #: The route label of a request that matched no URL rule (a 404), so raw paths never become labels.
 UNMATCHED_ROUTE = "<unmatched>"
+#: Methods that are labels as they are; any other (a client may send any token) counts as OTHER.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 blueprint = APIBlueprint("operations_metrics", __name__, tag="Operations")
 
@@ -52,9 +54,10 @@ def _finish_request(response: Response) -> Response:
     if started_s is not None:
         elapsed_s = time.perf_counter() - started_s
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-        HTTP_REQUEST_DURATION.labels(request.method, route, str(response.status_code)).observe(elapsed_s)
-        log.info("%s %s %d", request.method, route, response.status_code,
-                 extra={"method": request.method, "route": route, "status": response.status_code,
+        method = request.method if request.method in METHODS else "OTHER"
+        HTTP_REQUEST_DURATION.labels(method, route, str(response.status_code)).observe(elapsed_s)
+        log.info("%s %s %d", method, route, response.status_code,
+                 extra={"method": method, "route": route, "status": response.status_code,
                         "duration_ms": round(elapsed_s * 1000, 2)})
     return response
 
