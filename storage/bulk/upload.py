@@ -75,6 +75,8 @@ class UploadSql:
 
     def add_activity(self, activity_id: str, api_key_id: int | None, key: str | None, file_name: str | None) -> None:
         self.connection.exec_driver_sql(f"SET LOCAL lock_timeout = {DUPLICATE_WAIT_MS}")
+        # Plans for this file's own parameters, never a cached generic one (see storage/bulk/apply.py).
+        self.connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
         try:
             with self.connection.begin_nested():
                 self.connection.execute(
