@@ -28,7 +28,9 @@ def leader_pid(engine) -> int | None:
     with engine.connect() as connection:
         name = connection.execute(text(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-            " WHERE l.locktype = 'advisory' AND l.objid = :key AND l.granted"), {"key": SCHEDULER_LOCK_KEY}
+            " WHERE l.locktype = 'advisory' AND l.objid = :key AND l.granted"
+            "   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+            {"key": SCHEDULER_LOCK_KEY}
         ).scalar_one_or_none()
     return int(name.rsplit("-", 1)[1]) if name else None
 
