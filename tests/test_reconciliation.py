@@ -20,11 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def funded_user(services, clean_database):
     """A user holding 50.00 SGD, deposited through the ledger."""
     user = users.create_user(services.uow(), "Ana", f"ana-{uuid.uuid4().hex[:8]}@example.com")
+    deposit(services, user.id, 5_000)
+    return user
+
+
+def deposit(services, user_id: str, amount_minor: int) -> None:
     uow = services.uow()
     with uow:
-        wallets.deposit(uow, services.settings, user.id, wallets.MoneyRequest(currency("SGD"), 5_000, None))
+        wallets.deposit(uow, services.settings, user_id, wallets.MoneyRequest(currency("SGD"), amount_minor, None))
         uow.commit()
-    return user
 
 
 def wallet_id_of(engine, user_id: str) -> int:
@@ -37,13 +41,30 @@ def reconcile(services, full: bool) -> dict:
 
 
 def test_a_clean_ledger_reconciles_clean_in_full_and_incrementally(services, funded_user):
+    others = [users.create_user(services.uow(), "Bo", f"bo-{n}-{uuid.uuid4().hex[:8]}@example.com") for n in range(10)]
+    for user in others:
+        deposit(services, user.id, 1_000)
     full = reconcile(services, full=True)
     assert (full["status"], full["mismatch_count"], full["mismatches"]) == ("clean", 0, [])
-    assert full["wallets_checked"] >= 2  # the user's wallet and a bank shard
+    assert full["wallets_checked"] >= 12  # eleven users' wallets and a bank shard or more
 
+    deposit(services, others[0].id, 1_000)
     incremental = reconcile(services, full=False)
+
     assert incremental["status"] == "clean"
-    assert incremental["wallets_checked"] == 0  # nothing changed since the clean run
+    # Exactly what changed since the full run's snapshot horizon: the new deposit's wallets,
+    # plus older ones only if a transaction on the server was still running at that snapshot.
+    with services.engine.connect() as connection:
+        horizon, started_at = connection.execute(text(
+            "SELECT horizon_transaction_id, started_at FROM reconciliations WHERE id = :id"), {"id": full["id"]}).one()
+        in_scope = connection.execute(text(
+            "SELECT count(*) FROM (SELECT p.wallet_id FROM postings p JOIN journal_entries j ON j.id = p.journal_entry_id"
+            " WHERE j.transaction_id >= :horizon UNION SELECT id FROM wallets WHERE updated_at >= :started_at) touched"),
+            {"horizon": horizon, "started_at": started_at}).scalar_one()
+        first_deposit_txid = connection.execute(text("SELECT min(transaction_id) FROM journal_entries")).scalar_one()
+    assert incremental["wallets_checked"] == in_scope >= 2
+    if horizon > first_deposit_txid:  # the usual case: nothing else was running
+        assert incremental["wallets_checked"] < full["wallets_checked"]
 
 
 def test_a_balance_tampered_with_by_raw_sql_is_reported_as_exactly_that_wallet(services, engine, funded_user):
