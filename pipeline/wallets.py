@@ -27,6 +27,9 @@ class MoneyRequest:
     currency: Currency
     amount: int
     reference: str | None
+    #: Stored UNIQUE on the journal entry: a second line of defence behind the request's
+    #: stored answer, so one key can never move money twice.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def _not_uuid(field: str):
     raise ValidationFailed(f"{field} is not a valid uuid", [FieldError(field, "must be a uuid")])
 
 
-def parse_money_request(body: dict, settings: Settings) -> MoneyRequest:
+def parse_money_request(body: dict, settings: Settings, idempotency_key: str | None = None) -> MoneyRequest:
     errors = []
     unit = None
     try:
@@ -69,7 +72,7 @@ def parse_money_request(body: dict, settings: Settings) -> MoneyRequest:
         errors.append(FieldError("reference", f"must be a string of 1 to {REFERENCE_LENGTH_MAX} characters"))
     if errors:
         raise ValidationFailed("the request is not valid", errors)
-    return MoneyRequest(unit, amount, reference)
+    return MoneyRequest(unit, amount, reference, idempotency_key)
 
 
 def _system(name: str, code: str, settings: Settings) -> WalletKey:
@@ -100,7 +103,7 @@ def deposit(uow: UnitOfWork, settings: Settings, user_id: str, request: MoneyReq
     code = request.currency.code
     user = WalletKey(code, user_id=user_id)
     entry = JournalEntry(str(uuid.uuid4()), "deposit", code, request.amount, to_user_id=user_id,
-                         reference=request.reference)
+                         reference=request.reference, idempotency_key=request.idempotency_key)
     bank = _system("bank", code, settings)
     movements = [Movement(bank, -request.amount), Movement(user, request.amount)]
     return _move(uow, entry, [user_id], movements, create=[bank, user])
@@ -110,7 +113,7 @@ def withdraw(uow: UnitOfWork, settings: Settings, user_id: str, request: MoneyRe
     code = request.currency.code
     user = WalletKey(code, user_id=user_id)
     entry = JournalEntry(str(uuid.uuid4()), "withdrawal", code, request.amount, from_user_id=user_id,
-                         reference=request.reference)
+                         reference=request.reference, idempotency_key=request.idempotency_key)
     bank = _system("bank", code, settings)
     movements = [Movement(user, -request.amount), Movement(bank, request.amount)]
     return _move(uow, entry, [user_id], movements, create=[bank])
@@ -123,7 +126,7 @@ def transfer(uow: UnitOfWork, settings: Settings, from_user_id: str, to_user_id:
     code = request.currency.code
     fee = fee_for(request.amount, settings.transfer_fee_bps)
     entry = JournalEntry(str(uuid.uuid4()), "transfer", code, request.amount, fee, from_user_id, to_user_id,
-                         request.reference)
+                         request.reference, request.idempotency_key)
     sender, receiver = WalletKey(code, user_id=from_user_id), WalletKey(code, user_id=to_user_id)
     movements = [Movement(sender, -(request.amount + fee)), Movement(receiver, request.amount)]
     create = [receiver]

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from api import create_app
 from pipeline.config import Settings
@@ -238,3 +239,19 @@ def test_a_request_arriving_while_the_first_with_its_key_still_runs_gets_409(ser
     assert retried.status_code == 201 and not replayed(retried)
     assert balance(client, admin, user) == "5.00"
     assert count_entries(engine, "deposit") == 1
+
+
+def test_the_journal_entry_carries_the_key_so_the_database_refuses_a_second_entry_with_it(client, admin, engine):
+    user_id = new_user(client, admin)
+    response = client.post("/api/v1/wallet/deposit", headers={**admin, "Idempotency-Key": "ledger-key-1"},
+                           json={"user_id": user_id, "amount": "5.00", "currency": "SGD"})
+    assert response.status_code == 201
+    with engine.connect() as connection:
+        key = connection.execute(text("SELECT idempotency_key FROM journal_entries WHERE id = :id"),
+                                 {"id": response.json["id"]}).scalar_one()
+    assert key.startswith("api:") and key.endswith(":ledger-key-1")
+
+    with pytest.raises(IntegrityError):  # even if the stored answer were lost, the ledger says no
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount)"
+                                    " VALUES (:id, 'deposit', :key, 'SGD', 500)"), {"id": str(uuid.uuid4()), "key": key})

@@ -155,6 +155,11 @@ def _idempotent(command, act, render):
     return jsonify(answer), status, headers
 
 
+def _journal_key() -> str:
+    """The request's key as its journal entry stores it, scoped by API key like the answer."""
+    return f"api:{g.principal.api_key_id}:{request.headers['Idempotency-Key'].strip()}"
+
+
 def _render_single(moved: wallets.Moved, kind: str) -> dict:
     entry = moved.entry
     user_id = entry.to_user_id if kind == "deposit" else entry.from_user_id
@@ -169,7 +174,7 @@ def _single_movement(kind: str, use_case):
     settings = services().settings
 
     def command(body):
-        return wallets.parse_user_id(body.get("user_id"), "user_id"), wallets.parse_money_request(body, settings)
+        return wallets.parse_user_id(body.get("user_id"), "user_id"), wallets.parse_money_request(body, settings, _journal_key())
 
     return _idempotent(command, lambda uow, parsed: use_case(uow, settings, *parsed),
                        lambda moved: _render_single(moved, kind))
@@ -196,7 +201,7 @@ def transfer():
         from_user_id = wallets.parse_user_id(body.get("from_user_id"), "from_user_id")
         to_user_id = wallets.parse_user_id(body.get("to_user_id"), "to_user_id")
         allow(g.principal.may_transfer_from(from_user_id))
-        return from_user_id, to_user_id, wallets.parse_money_request(body, settings)
+        return from_user_id, to_user_id, wallets.parse_money_request(body, settings, _journal_key())
 
     def render(moved):
         entry = moved.entry
