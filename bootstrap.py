@@ -30,3 +30,16 @@ class Services:
 
 def services(settings: Settings | None = None) -> Services:
     return Services(settings or Settings.from_environ())
+
+
+@functools.cache
+def process_services() -> Services:
+    """One set per worker or scheduler process, made on first use."""
+    return services()
+
+
+def app_services() -> Services:
+    """The Services of the running Flask app, for its views and CLI commands."""
+    from flask import current_app  # only the web and the CLI come here
+
+    return current_app.extensions["wallet"]

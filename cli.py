@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 
+from bootstrap import app_services as services
 import cli_bulk
 from pipeline.errors import Rejected
 from pipeline.users import create_api_key
@@ -12,10 +13,6 @@ from storage.migrate import upgrade
 
 db = AppGroup("db", help="The database schema.")
 keys = AppGroup("keys", help="API keys.")
-
-
-def services():
-    return current_app.extensions["wallet"]
 
 
 @db.command("upgrade")

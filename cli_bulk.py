@@ -10,9 +10,9 @@ import sys
 import time
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 
+from bootstrap import app_services as services
 from pipeline.bulk import chunks, reads
 from pipeline.bulk.seeding import seed_and_export
 from pipeline.bulk.status import FINAL_STATUSES
@@ -26,10 +26,6 @@ bulk_credit = AppGroup("bulk-credit", help="Bulk credits from a CSV file.")
 POLL_S = 0.5
 #: How long --wait waits for an activity to settle, in seconds.
 WAIT_S_MAX = 3600
-
-
-def services():
-    return current_app.extensions["wallet"]
 
 
 def queue():

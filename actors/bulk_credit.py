@@ -5,13 +5,12 @@ sending it again after a lost message, never credits anything twice.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
 import dramatiq
 
-import bootstrap
+from bootstrap import process_services as services
 from pipeline.bulk import chunks
 from pipeline.errors import NotFound
 from telemetry.metrics import BULK_CHUNK_DURATION, count_rows
@@ -28,12 +27,6 @@ MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 60_000
 #: A chunk of at most 50,000 rows takes seconds; this is a bound on a stuck one, in milliseconds.
 TIME_LIMIT_MS = 300_000
-
-
-@functools.cache
-def services() -> bootstrap.Services:
-    """One engine per worker process, made on the first message."""
-    return bootstrap.services()
 
 
 @dramatiq.actor(actor_name=ACTOR_NAME, queue_name=QUEUE_NAME, max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,

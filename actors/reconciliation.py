@@ -1,12 +1,10 @@
 """The reconciliation actor: runs one queued reconciliation by id."""
 from __future__ import annotations
 
-import functools
-
 import dramatiq
 
-import bootstrap
 from alerting import reconciliation_alert
+from bootstrap import process_services as services
 from pipeline import reconciliation
 from pipeline.errors import NotFound
 
@@ -17,11 +15,6 @@ MIN_BACKOFF_MS = 5_000
 MAX_BACKOFF_MS = 60_000
 #: A full pass over 1,000,000 wallets takes seconds; this bounds a stuck one, in milliseconds.
 TIME_LIMIT_MS = 600_000
-
-
-@functools.cache
-def services() -> bootstrap.Services:
-    return bootstrap.services()
 
 
 @dramatiq.actor(queue_name=QUEUE_NAME, max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS,

@@ -7,6 +7,7 @@ import io
 from apiflask import APIBlueprint
 from flask import Response, current_app, g, jsonify, request, stream_with_context
 
+from bootstrap import app_services as services
 from pipeline.bulk import chunks, reads
 from pipeline.bulk.ports import Activity
 from pipeline.bulk.upload import upload
@@ -21,10 +22,6 @@ blueprint = APIBlueprint("bulk_credit", __name__, url_prefix="/api/v1/wallet/bul
 #: Columns of a row outcome, in the order of the CSV export.
 ROW_FIELDS = ("row_number", "user_id", "amount", "currency", "reference", "status", "error_code", "error_message",
               "attempts", "transaction_id")
-
-
-def services():
-    return current_app.extensions["wallet"]
 
 
 def chunk_queue():

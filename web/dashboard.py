@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, Response, current_app, flash, g, redirect, render_template, request,
+from flask import (Blueprint, Response, flash, g, redirect, render_template, request,
                    url_for)
 from werkzeug.exceptions import HTTPException
 
+from bootstrap import app_services as services
 from pipeline import reconciliation, statements, users, wallets
 from pipeline.bulk import chunks, reads
 from pipeline.bulk.status import FINAL_STATUSES, ROW_FAILED, ROW_INVALID, ROW_STATUSES
@@ -42,10 +43,6 @@ RECENT_ACTIVITIES = 10
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 PUBLIC_ENDPOINTS = ("dashboard.sign_in", "dashboard.static")
-
-
-def services():
-    return current_app.extensions["wallet"]
 
 
 @blueprint.before_request

@@ -4,18 +4,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from apiflask import APIBlueprint
-from flask import current_app, g, jsonify, request
+from flask import g, jsonify, request
 
+from bootstrap import app_services as services
 from pipeline import reconciliation, statements, wallets
 from web.auth import allow, authenticated
 from web.problems import HttpProblem
 from web.wallets import rfc3339
 
 blueprint = APIBlueprint("reconciliation", __name__, url_prefix="/api/v1/reconciliations", tag="Reconciliation")
-
-
-def _services():
-    return current_app.extensions["wallet"]
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -38,7 +35,7 @@ def start():
     if not isinstance(full, bool):
         raise HttpProblem(422, "validation_failed", "full must be true or false",
                           [{"field": "full", "message": "must be a boolean"}])
-    reconciliation_id = reconciliation.start(_services().uow(), full)
+    reconciliation_id = reconciliation.start(services().uow(), full)
     from actors.reconciliation import reconcile  # the broker is only configured where messages are sent
 
     reconcile.send(reconciliation_id)
@@ -50,7 +47,7 @@ def start():
 def get(reconciliation_id):
     allow(g.principal.may_operate())
     reconciliation_id = wallets.parse_user_id(reconciliation_id, "id")
-    return jsonify(render(reconciliation.get(_services().uow(), reconciliation_id)))
+    return jsonify(render(reconciliation.get(services().uow(), reconciliation_id)))
 
 
 @blueprint.get("")
@@ -58,5 +55,5 @@ def get(reconciliation_id):
 def recent():
     allow(g.principal.may_operate())
     limit = statements.parse_limit(request.args.get("limit"))
-    page = reconciliation.recent(_services().uow(), limit, request.args.get("cursor"))
+    page = reconciliation.recent(services().uow(), limit, request.args.get("cursor"))
     return jsonify({"data": [render(run) for run in page.items], "next_cursor": page.next_cursor})

@@ -5,8 +5,9 @@ from datetime import timezone
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import current_app, g, jsonify, request
+from flask import g, jsonify, request
 
+from bootstrap import app_services as services
 from pipeline import statements, users, wallets
 from pipeline.idempotency import IdempotentRequest, answer_once, request_sha256
 from pipeline.money import MINOR_UNITS, Currency, MoneyError, currency, format_amount
@@ -16,10 +17,6 @@ from web.auth import allow, authenticated
 from web.problems import HttpProblem, problem_response, refusal_body
 
 blueprint = APIBlueprint("wallets", __name__, url_prefix="/api/v1", tag="Users and wallets")
-
-
-def services():
-    return current_app.extensions["wallet"]
 
 
 def rfc3339(moment) -> str:
