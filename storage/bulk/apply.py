@@ -16,7 +16,10 @@ from pipeline.bulk.status import FINAL_STATUSES, INJECTED_FAULT, USER_NOT_FOUND
 from storage.bulk.reads import ACTIVITY_COLUMNS, activity_from
 
 # The PENDING rows of one chunk: a range of the primary key, so no extra index is needed.
-PENDING = """r.id BETWEEN :first_row_id AND :last_row_id AND r.activity_id = :activity_id
+# `activity_id` is compared as text on purpose, so that it can only filter: right after a
+# large COPY the statistics do not know the new activity, and the planner would otherwise
+# walk the activity's whole index (every row of the file) in each statement of each chunk.
+PENDING = """r.id BETWEEN :first_row_id AND :last_row_id AND r.activity_id::text = :activity_id
    AND r.chunk_number = :number AND r.status = 'PENDING'"""
 
 _LOCK_CHUNK = text("""
