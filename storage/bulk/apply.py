@@ -19,7 +19,7 @@ from storage.bulk.reads import ACTIVITY_COLUMNS, activity_from
 # `activity_id` is compared as text on purpose, so that it can only filter: right after a
 # large COPY the statistics do not know the new activity, and the planner would otherwise
 # walk the activity's whole index (every row of the file) in each statement of each chunk.
-PENDING = """r.id BETWEEN :first_row_id AND :last_row_id AND r.activity_id::text = :activity_id
+PENDING = """r.id BETWEEN :first_row_id AND :last_row_id AND r.activity_id::text = CAST(:activity_id AS text)
    AND r.chunk_number = :number AND r.status = 'PENDING'"""
 
 _LOCK_CHUNK = text("""
@@ -89,7 +89,7 @@ SELECT count(*) FROM (
 _ENTRIES = text(f"""
 INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, activity_id, metadata)
 SELECT gen_random_uuid(), 'bulk_credit', 'bulk_chunk:' || :chunk_id || ':' || :attempt || ':' || r.currency,
-       r.currency, sum(r.amount_minor), :activity_id,
+       r.currency, sum(r.amount_minor), CAST(CAST(:activity_id AS text) AS uuid),
        jsonb_build_object('chunk_id', :chunk_id, 'rows', count(*), 'funding_shard', :shard)
   FROM bulk_rows r WHERE {PENDING}
  GROUP BY r.currency
