@@ -16,7 +16,7 @@ from typing import Callable
 
 from pipeline.bulk.ports import Applied, ChunkQueue
 from pipeline.bulk.status import FAILURE_MESSAGES, PROCESSING, status_after_chunk
-from pipeline.bulk.upload import _send_after_commit
+from pipeline.bulk.upload import send_after_commit
 from pipeline.config import Settings
 from pipeline.errors import FieldError, NotFound, NotRetryable, ValidationFailed
 from pipeline.retrying import with_retries
@@ -101,5 +101,5 @@ def retry_failed_rows(uow_factory: Callable, queue: ChunkQueue, settings: Settin
         return reopened, chunk_ids
 
     reopened, chunk_ids = with_retries(settings.transaction_attempts_max, attempt)
-    _send_after_commit(queue, chunk_ids)
+    send_after_commit(queue, chunk_ids)
     return Retried(activity_id, PROCESSING, reopened)

@@ -22,7 +22,7 @@ from typing import Callable
 
 from pipeline.bulk.ports import ChunkQueue
 from pipeline.bulk.status import PROCESSING
-from pipeline.bulk.upload import _send_after_commit
+from pipeline.bulk.upload import send_after_commit
 from pipeline.config import Settings
 from pipeline.retrying import with_retries
 
@@ -48,7 +48,7 @@ def retry_due_rows(uow_factory: Callable, queue: ChunkQueue, settings: Settings)
     for activity_id in activity_ids:
         reopened, gave_up, chunk_ids = with_retries(
             settings.transaction_attempts_max, lambda: _retry_activity(uow_factory, settings, activity_id))
-        _send_after_commit(queue, chunk_ids)
+        send_after_commit(queue, chunk_ids)
         retried, exhausted = retried + reopened, exhausted + gave_up
     return RetrySweep(len(activity_ids), retried, exhausted)
 
@@ -79,5 +79,5 @@ def resend_lost_chunks(uow_factory: Callable, queue: ChunkQueue, settings: Setti
         return chunk_ids
 
     chunk_ids = with_retries(settings.transaction_attempts_max, renew)
-    _send_after_commit(queue, chunk_ids)
+    send_after_commit(queue, chunk_ids)
     return len(chunk_ids)

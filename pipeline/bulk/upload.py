@@ -113,7 +113,7 @@ def upload(uow_factory: Callable, queue: ChunkQueue, settings: Settings, source:
     except DuplicateContent:
         with uow_factory() as uow:
             return Uploaded(uow.bulk.find_by_content(reader.sha256.hexdigest()), created=False)
-    _send_after_commit(queue, chunk_ids)
+    send_after_commit(queue, chunk_ids)
     with uow_factory() as uow:
         return Uploaded(uow.bulk.activity(activity_id), created=True)
 
@@ -165,7 +165,7 @@ def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, fi
     return chunk_ids
 
 
-def _send_after_commit(queue: ChunkQueue, chunk_ids: list[int]) -> None:
+def send_after_commit(queue: ChunkQueue, chunk_ids: list[int]) -> None:
     try:
         queue.send(chunk_ids)
     except Exception:  # the chunks' leases expire and the scheduler sends them again
