@@ -218,15 +218,19 @@ class ChunkSql:
             {"activity_id": activity_id, "status": status, "final": status in FINAL_STATUSES})
 
     def reopen_failed_rows(self, activity_id: str, lease_s: int) -> tuple[int, list[int]]:
-        reopened, chunk_ids = self.connection.execute(_REOPEN, {"activity_id": activity_id, "lease_s": lease_s}).one()
+        reopened, chunk_ids = self.connection.execute(REOPEN, {
+            "activity_id": activity_id, "lease_s": lease_s, "due_only": False, "attempts_max": 0}).one()
         return reopened, list(chunk_ids or [])
 
 
-_REOPEN = text("""
+# The operator's retry reopens every FAILED row; the scheduler's (`due_only`) only those
+# whose backoff has passed and that have attempts left.
+REOPEN = text("""
 WITH reopened AS (
     UPDATE bulk_rows SET status = 'PENDING', error_code = NULL, error_message = NULL, next_attempt_at = NULL,
            updated_at = now()
      WHERE activity_id = :activity_id AND status = 'FAILED'
+       AND (NOT CAST(:due_only AS boolean) OR (next_attempt_at <= now() AND attempts < :attempts_max))
     RETURNING chunk_number
 ), chunks AS (
     UPDATE bulk_chunks c SET state = 'PENDING', leased_until = now() + make_interval(secs => :lease_s),

@@ -5,6 +5,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from storage.bulk.apply import REOPEN
+
 _ACTIVITIES_WITH_DUE_ROWS = text("""
 SELECT DISTINCT activity_id::text FROM bulk_rows
  WHERE status = 'FAILED' AND next_attempt_at <= now()
@@ -16,22 +18,6 @@ _EXHAUST = text("""
 UPDATE bulk_rows SET error_code = :code, next_attempt_at = NULL, updated_at = now(),
        error_message = 'failed ' || attempts || ' times: ' || coalesce(error_message, error_code)
  WHERE activity_id = :activity_id AND status = 'FAILED' AND next_attempt_at IS NOT NULL AND attempts >= :attempts_max
-""")
-
-_REOPEN_DUE = text("""
-WITH reopened AS (
-    UPDATE bulk_rows SET status = 'PENDING', error_code = NULL, error_message = NULL, next_attempt_at = NULL,
-           updated_at = now()
-     WHERE activity_id = :activity_id AND status = 'FAILED' AND next_attempt_at <= now()
-       AND attempts < :attempts_max
-    RETURNING chunk_number
-), chunks AS (
-    UPDATE bulk_chunks c SET state = 'PENDING', leased_until = now() + make_interval(secs => :lease_s),
-           sent_count = sent_count + 1
-     WHERE c.activity_id = :activity_id AND c.number IN (SELECT chunk_number FROM reopened)
-    RETURNING c.id
-)
-SELECT (SELECT count(*) FROM reopened), (SELECT array_agg(id ORDER BY id) FROM chunks)
 """)
 
 # SKIP LOCKED: a chunk a worker is applying right now holds its row lock, and is not lost.
@@ -55,8 +41,8 @@ class RecoverySql:
                                                   "code": code}).rowcount
 
     def reopen_due_rows(self, activity_id: str, attempts_max: int, lease_s: int) -> tuple[int, list[int]]:
-        reopened, chunk_ids = self.connection.execute(_REOPEN_DUE, {
-            "activity_id": activity_id, "attempts_max": attempts_max, "lease_s": lease_s}).one()
+        reopened, chunk_ids = self.connection.execute(REOPEN, {
+            "activity_id": activity_id, "attempts_max": attempts_max, "lease_s": lease_s, "due_only": True}).one()
         return reopened, list(chunk_ids or [])
 
     def renew_expired_leases(self, lease_s: int, limit: int) -> list[int]:
