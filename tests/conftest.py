@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import redis
 from sqlalchemy import text
 
 import bootstrap
@@ -109,3 +110,29 @@ def assert_ledger_invariants(engine) -> None:
     assert unbalanced == [], f"journal entries that do not sum to zero: {unbalanced}"
     assert drifted == [], f"wallets whose balance differs from their postings: {drifted}"
     assert negative == [], f"user wallets below zero: {negative}"
+
+
+@pytest.fixture
+def workers(tmp_path, settings):
+    """Starts real `dramatiq` worker commands on demand and stops every one after the test."""
+    from tests.processes import Worker
+
+    redis.Redis.from_url(settings.redis_url).flushdb()  # no message left over from an earlier run
+    started: list[Worker] = []
+
+    def start(count: int = 2, **environ: str) -> list[Worker]:
+        new = [Worker(tmp_path / f"worker-{len(started) + n}.log", **environ) for n in range(count)]
+        started.extend(new)
+        return [worker.wait_ready() for worker in new]
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def http(app, admin_token):
+    """The app's test client, signed in as admin."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {admin_token}"
+    return client

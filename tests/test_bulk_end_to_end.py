@@ -2,87 +2,17 @@
 processes, real Redis and PostgreSQL. A missing server fails these tests."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
-
-import pytest
-import redis
-from sqlalchemy import text
 
 from actors import redis_broker
 from actors.bulk_credit import ChunkMessages
-from tests.conftest import assert_ledger_invariants, test_environ
+from tests.conftest import assert_ledger_invariants
+from tests.processes import Worker
 from tests.test_bulk_pipeline import balances, funding_total, post_file, query, seed_users
 
-ROOT = Path(__file__).resolve().parent.parent
-#: How long a worker gets to say it is ready, and an activity to settle, in seconds.
-WORKER_START_S = 30
+#: How long an activity may take to settle, in seconds.
 SETTLE_S = 120
-
-
-class Worker:
-    """One `dramatiq actors --processes 1 --threads 1` command: a main process and its worker."""
-
-    def __init__(self, log_path: Path, **environ: str):
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "actors", "--processes", "1", "--threads", "1"],
-            cwd=ROOT, env=test_environ(**environ), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self) -> "Worker":
-        deadline = time.monotonic() + WORKER_START_S
-        while b"ready for action" not in self.log_path.read_bytes():
-            assert self.process.poll() is None, f"worker exited: {self.tail()}"
-            assert time.monotonic() < deadline, f"worker not ready: {self.tail()}"
-            time.sleep(0.1)
-        return self
-
-    def kill_hard(self) -> None:
-        """kill -9 of the whole process group, as a crashed machine would do."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.log.close()
-
-    def tail(self) -> str:
-        return self.log_path.read_bytes()[-3000:].decode(errors="replace")
-
-
-@pytest.fixture
-def workers(tmp_path, settings):
-    """Starts worker commands on demand and stops every one of them after the test."""
-    redis.Redis.from_url(settings.redis_url).flushdb()  # no message left over from an earlier run
-    started: list[Worker] = []
-
-    def start(count: int = 2, **environ: str) -> list[Worker]:
-        new = [Worker(tmp_path / f"worker-{len(started) + n}.log", **environ) for n in range(count)]
-        started.extend(new)
-        return [worker.wait_ready() for worker in new]
-
-    yield start
-    for worker in started:
-        worker.stop()
-
-
-@pytest.fixture
-def http(app, admin_token):
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {admin_token}"
-    return client
 
 
 def activity(http, activity_id) -> dict:

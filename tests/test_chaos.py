@@ -25,7 +25,7 @@ from actors.bulk_credit import ChunkMessages
 from pipeline import reconciliation
 from pipeline.bulk.upload import upload
 from tests.conftest import assert_ledger_invariants, test_environ
-from tests.test_bulk_end_to_end import Worker
+from tests.processes import Worker
 from tests.test_bulk_pipeline import balances, funding_total, query, seed_users
 
 ROOT = Path(__file__).resolve().parent.parent

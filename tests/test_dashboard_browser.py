@@ -23,7 +23,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from pipeline.users import create_api_key
 from tests.conftest import assert_ledger_invariants, test_environ
-from tests.test_bulk_end_to_end import workers  # noqa: F401  (a fixture)
 from tests.test_bulk_pipeline import balances, query, seed_users
 
 ROOT = Path(__file__).resolve().parent.parent

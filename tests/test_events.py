@@ -6,10 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +27,7 @@ from pipeline.events import ALL_EVENTS_STREAM, USER_SHARD_STREAM, publish_pendin
 from pipeline.money import currency
 from pipeline.users import create_api_key
 from storage.event_streams import RedisEventLog
+from tests.processes import Process
 from tests.conftest import test_environ
 from tests.test_bulk_end_to_end import Worker
 from tests.test_bulk_pipeline import RecordingQueue, apply_all, csv_of, seed_users
@@ -386,28 +384,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-class Process:
-    def __init__(self, log_path: Path, command: list[str], environ: dict[str, str]):
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-
-    def stop(self) -> None:
-        """SIGTERM to the process group (gunicorn's workers too), SIGKILL if it lingers."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.log.close()
-
-    def tail(self) -> str:
-        return self.log_path.read_bytes()[-3000:].decode(errors="replace")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import pytest
 from sqlalchemy import text
 
 from pipeline.users import create_api_key
-from tests.test_bulk_end_to_end import http, workers  # noqa: F401  (fixtures)
 from tests.test_reconciliation import funded_user  # noqa: F401  (fixture)
 
 #: How long a queued run may take to finish, in seconds.

@@ -6,7 +6,7 @@ import json
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_bulk_end_to_end import http, wait_settled, workers  # noqa: F401  (fixtures)
+from tests.test_bulk_end_to_end import wait_settled
 from tests.test_bulk_pipeline import post_file, seed_users
 
 
