@@ -36,14 +36,37 @@ def test_api_md_lists_the_routes_this_test_relies_on():
     assert {("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/healthz")} <= routes
 
 
-def test_every_route_of_the_public_contract_is_in_the_openapi_document(client):
+#: Routes API.md has grown for open issues and that are not built yet, by issue. An entry
+#: must go once its route exists (the test below fails on a listed route that is served),
+#: so this list can only shrink towards the whole contract.
+NOT_BUILT_YET = {
+    # Issue 9: funding accounts, approval, cancel, the activity list.
+    ("GET", "/api/v1/funding-accounts"), ("GET", "/api/v1/funding-accounts/{}"),
+    ("POST", "/api/v1/funding-accounts/{}/top-up"), ("POST", "/api/v1/wallet/bulk-credit/{}/approve"),
+    ("POST", "/api/v1/wallet/bulk-credit/{}/reject"), ("POST", "/api/v1/wallet/bulk-credit/{}/cancel"),
+    # Issue 10: reversals, holds, account lifecycle, webhooks, audit.
+    ("POST", "/api/v1/wallet/bulk-credit/{}/reverse"), ("POST", "/api/v1/transactions/{}/reverse"),
+    ("POST", "/api/v1/wallet/holds"), ("GET", "/api/v1/wallet/holds/{}"),
+    ("POST", "/api/v1/wallet/holds/{}/capture"), ("POST", "/api/v1/wallet/holds/{}/void"),
+    ("DELETE", "/api/v1/users/{}"), ("POST", "/api/v1/users/{}/wallets/{}/freeze"),
+    ("POST", "/api/v1/webhooks"), ("GET", "/api/v1/webhooks"), ("GET", "/api/v1/webhooks/{}/deliveries"),
+    ("POST", "/api/v1/webhooks/{}/deliveries/{}/replay"), ("GET", "/api/v1/audit-events"),
+    # Issue 11: lists and search.
+    ("GET", "/api/v1/wallet/bulk-credit"), ("GET", "/api/v1/users"), ("GET", "/api/v1/transactions"),
+}
+
+
+def test_every_route_of_the_public_contract_is_in_the_openapi_document_or_listed_as_not_built(client):
     response = client.get("/openapi.json")
 
     assert response.status_code == 200
     spec = response.get_json()
     assert spec["openapi"].startswith("3.1")
     missing = contract_routes() - documented(spec)
-    assert missing == set(), f"routes in API.md but not in /openapi.json: {sorted(missing)}"
+    assert missing - NOT_BUILT_YET == set(), f"routes in API.md but not in /openapi.json: {sorted(missing)}"
+    built = NOT_BUILT_YET & documented(spec)
+    assert built == set(), f"built now, so take them off NOT_BUILT_YET: {sorted(built)}"
+    assert NOT_BUILT_YET <= contract_routes(), "NOT_BUILT_YET names a route API.md does not have"
 
 
 def test_the_document_is_valid_openapi_3_1(client):
