@@ -15,7 +15,8 @@ from flask.cli import AppGroup
 from bootstrap import app_services as services
 from pipeline.bulk import chunks, reads
 from pipeline.bulk.seeding import seed_and_export
-from pipeline.bulk.status import FINAL_STATUSES
+from pipeline.bulk.ports import Actor
+from pipeline.bulk.status import SETTLED_STATUSES
 from pipeline.bulk.upload import upload
 from pipeline.errors import Rejected
 
@@ -65,6 +66,12 @@ def _show(activity) -> None:
     click.echo(json.dumps(render_activity(activity), indent=2))
 
 
+def _settled(activity) -> bool:
+    """Every row has its outcome for now (a FAILED row may still be due an automatic retry:
+    `final` in the activity says when none is)."""
+    return activity.status in SETTLED_STATUSES and activity.counters.pending == 0
+
+
 def _wait(activity_id: str) -> None:
     activity = reads.activity(services().uow(), activity_id)
     done = lambda a: a.counters.successful + a.counters.failed  # noqa: E731
@@ -72,7 +79,7 @@ def _wait(activity_id: str) -> None:
     with click.progressbar(length=activity.counters.valid or 1, label="crediting",
                            file=sys.stderr) as bar:
         bar.update(done(activity))
-        while activity.status not in FINAL_STATUSES and time.monotonic() < deadline:
+        while not _settled(activity) and time.monotonic() < deadline:
             time.sleep(POLL_S)
             before, activity = done(activity), reads.activity(services().uow(), activity_id)
             bar.update(done(activity) - before)
@@ -117,7 +124,8 @@ def retry_command(activity_id, wait):
     """Sends an activity's FAILED rows again."""
     try:
         activity_id = chunks.parse_activity_id(activity_id)
-        retried = chunks.retry_failed_rows(services().uow, queue(), services().settings, activity_id)
+        retried = chunks.retry_failed_rows(services().uow, queue(), services().settings, activity_id,
+                                           Actor("command_line"))
     except Rejected as refusal:
         _refused(refusal)
     click.echo(f"retrying {retried.retried_records} rows of {activity_id}", err=True)

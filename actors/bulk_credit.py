@@ -13,7 +13,7 @@ import dramatiq
 from bootstrap import process_services as services
 from pipeline.bulk import chunks
 from pipeline.errors import NotFound
-from telemetry.metrics import BULK_CHUNK_DURATION, count_rows
+from telemetry.metrics import BULK_CHUNK_DURATION, BULK_CHUNKS_FAILED, BULK_ROWS_EXHAUSTED, count_rows
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,8 @@ QUEUE_NAME = "bulk_credit"
 ACTOR_NAME = "apply_bulk_chunk"
 #: Retries of a message whose chunk kept hitting transient faults (each try already ran
 #: the chunk's transaction up to TRANSACTION_ATTEMPTS_MAX times); past this, the lease expires
-#: and the scheduler sends the chunk again.
+#: and the scheduler sends the chunk again. An error that is not transient is counted on the
+#: chunk, and at pipeline.bulk.chunks.CHUNK_ERRORS_MAX (below this) its rows fail instead.
 MAX_RETRIES = 5
 MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 60_000
@@ -41,6 +42,8 @@ def apply_bulk_chunk(chunk_id: int) -> None:
     BULK_CHUNK_DURATION.labels("skipped" if applied.skipped else "applied").observe(time.perf_counter() - started_s)
     count_rows("SUCCESS", applied.credited)
     count_rows("FAILED", applied.failed)
+    BULK_ROWS_EXHAUSTED.inc(applied.exhausted)
+    BULK_CHUNKS_FAILED.labels("errors").inc(applied.gave_up)
     log.info("chunk %d: %s", chunk_id, "already done" if applied.skipped else
              f"{applied.credited} credited, {applied.failed} failed, activity {applied.status}")
 

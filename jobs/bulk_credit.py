@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pipeline.bulk import recovery
-from telemetry.metrics import BULK_CHUNKS_RESENT, BULK_ROW_RETRIES, BULK_ROWS_EXHAUSTED
+from telemetry.metrics import BULK_CHUNKS_FAILED, BULK_CHUNKS_RESENT, BULK_ROW_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +21,19 @@ def _queue():
 def retry_due_rows(services) -> None:
     sweep = recovery.retry_due_rows(services.uow, _queue(), services.settings)
     BULK_ROW_RETRIES.labels("scheduler").inc(sweep.retried_rows)
-    BULK_ROWS_EXHAUSTED.inc(sweep.exhausted_rows)
     if sweep.activities:
-        log.info("retry sweep: %d rows retried, %d rows out of retries, in %d activities",
-                 sweep.retried_rows, sweep.exhausted_rows, sweep.activities)
+        log.info("retry sweep: %d rows retried in %d activities", sweep.retried_rows, sweep.activities)
 
 
 def resend_lost_chunks(services) -> None:
-    sent = recovery.resend_lost_chunks(services.uow, _queue(), services.settings)
-    BULK_CHUNKS_RESENT.inc(sent)
-    if sent:
-        log.warning("lost-chunk sweep: %d chunks had an expired lease and were sent again", sent)
+    sweep = recovery.resend_lost_chunks(services.uow, _queue(), services.settings)
+    BULK_CHUNKS_RESENT.inc(sweep.resent_chunks)
+    BULK_CHUNKS_FAILED.labels("never_finished").inc(sweep.abandoned_chunks)
+    if sweep.resent_chunks:
+        log.warning("lost-chunk sweep: %d chunks had an expired lease and were sent again", sweep.resent_chunks)
+    if sweep.abandoned_chunks:
+        log.error("lost-chunk sweep: gave up on %d chunks sent %d times that never finished; their rows failed"
+                  " with chunk_failed", sweep.abandoned_chunks, recovery.CHUNK_SENDS_MAX)
 
 
 @dataclass(frozen=True)

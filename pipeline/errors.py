@@ -46,6 +46,12 @@ class InsufficientFunds(Rejected):
     code = "insufficient_funds"
 
 
+class AmountOutOfRange(Rejected):
+    """A balance would pass what PostgreSQL's bigint holds (pipeline.money.BALANCE_MINOR_MAX)."""
+
+    code = "amount_out_of_range"
+
+
 class SameWallet(Rejected):
     code = "same_wallet"
 

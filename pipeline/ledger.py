@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from pipeline.errors import InsufficientFunds
+from pipeline.errors import AmountOutOfRange, FieldError, InsufficientFunds
+from pipeline.money import BALANCE_MINOR_MAX, BALANCE_MINOR_MIN
 
 SYSTEM_WALLET_NAMES = ("bank", "fees", "bulk_funding")
 
@@ -63,7 +64,8 @@ def assert_balanced(movements: list[Movement]) -> None:
 def post(wallets: dict[WalletKey, Wallet], movements: list[Movement]) -> list[Posting]:
     """The postings that apply `movements` to locked `wallets`, with each balance after.
 
-    Raises InsufficientFunds when a user wallet would go below zero.
+    Raises InsufficientFunds when a user wallet would go below zero, and AmountOutOfRange
+    when any balance would leave the bigint range the database stores it in.
     """
     assert_balanced(movements)
     balances = {key: wallet.balance for key, wallet in wallets.items()}
@@ -72,6 +74,10 @@ def post(wallets: dict[WalletKey, Wallet], movements: list[Movement]) -> list[Po
         balance = balances[movement.wallet] + movement.amount
         if balance < 0 and movement.wallet.user_id is not None:
             raise InsufficientFunds("the wallet does not hold enough money for this movement")
+        if not BALANCE_MINOR_MIN <= balance <= BALANCE_MINOR_MAX:
+            limit = f"a wallet holds at most {BALANCE_MINOR_MAX} minor units"
+            raise AmountOutOfRange(f"the movement would take a balance out of range: {limit}",
+                                   [FieldError("amount", f"too large for the wallet's balance: {limit}")])
         balances[movement.wallet] = balance
         wallet = wallets[movement.wallet]
         postings.append(Posting(wallet.id, movement.wallet.currency, movement.amount, balance))

@@ -20,6 +20,11 @@ MINOR_UNITS = {
 #: The largest amount one movement may carry, in minor units. Far below 2**63 so that
 #: sums of millions of postings cannot overflow PostgreSQL's bigint.
 AMOUNT_MINOR_MAX = 10**15
+#: The range of a balance, in minor units: PostgreSQL's bigint, where balances are stored.
+#: A movement that would take any wallet, a user's or a system shard, past it is refused
+#: here (`pipeline.ledger.post`, the bulk chunk's check) before the database sees it.
+BALANCE_MINOR_MAX = 2**63 - 1
+BALANCE_MINOR_MIN = -(2**63)
 #: The longest amount string read, in characters: room for AMOUNT_MINOR_MAX with leading
 #: zeros, and far below the 4,300 digits past which int() raises instead of parsing.
 AMOUNT_TEXT_LENGTH_MAX = 32

@@ -8,9 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-import psycopg.errors
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pipeline.errors import TransientFault
 from storage import driver
@@ -18,19 +16,9 @@ from storage.accounts import SqlApiKeys, SqlIdempotencyKeys, SqlUsers
 from storage.bulk import SqlBulkCredits
 from storage.engine import LOCK_TIMEOUT_INFO_KEY
 from storage.events import SqlEventOutbox
+from storage.faults import is_transient
 from storage.ledger import SqlLedger
 from storage.reconciliation import SqlReconciliations
-
-_TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-
-
-def is_transient(error: BaseException) -> bool:
-    if isinstance(error, DBAPIError):
-        return error.connection_invalidated or isinstance(error.orig, _TRANSIENT) or (
-            isinstance(error, OperationalError) and not isinstance(error.orig, psycopg.errors.QueryCanceled)
-        )
-    return isinstance(error, _TRANSIENT)
-
 
 class SqlUnitOfWork:
     def __init__(self, engine: Engine, lock_timeout_ms: int = 5_000):

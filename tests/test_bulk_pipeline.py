@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.bulk import chunks
+from pipeline.bulk.ports import Actor
 from pipeline.bulk.upload import TooLarge, upload
 from pipeline.errors import IdempotencyKeyReused, NotFound, NotRetryable, TransientFault
 from pipeline.users import create_api_key
@@ -194,7 +195,7 @@ def test_a_retry_with_the_fault_cleared_completes_the_activity_and_two_retries_a
     def retry():
         start.wait()
         try:
-            results.append(chunks.retry_failed_rows(services.uow, queue, bulk_settings, activity_id).retried_records)
+            results.append(chunks.retry_failed_rows(services.uow, queue, bulk_settings, activity_id, Actor("command_line")).retried_records)
         except NotRetryable:
             results.append("not_retryable")
 
@@ -215,7 +216,7 @@ def test_a_retry_with_the_fault_cleared_completes_the_activity_and_two_retries_a
     assert funding_total(clean_database) == -12_000
     assert query(clean_database, "SELECT max(attempts) FROM bulk_rows")[0][0] == 2
     with pytest.raises(NotRetryable):
-        chunks.retry_failed_rows(services.uow, queue, bulk_settings, activity_id)
+        chunks.retry_failed_rows(services.uow, queue, bulk_settings, activity_id, Actor("command_line"))
     assert_ledger_invariants(clean_database)
 
 

@@ -10,10 +10,14 @@ import pytest
 from sqlalchemy import text
 
 from pipeline.bulk import chunks, recovery
+from pipeline.bulk.ports import Actor
 from pipeline.bulk.upload import upload
 from pipeline.errors import NotRetryable
 from tests.conftest import assert_ledger_invariants
 from tests.test_bulk_pipeline import RecordingQueue, apply_all, balances, csv_of, funding_total, query, seed_users
+
+
+OPERATOR = Actor("command_line")
 
 
 @pytest.fixture
@@ -54,7 +58,6 @@ def test_a_row_that_fails_five_times_ends_retries_exhausted_and_its_activity_is_
         apply_all(services, settings, queue.take())
 
     assert [sweep.retried_rows for sweep in sweeps] == [1, 1, 1, 1, 0, 0, 0, 0]
-    assert [sweep.exhausted_rows for sweep in sweeps] == [0, 0, 0, 0, 1, 0, 0, 0]
     status, attempts, code, next_attempt_at = row_of(engine, activity_id, users[0])
     assert (status, attempts, code, next_attempt_at) == ("FAILED", 5, "retries_exhausted", None)
     assert activity_of(engine, activity_id) == ("PARTIALLY_COMPLETED", 3, 1, 0)
@@ -89,7 +92,7 @@ def test_the_retry_endpoint_and_the_scheduler_racing_credit_each_row_once(servic
     def manual():
         barrier.wait()
         try:
-            outcomes["manual"] = chunks.retry_failed_rows(services.uow, queue, cleared, activity_id).retried_records
+            outcomes["manual"] = chunks.retry_failed_rows(services.uow, queue, cleared, activity_id, OPERATOR).retried_records
         except NotRetryable:
             outcomes["manual"] = 0
 
@@ -117,22 +120,22 @@ def test_chunks_whose_message_was_lost_are_sent_again_once_their_lease_expires(s
     activity_id = upload_credits(services, settings, queue, users)
     lost = queue.take()  # the broker lost every message
     assert len(lost) == 4
-    assert recovery.resend_lost_chunks(services.uow, queue, settings) == 0  # leases still running
+    assert recovery.resend_lost_chunks(services.uow, queue, settings).resent_chunks == 0  # leases still running
     with engine.begin() as connection:
         connection.execute(text("UPDATE bulk_chunks SET leased_until = now() - interval '1 second'"))
     busy_chunk = lost[0]
     with engine.connect() as worker:  # a worker is applying this chunk right now: not lost
         worker.execute(text("SELECT 1 FROM bulk_chunks WHERE id = :id FOR UPDATE"), {"id": busy_chunk})
 
-        assert recovery.resend_lost_chunks(services.uow, queue, settings) == 3
+        assert recovery.resend_lost_chunks(services.uow, queue, settings).resent_chunks == 3
         worker.rollback()
     assert sorted(queue.take()) == sorted(lost[1:])
     with engine.begin() as connection:
         connection.execute(text("UPDATE bulk_chunks SET leased_until = now() - interval '1 second'"))
-    assert recovery.resend_lost_chunks(services.uow, queue, settings) == 4  # none applied yet
+    assert recovery.resend_lost_chunks(services.uow, queue, settings).resent_chunks == 4  # none applied yet
     apply_all(services, settings, queue.take())
 
-    assert recovery.resend_lost_chunks(services.uow, queue, settings) == 0
+    assert recovery.resend_lost_chunks(services.uow, queue, settings).resent_chunks == 0
     assert activity_of(engine, activity_id) == ("COMPLETED", 4, 0, 0)
     assert sum(balances(engine).values()) == 1000
     assert_ledger_invariants(engine)

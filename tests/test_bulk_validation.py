@@ -130,13 +130,13 @@ def test_rejected_values_are_kept_for_the_report_cut_to_a_bounded_length():
     (Counters(0, 0, 0, 0, 0, 0), FAILED),
 ])
 def test_a_settled_activity_takes_the_seeds_statuses(counters, status):
-    assert settled_status(counters) == status == status_after_chunk(counters)
+    assert settled_status(counters) == status == status_after_chunk(PROCESSING, counters)
 
 
 def test_an_activity_with_pending_rows_is_uploaded_then_processing():
     counters = Counters(3, 3, 0, 1, 0, 2)
     assert status_after_upload(Counters(3, 3, 0, 0, 0, 3)) == UPLOADED
-    assert status_after_chunk(counters) == PROCESSING
+    assert status_after_chunk(UPLOADED, counters) == PROCESSING
 
 
 def test_counters_that_do_not_add_up_are_a_bug():

@@ -233,7 +233,7 @@ class FakeClock:
 
 def test_a_stream_whose_activity_never_settles_sends_one_event_then_heartbeats_and_ends_at_its_time_limit():
     clock, reads = FakeClock(), []
-    processing = {"status": "PROCESSING", "pending_records": 5}
+    processing = {"status": "PROCESSING", "pending_records": 5, "final": False}
 
     def read_activity():
         reads.append(clock())
@@ -251,7 +251,7 @@ def test_a_stream_whose_activity_never_settles_sends_one_event_then_heartbeats_a
 
 def test_streams_beyond_the_per_process_limit_get_a_busy_event_and_hold_no_slot():
     clock = FakeClock()
-    processing = lambda: {"status": "PROCESSING"}  # noqa: E731
+    processing = lambda: {"status": "PROCESSING", "final": False}  # noqa: E731
     open_streams = [dashboard_events.progress_events(processing, clock, clock.sleep)
                     for _ in range(dashboard_events.STREAMS_MAX)]
     for stream in open_streams:

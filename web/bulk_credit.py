@@ -9,7 +9,7 @@ from flask import Response, current_app, g, jsonify, request, stream_with_contex
 
 from bootstrap import app_services as services
 from pipeline.bulk import chunks, reads
-from pipeline.bulk.ports import Activity
+from pipeline.bulk.ports import Activity, Actor
 from pipeline.bulk.upload import upload
 from pipeline.errors import FieldError, ValidationFailed
 from pipeline.statements import parse_limit
@@ -43,7 +43,9 @@ def render_activity(activity: Activity) -> dict:
         "activity_id": activity.id, "status": activity.status, "total_records": counters.total,
         "valid_records": counters.valid, "invalid_records": counters.invalid,
         "successful_records": counters.successful, "failed_records": counters.failed,
-        "pending_records": counters.pending, "created_at": moment(activity.created_at),
+        "pending_records": counters.pending, "final": activity.final,
+        "next_retry_at": moment(activity.next_retry_at), "failed_chunks": activity.failed_chunks,
+        "last_chunk_error": activity.last_chunk_error, "created_at": moment(activity.created_at),
         "started_at": moment(activity.started_at), "completed_at": moment(activity.completed_at),
     }
 
@@ -131,7 +133,25 @@ def _chain(first, rest):
 def retry():
     allow(g.principal.may_operate())
     activity_id = chunks.parse_activity_id(json_body().get("activity_id"))
-    retried = chunks.retry_failed_rows(services().uow, chunk_queue(), services().settings, activity_id)
+    retried = chunks.retry_failed_rows(services().uow, chunk_queue(), services().settings, activity_id,
+                                       Actor("api_key", g.principal.api_key_id))
     BULK_ROW_RETRIES.labels("endpoint").inc(retried.retried_records)
     return jsonify({"activity_id": retried.activity_id, "status": retried.status,
                     "retried_records": retried.retried_records}), 202
+
+
+@blueprint.get("/<activity_id>/history")
+@authenticated
+def get_history(activity_id):
+    """Every status change of the activity, and the moment it became final, oldest first."""
+    allow(g.principal.may_operate())
+    activity_id = chunks.parse_activity_id(activity_id)
+    limit = parse_limit(request.args.get("limit"))
+    page = reads.history_page(services().uow(), activity_id, limit, request.args.get("cursor"))
+    return jsonify({"data": [render_change(change) for change in page.items], "next_cursor": page.next_cursor})
+
+
+def render_change(change: dict) -> dict:
+    actor = {"type": change["actor_type"], "api_key_id": change["api_key_id"]}
+    return {"at": rfc3339(change["at"]), "from_status": change["from_status"], "to_status": change["to_status"],
+            "final": change["final"], "actor": actor, "reason": change["reason"]}

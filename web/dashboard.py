@@ -18,7 +18,8 @@ from werkzeug.exceptions import HTTPException
 from bootstrap import app_services as services
 from pipeline import reconciliation, statements, users, wallets
 from pipeline.bulk import chunks, reads
-from pipeline.bulk.status import FINAL_STATUSES, ROW_FAILED, ROW_INVALID, ROW_STATUSES
+from pipeline.bulk.ports import Actor
+from pipeline.bulk.status import ROW_FAILED, ROW_INVALID, ROW_STATUSES
 from pipeline.bulk.upload import upload
 from pipeline.errors import Rejected
 from telemetry.metrics import BULK_ROW_RETRIES, count_rows
@@ -166,7 +167,7 @@ def activity(activity_id):
     status = reads.parse_row_status(request.args.get("status") or None)
     found = bulk_credit.render_activity(reads.activity(services().uow(), activity_id))
     page = reads.rows_page(services().uow(), activity_id, status, ROWS_PER_PAGE, request.args.get("cursor"))
-    return render_template("dashboard/activity.html", activity=found, final=found["status"] in FINAL_STATUSES,
+    return render_template("dashboard/activity.html", activity=found, final=found["final"],
                            rows=[bulk_credit.render_row(row) for row in page.items], next_cursor=page.next_cursor,
                            status=status, statuses=ROW_STATUSES, exportable=(ROW_FAILED, ROW_INVALID))
 
@@ -196,7 +197,7 @@ def retry(activity_id):
     activity_id = chunks.parse_activity_id(activity_id)
     try:
         retried = chunks.retry_failed_rows(services().uow, bulk_credit.chunk_queue(), services().settings,
-                                           activity_id)
+                                           activity_id, Actor("api_key", g.principal.api_key_id))
         BULK_ROW_RETRIES.labels("dashboard").inc(retried.retried_records)
         flash(f"{retried.retried_records} failed rows were sent again.", "info")
     except Rejected as refusal:

@@ -15,7 +15,6 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from pipeline.bulk.status import FINAL_STATUSES
 
 #: How often the stream reads the counters, in seconds.
 POLL_INTERVAL_S = 0.5
@@ -59,7 +58,7 @@ def progress_events(read_activity: Callable[[], dict], clock: Callable[[], float
             if current != last:
                 yield event("progress", current)
                 last, last_sent = current, clock()
-            if current["status"] in FINAL_STATUSES:
+            if current["final"]:
                 yield event("end", {"status": current["status"]})
                 return
             if clock() >= deadline:

@@ -17,7 +17,30 @@ class Activity:
     content_sha256: str | None
     created_at: datetime
     started_at: datetime | None
+    #: Set when the activity became final (see pipeline/bulk/status.py); the database
+    #: checks it is set exactly when the status is settled and nothing is pending or due.
     completed_at: datetime | None
+    #: When the next automatic retry of a FAILED row is due; None when none is.
+    next_retry_at: datetime | None = None
+    #: Chunks given up on after CHUNK_ERRORS_MAX errors or CHUNK_SENDS_MAX sends.
+    failed_chunks: int = 0
+    last_chunk_error: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.completed_at is not None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changed an activity, for its history: an API key, the pipeline, or the command line."""
+
+    type: str  #: 'api_key', 'worker', 'scheduler' or 'command_line'
+    api_key_id: int | None = None
+
+
+WORKER = Actor("worker")
+SCHEDULER = Actor("scheduler")
 
 
 @dataclass(frozen=True)
@@ -31,6 +54,8 @@ class Chunk:
     last_row_id: int
     state: str
     attempts: int
+    error_count: int = 0
+    sent_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,6 +67,15 @@ class Applied:
     failed: int = 0
     skipped: bool = False
     status: str | None = None
+    #: Rows that failed for the last time their attempts allow (code retries_exhausted).
+    exhausted: int = 0
+    #: True when this call gave up on the chunk (CHUNK_ERRORS_MAX reached).
+    gave_up: bool = False
+
+
+class RowsRefused(Exception):
+    """PostgreSQL refused to credit a set of rows for a reason that is not transient (a
+    constraint, a value out of range); the message names the error class, never data."""
 
 
 class DuplicateContent(Exception):

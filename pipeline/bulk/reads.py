@@ -46,6 +46,16 @@ def rows_page(uow, activity_id: str, status: str | None, limit: int, cursor: str
     return page_of(rows, limit, "row_number")
 
 
+def history_page(uow, activity_id: str, limit: int, cursor: str | None) -> Page:
+    """The activity's status changes, oldest first, a page at a time. Raises NotFound."""
+    after = decode_cursor(cursor) or 0
+    with uow:
+        if uow.bulk.activity(activity_id) is None:
+            raise NotFound(f"no bulk-credit activity {activity_id}")
+        changes = uow.bulk.history(activity_id, after, limit + 1)
+    return page_of(changes, limit, "id")
+
+
 def export_rows(uow_factory: Callable, activity_id: str, status: str | None) -> Iterator[list[dict[str, Any]]]:
     """Yields batches of rows, each read in its own short transaction; the caller streams them."""
     activity(uow_factory(), activity_id)

@@ -5,23 +5,27 @@ Automatic retries. A row that fails gets `next_attempt_at` = now + RETRY_BASE_DE
 sends its chunk again, under the activity's row lock: the lock the retry endpoint takes
 too, so the two never re-queue a row twice (and `postings.bulk_row_id` is UNIQUE, so
 even then nothing could be credited twice). A row that has failed RETRY_MAX_ATTEMPTS
-times stays FAILED for good with code `retries_exhausted`; only an operator's explicit
-retry (the endpoint or the CLI) tries it again.
+times stays FAILED for good with code `retries_exhausted` (set by the chunk that fails it
+that last time); only an operator's explicit retry (the endpoint or the CLI) tries it
+again. An automatic retry never changes the status of its activity by itself, and never
+touches a final one (pipeline/bulk/status.py).
 
 Lost chunks. Sending a chunk's message sets its lease (`leased_until`, CHUNK_LEASE_S
 ahead). A chunk still PENDING when its lease has passed lost its message: Redis was
 restarted without persistence, or a worker died holding it. The sweep renews the lease
 and sends the chunk again. Dramatiq's own redelivery after a dead worker can take many
 minutes, so we do not wait for it; if it happens as well, the second message finds the
-chunk DONE and does nothing.
+chunk DONE and does nothing. A chunk sent CHUNK_SENDS_MAX times without ever finishing
+(it may be killing its worker) is not sent again: its rows fail with `chunk_failed`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from pipeline.bulk.ports import ChunkQueue
-from pipeline.bulk.status import PROCESSING
+from pipeline.bulk.chunks import give_up_chunk
+from pipeline.bulk.outcome import settle
+from pipeline.bulk.ports import SCHEDULER, ChunkQueue
 from pipeline.bulk.upload import send_after_commit
 from pipeline.config import Settings
 from pipeline.retrying import with_retries
@@ -30,54 +34,71 @@ from pipeline.retrying import with_retries
 RETRY_ACTIVITIES_PER_SWEEP_MAX = 50
 #: Chunks with an expired lease that one sweep sends again.
 LOST_CHUNKS_PER_SWEEP_MAX = 500
-RETRIES_EXHAUSTED = "retries_exhausted"
+#: Sends of one chunk (the first, then one per expired lease) before the sweep gives up on
+#: it. With CHUNK_LEASE_S = 120 that is 20 minutes of a chunk that never finishes.
+CHUNK_SENDS_MAX = 10
 
 
 @dataclass(frozen=True)
 class RetrySweep:
     activities: int
     retried_rows: int
-    exhausted_rows: int
+
+
+@dataclass(frozen=True)
+class LostSweep:
+    resent_chunks: int
+    abandoned_chunks: int
 
 
 def retry_due_rows(uow_factory: Callable, queue: ChunkQueue, settings: Settings) -> RetrySweep:
     """Retries the FAILED rows whose backoff has passed, activity by activity."""
     with uow_factory() as uow:
         activity_ids = uow.bulk.activities_with_due_rows(RETRY_ACTIVITIES_PER_SWEEP_MAX)
-    retried = exhausted = 0
+    retried = 0
     for activity_id in activity_ids:
-        reopened, gave_up, chunk_ids = with_retries(
+        reopened, chunk_ids = with_retries(
             settings.transaction_attempts_max, lambda: _retry_activity(uow_factory, settings, activity_id))
         send_after_commit(queue, chunk_ids)
-        retried, exhausted = retried + reopened, exhausted + gave_up
-    return RetrySweep(len(activity_ids), retried, exhausted)
+        retried += reopened
+    return RetrySweep(len(activity_ids), retried)
 
 
-def _retry_activity(uow_factory: Callable, settings: Settings, activity_id: str) -> tuple[int, int, list[int]]:
+def _retry_activity(uow_factory: Callable, settings: Settings, activity_id: str) -> tuple[int, list[int]]:
     uow = uow_factory()
     with uow:
         if uow.bulk.lock_activity(activity_id) is None:
-            return 0, 0, []
-        exhausted = uow.bulk.exhaust_rows(activity_id, settings.retry_max_attempts, RETRIES_EXHAUSTED)
+            return 0, []
         reopened, chunk_ids = uow.bulk.reopen_due_rows(activity_id, settings.retry_max_attempts,
                                                        settings.chunk_lease_s)
         if reopened:
-            uow.bulk.add_outcomes(activity_id, 0, -reopened, reopened)
-            uow.bulk.set_status(activity_id, PROCESSING)
+            settle(uow, activity_id, SCHEDULER, failed=-reopened, pending=reopened)
         uow.commit()
-    return reopened, exhausted, chunk_ids
+    return reopened, chunk_ids
 
 
-def resend_lost_chunks(uow_factory: Callable, queue: ChunkQueue, settings: Settings) -> int:
-    """Sends again the PENDING chunks whose lease has expired; returns how many."""
+def resend_lost_chunks(uow_factory: Callable, queue: ChunkQueue, settings: Settings) -> LostSweep:
+    """Sends again the PENDING chunks whose lease has expired, and gives up on those sent
+    CHUNK_SENDS_MAX times already (their rows fail with `chunk_failed`)."""
 
     def renew() -> list[int]:
         uow = uow_factory()
         with uow:
-            chunk_ids = uow.bulk.renew_expired_leases(settings.chunk_lease_s, LOST_CHUNKS_PER_SWEEP_MAX)
+            chunk_ids = uow.bulk.renew_expired_leases(settings.chunk_lease_s, CHUNK_SENDS_MAX,
+                                                      LOST_CHUNKS_PER_SWEEP_MAX)
             uow.commit()
         return chunk_ids
 
+    def abandon(chunk_id: int) -> bool:
+        uow = uow_factory()
+        with uow:
+            applied = give_up_chunk(uow, chunk_id, f"sent {CHUNK_SENDS_MAX} times and never finished")
+            uow.commit()
+        return applied.gave_up
+
     chunk_ids = with_retries(settings.transaction_attempts_max, renew)
     send_after_commit(queue, chunk_ids)
-    return len(chunk_ids)
+    with uow_factory() as uow:
+        abandoned = uow.bulk.abandoned_chunks(CHUNK_SENDS_MAX, LOST_CHUNKS_PER_SWEEP_MAX)
+    gave_up = sum(with_retries(settings.transaction_attempts_max, lambda: abandon(chunk_id)) for chunk_id in abandoned)
+    return LostSweep(len(chunk_ids), gave_up)

@@ -3,7 +3,15 @@
     UPLOADED --first chunk applied--> PROCESSING --no row pending--> COMPLETED
                                                                  +-> PARTIALLY_COMPLETED
                                                                  +-> FAILED
-    COMPLETED is final; PARTIALLY_COMPLETED and FAILED go back to PROCESSING on a retry.
+    PARTIALLY_COMPLETED / FAILED --operator's retry--> PROCESSING
+
+An activity is *final* once no row is pending and no FAILED row waits for an automatic
+retry (`next_retry_at` is None); its `completed_at` is set then, and the database checks
+that the two agree. A final activity changes only by an operator's action: the
+scheduler's automatic retries re-run rows of an activity that is not final yet, under the
+status it has (a PARTIALLY_COMPLETED activity whose retries all succeed becomes
+COMPLETED), and never move it back to PROCESSING. A client that waits for `final` is
+never told a different outcome afterwards, unless an operator acts.
 
 The counters are kept by the same database transactions that change row statuses, and
 the database checks that they add up (valid + invalid = total, successful + failed +
@@ -12,13 +20,29 @@ pending = valid), so they are exact at every commit, not eventually.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 UPLOADED = "UPLOADED"
 PROCESSING = "PROCESSING"
 COMPLETED = "COMPLETED"
 PARTIALLY_COMPLETED = "PARTIALLY_COMPLETED"
 FAILED = "FAILED"
-FINAL_STATUSES = (COMPLETED, PARTIALLY_COMPLETED, FAILED)
+#: The statuses that say how the rows came out; the activity is final in one of them once
+#: nothing is pending or due for an automatic retry.
+SETTLED_STATUSES = (COMPLETED, PARTIALLY_COMPLETED, FAILED)
+
+#: Who may move an activity from one status to another: the pipeline itself (worker,
+#: scheduler, upload) or an operator. The one table every transition is checked against.
+SYSTEM, OPERATOR = "system", "operator"
+TRANSITIONS = {
+    (UPLOADED, PROCESSING): SYSTEM,
+    **{(before, after): SYSTEM for before in (UPLOADED, PROCESSING) for after in SETTLED_STATUSES},
+    # Automatic retries of a settled but not yet final activity change only its outcome.
+    **{(before, after): SYSTEM for before in (PARTIALLY_COMPLETED, FAILED) for after in SETTLED_STATUSES
+       if before != after},
+    (PARTIALLY_COMPLETED, PROCESSING): OPERATOR,
+    (FAILED, PROCESSING): OPERATOR,
+}
 
 #: Row statuses.
 ROW_PENDING = "PENDING"
@@ -27,13 +51,24 @@ ROW_FAILED = "FAILED"
 ROW_INVALID = "INVALID"
 ROW_STATUSES = (ROW_PENDING, ROW_SUCCESS, ROW_FAILED, ROW_INVALID)
 
-#: Codes of rows that could not be applied; they may succeed on a retry.
+#: Codes of rows that could not be applied (status FAILED); each may succeed on a retry.
+#: The first two are retried automatically with a backoff; the others wait for an operator,
+#: since trying again on a timer would only fail the same way.
 INJECTED_FAULT = "injected_fault"
 USER_NOT_FOUND = "user_not_found"
+AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
+CANNOT_APPLY = "cannot_apply"
+CHUNK_FAILED = "chunk_failed"
+RETRIES_EXHAUSTED = "retries_exhausted"
 FAILURE_MESSAGES = {
     INJECTED_FAULT: "the user is listed in BULK_CREDIT_FAIL_USER_IDS (fault injection); retry once cleared",
     USER_NOT_FOUND: "the user was deleted after the upload",
+    AMOUNT_OUT_OF_RANGE: "the credit would take the wallet's balance past the largest amount it can hold"
+                         " (9223372036854775807 minor units)",
+    CANNOT_APPLY: "the database refused this row",
+    CHUNK_FAILED: "the chunk holding this row failed",
 }
+AUTOMATIC_RETRY_CODES = (INJECTED_FAULT, USER_NOT_FOUND)
 
 
 @dataclass(frozen=True)
@@ -52,7 +87,7 @@ class Counters:
 
 
 def settled_status(counters: Counters) -> str:
-    """The final status once no row is pending; invalid rows do not change it."""
+    """The status once no row is pending; invalid rows do not change it."""
     assert counters.pending == 0
     if counters.valid > 0 and counters.successful == counters.valid:
         return COMPLETED
@@ -61,11 +96,30 @@ def settled_status(counters: Counters) -> str:
     return FAILED
 
 
-def status_after_chunk(counters: Counters) -> str:
+def status_after_chunk(current: str, counters: Counters) -> str:
     """The status once a chunk's transaction has updated the counters."""
-    return PROCESSING if counters.pending > 0 else settled_status(counters)
+    if counters.pending == 0:
+        return settled_status(counters)
+    return current if current in SETTLED_STATUSES else PROCESSING
 
 
 def status_after_upload(counters: Counters) -> str:
     """A file with no valid row is FAILED at once: there is nothing to process."""
     return UPLOADED if counters.pending > 0 else settled_status(counters)
+
+
+def is_final(status: str, counters: Counters, next_retry_at: datetime | None) -> bool:
+    return status in SETTLED_STATUSES and counters.pending == 0 and next_retry_at is None
+
+
+class TransitionRefused(AssertionError):
+    """A status change the table above does not allow: a bug in the caller, never input."""
+
+
+def check_transition(before: str, after: str, by: str, final_before: bool) -> None:
+    """Asserts that `by` (SYSTEM or OPERATOR) may move an activity from `before` to `after`."""
+    allowed = TRANSITIONS.get((before, after))
+    if before == after or allowed is None or (allowed == SYSTEM and final_before) or (
+            allowed == OPERATOR and by != OPERATOR):
+        raise TransitionRefused(f"{by} may not move a{' final' if final_before else 'n'} activity"
+                                f" from {before} to {after}")

@@ -15,9 +15,9 @@ import uuid
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from pipeline.bulk.ports import Activity, ChunkQueue, DuplicateContent, DuplicateKey
+from pipeline.bulk.ports import Activity, Actor, ChunkQueue, DuplicateContent, DuplicateKey
 from pipeline.bulk.rows import Row, RowChecker, read_rows, text_of
-from pipeline.bulk.status import Counters, status_after_upload
+from pipeline.bulk.status import SETTLED_STATUSES, Counters, status_after_upload
 from pipeline.config import Settings
 from pipeline.errors import IdempotencyKeyReused, Rejected
 
@@ -161,6 +161,8 @@ def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, fi
         assert planned_rows == valid, f"chunks hold {planned_rows} rows, {valid} are valid"
         status = status_after_upload(counters)
         uow.bulk.finish_upload(activity_id, reader.sha256.hexdigest(), reader.size_bytes, counters, status)
+        uploader = Actor("api_key", api_key_id) if api_key_id is not None else Actor("command_line")
+        uow.bulk.add_history(activity_id, None, status, status in SETTLED_STATUSES, uploader)
         uow.commit()
     return chunk_ids
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from storage.bulk.apply import ChunkSql
+from storage.bulk.outcomes import OutcomeSql
 from storage.bulk.reads import ReadSql
 from storage.bulk.recovery import RecoverySql
 from storage.bulk.upload import UploadSql
 
 
-class SqlBulkCredits(UploadSql, ChunkSql, ReadSql, RecoverySql):
+class SqlBulkCredits(UploadSql, ChunkSql, OutcomeSql, ReadSql, RecoverySql):
     def __init__(self, connection: Connection):
         self.connection = connection

@@ -1,19 +1,25 @@
-"""Applying one chunk with a constant number of statements, whatever its size.
+"""Applying one chunk, or a range of its rows, with a constant number of statements.
 
 Lock order, the same in every chunk transaction so that chunks never deadlock each other:
 the chunk row, then the users' wallets in ascending id order, then the chunk's
 `bulk_funding` shard, then the activity row (last, so the hot activity row is held only
-for the moment before commit).
+for the moment before commit; storage/bulk/outcomes.py).
+
+A database error that is not transient while crediting leaves as
+`pipeline.bulk.ports.RowsRefused`, so the use case can find the rows behind it
+(pipeline/bulk/isolation.py) without knowing the driver's exception types.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
-from pipeline.bulk.ports import Activity, Chunk
-from pipeline.bulk.status import FINAL_STATUSES, INJECTED_FAULT, USER_NOT_FOUND
-from storage.bulk.reads import ACTIVITY_COLUMNS, activity_from
+from pipeline.bulk.ports import Chunk, RowsRefused
+from pipeline.bulk.status import AMOUNT_OUT_OF_RANGE, FAILURE_MESSAGES, INJECTED_FAULT, RETRIES_EXHAUSTED, USER_NOT_FOUND
+from pipeline.money import BALANCE_MINOR_MAX
+from storage.faults import is_transient
 
 # The PENDING rows of one chunk: a range of the primary key, so no extra index is needed.
 # `activity_id` is compared as text on purpose, so that it can only filter: right after a
@@ -23,19 +29,47 @@ PENDING = """r.id BETWEEN :first_row_id AND :last_row_id AND r.activity_id::text
    AND r.chunk_number = :number AND r.status = 'PENDING'"""
 
 _LOCK_CHUNK = text("""
-SELECT id, activity_id::text, number, first_row_id, last_row_id, state, attempts
+SELECT id, activity_id::text, number, first_row_id, last_row_id, state, attempts, error_count, sent_count
   FROM bulk_chunks WHERE id = :id FOR UPDATE
 """)
 
+# Rows that fail for the last time their attempts allow leave the retry index at once
+# (next_attempt_at NULL): their activity can be final without waiting for another sweep.
 _FAIL = text(f"""
+WITH failing AS (
+    SELECT r.id, r.attempts + 1 >= :attempts_max AS last_attempt,
+           CASE WHEN r.user_id = ANY(CAST(:fail_user_ids AS uuid[])) THEN :injected ELSE :not_found END AS code,
+           CASE WHEN r.user_id = ANY(CAST(:fail_user_ids AS uuid[])) THEN :injected_message
+                ELSE :not_found_message END AS message
+      FROM bulk_rows r
+     WHERE {PENDING}
+       AND (r.user_id = ANY(CAST(:fail_user_ids AS uuid[]))
+            OR NOT EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id))
+)
 UPDATE bulk_rows r
    SET status = 'FAILED', attempts = r.attempts + 1, updated_at = now(),
-       error_code = CASE WHEN r.user_id = ANY(CAST(:fail_user_ids AS uuid[])) THEN :injected ELSE :not_found END,
-       error_message = CASE WHEN r.user_id = ANY(CAST(:fail_user_ids AS uuid[])) THEN :injected_message
-                            ELSE :not_found_message END,
-       next_attempt_at = now() + make_interval(secs => :base_delay_s * power(2, least(r.attempts, 16)))
- WHERE {PENDING}
-   AND (r.user_id = ANY(CAST(:fail_user_ids AS uuid[])) OR NOT EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id))
+       error_code = CASE WHEN f.last_attempt THEN :exhausted ELSE f.code END,
+       error_message = CASE WHEN f.last_attempt THEN 'failed ' || r.attempts + 1 || ' times: ' || f.message
+                            ELSE f.message END,
+       next_attempt_at = CASE WHEN NOT f.last_attempt
+                              THEN now() + make_interval(secs => :base_delay_s * power(2, least(r.attempts, 16))) END
+  FROM failing f
+ WHERE r.id = f.id
+RETURNING f.last_attempt
+""")
+
+# A credit that would take a wallet past bigint fails alone, before any write could
+# overflow: from the first row of that wallet in the chunk whose running total passes the
+# limit (the sums are numeric, which cannot overflow). Wallets this chunk created start at
+# zero and cannot get there: a chunk's rows add up to far less than the limit.
+_FAIL_OUT_OF_RANGE = text(f"""
+UPDATE bulk_rows r
+   SET status = 'FAILED', attempts = r.attempts + 1, updated_at = now(), next_attempt_at = NULL,
+       error_code = :code, error_message = :message
+  FROM (SELECT r.id, w.balance + sum(CAST(r.amount_minor AS numeric)) OVER (PARTITION BY w.id ORDER BY r.id) AS after
+          FROM bulk_rows r JOIN wallets w ON w.user_id = r.user_id AND w.currency = r.currency
+         WHERE {PENDING} AND w.id NOT IN (SELECT unnest(CAST(:created_ids AS bigint[])))) s
+ WHERE r.id = s.id AND s.after > :balance_max
 """)
 
 # Never expected to match: postings and row statuses commit together. It keeps a chunk
@@ -88,7 +122,8 @@ SELECT count(*) FROM (
 
 _ENTRIES = text(f"""
 INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, activity_id, metadata)
-SELECT gen_random_uuid(), 'bulk_credit', 'bulk_chunk:' || :chunk_id || ':' || :attempt || ':' || r.currency,
+SELECT gen_random_uuid(), 'bulk_credit',
+       'bulk_chunk:' || :chunk_id || ':' || :attempt || ':' || :first_row_id || ':' || r.currency,
        r.currency, sum(r.amount_minor), CAST(CAST(:activity_id AS text) AS uuid),
        jsonb_build_object('chunk_id', :chunk_id, 'rows', count(*), 'funding_shard', :shard)
   FROM bulk_rows r WHERE {PENDING}
@@ -138,21 +173,6 @@ SELECT (SELECT count(*) FROM settled), (SELECT count(*) FROM posted WHERE bulk_r
        (SELECT count(*) FROM moved), (SELECT count(DISTINCT wallet_id) FROM posted)
 """)
 
-_FINISH_CHUNK = text("""
-UPDATE bulk_chunks SET state = 'DONE', attempts = attempts + 1, applied_at = now(), heartbeat_at = now(),
-       leased_until = NULL
- WHERE id = :id
-""")
-
-_ADD_OUTCOMES = text(f"""
-UPDATE bulk_activities
-   SET successful_records = successful_records + :successful, failed_records = failed_records + :failed,
-       pending_records = pending_records + :pending, started_at = coalesce(started_at, now()), updated_at = now()
- WHERE id = :activity_id
-RETURNING {ACTIVITY_COLUMNS}
-""")
-
-
 class ChunkSql:
     connection: Any
 
@@ -165,30 +185,54 @@ class ChunkSql:
         return Chunk(*row) if row else None
 
     @staticmethod
-    def _pending(chunk: Chunk) -> dict[str, Any]:
-        return {"first_row_id": chunk.first_row_id, "last_row_id": chunk.last_row_id,
+    def _pending(chunk: Chunk, first_row_id: int | None = None, last_row_id: int | None = None) -> dict[str, Any]:
+        return {"first_row_id": chunk.first_row_id if first_row_id is None else first_row_id,
+                "last_row_id": chunk.last_row_id if last_row_id is None else last_row_id,
                 "activity_id": chunk.activity_id, "number": chunk.number}
 
     def fail_unapplicable(self, chunk: Chunk, fail_user_ids: list[str], messages: dict[str, str],
-                          retry_base_delay_s: float) -> int:
-        return self.connection.execute(_FAIL, {
+                          retry_base_delay_s: float, attempts_max: int) -> tuple[int, int]:
+        """Fails the rows of users in `fail_user_ids` or deleted; returns (failed, of which exhausted)."""
+        last_attempts = self.connection.execute(_FAIL, {
             **self._pending(chunk), "fail_user_ids": fail_user_ids, "base_delay_s": retry_base_delay_s,
+            "attempts_max": attempts_max, "exhausted": RETRIES_EXHAUSTED,
             "injected": INJECTED_FAULT, "injected_message": messages[INJECTED_FAULT],
-            "not_found": USER_NOT_FOUND, "not_found_message": messages[USER_NOT_FOUND]}).rowcount
+            "not_found": USER_NOT_FOUND, "not_found_message": messages[USER_NOT_FOUND]}).scalars().all()
+        return len(last_attempts), sum(last_attempts)
 
     def settle_already_posted(self, chunk: Chunk) -> int:
         return self.connection.execute(_SETTLE_POSTED, self._pending(chunk)).rowcount
 
-    def credit_pending(self, chunk: Chunk, funding_shard: int) -> int:
-        pending = self._pending(chunk)
+    def pending_row_ids(self, chunk: Chunk, first_row_id: int, last_row_id: int) -> list[int]:
+        return self.connection.execute(text(f"SELECT r.id FROM bulk_rows r WHERE {PENDING} ORDER BY r.id"),
+                                       self._pending(chunk, first_row_id, last_row_id)).scalars().all()
+
+    def credit_pending(self, chunk: Chunk, funding_shard: int, first_row_id: int | None = None,
+                       last_row_id: int | None = None) -> tuple[int, int]:
+        """Credits the PENDING rows of the chunk (or of its rows first_row_id..last_row_id).
+
+        Returns (rows credited, rows failed with amount_out_of_range). Raises RowsRefused
+        when PostgreSQL refuses the statements for a reason that is not transient.
+        """
+        try:
+            return self._credit(chunk, funding_shard, self._pending(chunk, first_row_id, last_row_id))
+        except DBAPIError as error:
+            if is_transient(error):
+                raise
+            raise RowsRefused(type(error.orig).__name__ + ": " + str(error.orig).splitlines()[0][:300]) from error
+
+    def _credit(self, chunk: Chunk, funding_shard: int, pending: dict[str, Any]) -> tuple[int, int]:
+        created_ids = self.connection.execute(_CREATE_WALLETS, pending).scalars().all()
+        self.connection.execute(_LOCK_USER_WALLETS, {**pending, "created_ids": created_ids})
+        out_of_range = self.connection.execute(_FAIL_OUT_OF_RANGE, {
+            **pending, "created_ids": created_ids, "balance_max": BALANCE_MINOR_MAX, "code": AMOUNT_OUT_OF_RANGE,
+            "message": FAILURE_MESSAGES[AMOUNT_OUT_OF_RANGE]}).rowcount
         totals = self.connection.execute(_TOTALS, pending).all()
         if not totals:
-            return 0
+            return 0, out_of_range
         currencies = [currency for currency, _, _ in totals]
         shard = {"shard": funding_shard, "currencies": currencies}
-        created_ids = self.connection.execute(_CREATE_WALLETS, pending).scalars().all()
         self.connection.execute(_CREATE_FUNDING, shard)
-        self.connection.execute(_LOCK_USER_WALLETS, {**pending, "created_ids": created_ids})
         assert self.connection.execute(_LOCK_FUNDING, shard).scalar_one() == len(currencies)
         entries = self.connection.execute(_ENTRIES, {
             **pending, "chunk_id": chunk.id, "attempt": chunk.attempts, "shard": funding_shard}).all()
@@ -200,44 +244,4 @@ class ChunkSql:
         expected = sum(count for _, count, _ in totals)
         assert credited == expected, f"chunk {chunk.id}: {credited} rows credited, {expected} were pending"
         assert debits == len(entries) and moved + len(created_ids) == wallets, (debits, moved, created_ids, wallets)
-        return credited
-
-    def finish_chunk(self, chunk: Chunk, credited: int, failed: int) -> None:
-        assert self.connection.execute(_FINISH_CHUNK, {"id": chunk.id}).rowcount == 1
-
-    def add_outcomes(self, activity_id: str, successful: int, failed: int, pending: int) -> Activity:
-        row = self.connection.execute(_ADD_OUTCOMES, {"activity_id": activity_id, "successful": successful,
-                                                      "failed": failed, "pending": pending}).one()
-        return activity_from(row)
-
-    def set_status(self, activity_id: str, status: str) -> None:
-        self.connection.execute(
-            text("UPDATE bulk_activities SET status = :status, updated_at = now(),"
-                 " completed_at = CASE WHEN :final THEN now() END,"
-                 " started_at = coalesce(started_at, now()) WHERE id = :activity_id"),
-            {"activity_id": activity_id, "status": status, "final": status in FINAL_STATUSES})
-
-    def reopen_failed_rows(self, activity_id: str, lease_s: int) -> tuple[int, list[int]]:
-        reopened, chunk_ids = self.connection.execute(REOPEN, {
-            "activity_id": activity_id, "lease_s": lease_s, "due_only": False, "attempts_max": 0}).one()
-        return reopened, list(chunk_ids or [])
-
-
-# The operator's retry reopens every FAILED row; the scheduler's (`due_only`) only those
-# whose backoff has passed and that have attempts left.
-REOPEN = text("""
-WITH reopened AS (
-    UPDATE bulk_rows SET status = 'PENDING', error_code = NULL, error_message = NULL, next_attempt_at = NULL,
-           updated_at = now()
-     WHERE activity_id = :activity_id AND status = 'FAILED'
-       AND (NOT CAST(:due_only AS boolean) OR (next_attempt_at <= now() AND attempts < :attempts_max))
-    RETURNING chunk_number
-), chunks AS (
-    UPDATE bulk_chunks c SET state = 'PENDING', leased_until = now() + make_interval(secs => :lease_s),
-           sent_count = sent_count + 1
-     WHERE c.activity_id = :activity_id AND c.number IN (SELECT chunk_number FROM reopened)
-    RETURNING c.id
-)
-SELECT (SELECT count(*) FROM reopened), (SELECT array_agg(id ORDER BY id) FROM chunks)
-""")
-
+        return credited, out_of_range

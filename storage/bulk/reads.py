@@ -8,8 +8,9 @@ from sqlalchemy import text
 from pipeline.bulk.ports import Activity
 from pipeline.bulk.status import Counters
 
-ACTIVITY_COLUMNS = """id::text, status, content_sha256, created_at, started_at, completed_at, total_records,
-    valid_records, invalid_records, successful_records, failed_records, pending_records"""
+ACTIVITY_COLUMNS = """id::text, status, content_sha256, created_at, started_at, completed_at, next_retry_at,
+    failed_chunks, last_chunk_error, total_records, valid_records, invalid_records, successful_records,
+    failed_records, pending_records"""
 
 _ROWS = text("""
 SELECT row_number, coalesce(user_id::text, raw_user_id) AS user_id, amount_minor, raw_amount, currency, reference,
@@ -23,8 +24,10 @@ SELECT row_number, coalesce(user_id::text, raw_user_id) AS user_id, amount_minor
 
 
 def activity_from(row) -> Activity:
-    (activity_id, status, content_sha256, created_at, started_at, completed_at, *counts) = row
-    return Activity(activity_id, status, Counters(*counts), content_sha256, created_at, started_at, completed_at)
+    (activity_id, status, content_sha256, created_at, started_at, completed_at, next_retry_at, failed_chunks,
+     last_chunk_error, *counts) = row
+    return Activity(activity_id, status, Counters(*counts), content_sha256, created_at, started_at, completed_at,
+                    next_retry_at, failed_chunks, last_chunk_error)
 
 
 class ReadSql:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from pipeline.bulk.ports import DuplicateContent, DuplicateKey
 from pipeline.bulk.rows import DUPLICATE_REFERENCE, UNKNOWN_USER, Row
-from pipeline.bulk.status import FINAL_STATUSES, ROW_INVALID, ROW_PENDING, Counters
+from pipeline.bulk.status import SETTLED_STATUSES, ROW_INVALID, ROW_PENDING, Counters
 from pipeline.errors import IdempotencyKeyInProgress
 
 #: How long an upload waits for a concurrent upload of the same file or key to finish.
@@ -116,7 +116,7 @@ class UploadSql:
             with self.connection.begin_nested():
                 self.connection.execute(_FINISH, {
                     "activity_id": activity_id, "content_sha256": content_sha256, "size_bytes": size_bytes,
-                    "status": status, "final": status in FINAL_STATUSES, **vars(counters)})
+                    "status": status, "final": status in SETTLED_STATUSES, **vars(counters)})
         except IntegrityError as error:
             if "content_sha256" not in str(error.orig):
                 raise

@@ -3,7 +3,6 @@
 "use strict";
 
 (function () {
-  const FINAL = ["COMPLETED", "PARTIALLY_COMPLETED", "FAILED"];
   // Points kept for the chart; older ones are dropped, so a long run costs constant memory.
   const CHART_POINTS_MAX = 600;
   const SVG = "http://www.w3.org/2000/svg";
@@ -54,8 +53,11 @@
     const progress = document.getElementById("progress");
     progress.max = Math.max(1, activity.valid_records);
     progress.value = activity.successful_records + activity.failed_records;
-    const final = FINAL.includes(activity.status);
-    document.getElementById("retry").hidden = !(final && activity.failed_records > 0);
+    const final = activity.final;
+    const settled = activity.pending_records === 0 && activity.failed_records > 0;
+    document.getElementById("retry").hidden = !settled;
+    document.getElementById("next-retry").hidden = !activity.next_retry_at;
+    document.getElementById("chunk-failures").hidden = !activity.failed_chunks;
     document.getElementById("live").textContent = final ? "final" : "live";
     points.push({ t: performance.now() / 1000, successful: activity.successful_records,
                   failed: activity.failed_records });

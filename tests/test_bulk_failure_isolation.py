@@ -1,0 +1,325 @@
+"""No payee lost, none blocking the others: a row that cannot be applied fails alone, a
+chunk that keeps failing is given up on with a code, and a final activity stays final.
+
+The chunk transactions run in this process against the real PostgreSQL, so each fault is
+staged exactly; the issue's own example and the final-status case also run end to end
+with real worker and scheduler processes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import pytest
+from sqlalchemy import text
+
+from pipeline.bulk import chunks, recovery
+from pipeline.bulk.ports import Actor
+from pipeline.bulk.upload import upload
+from pipeline.money import BALANCE_MINOR_MAX
+from tests.conftest import assert_ledger_invariants, test_environ
+from tests.processes import Process
+from tests.test_bulk_pipeline import RecordingQueue, apply_all, balances, csv_of, post_file, query, seed_users
+
+OPERATOR = Actor("command_line")
+
+
+@pytest.fixture
+def queue():
+    return RecordingQueue()
+
+
+@pytest.fixture
+def users(services, clean_database):
+    return seed_users(services, 4)
+
+
+def fill_wallet(engine, user_id: str, currency: str, balance: int) -> None:
+    """Brings a user's wallet to `balance` with one journal entry from a bank shard that
+    deposits never use (63), as raw SQL: the API caps one movement at 10**15 minor units."""
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO wallets (system_name, shard, currency) VALUES ('bank', 63, :c)"
+                                " ON CONFLICT DO NOTHING"), {"c": currency})
+        connection.execute(text("INSERT INTO wallets (user_id, currency) VALUES (:u, :c) ON CONFLICT DO NOTHING"),
+                           {"u": user_id, "c": currency})
+        (bank_id, bank_balance), = connection.execute(text(
+            "SELECT id, balance FROM wallets WHERE system_name = 'bank' AND shard = 63 AND currency = :c"),
+            {"c": currency}).all()
+        (wallet_id, current), = connection.execute(text(
+            "SELECT id, balance FROM wallets WHERE user_id = :u AND currency = :c"), {"u": user_id, "c": currency}).all()
+        delta = balance - current
+        entry_id = connection.execute(text(
+            "INSERT INTO journal_entries (id, kind, currency, amount, to_user_id)"
+            " VALUES (gen_random_uuid(), 'deposit', :c, :a, :u) RETURNING id"),
+            {"c": currency, "a": delta, "u": user_id}).scalar_one()
+        connection.execute(text(
+            "INSERT INTO postings (journal_entry_id, wallet_id, currency, amount, balance_after)"
+            " VALUES (:e, :bank, :c, :minus, :bank_after), (:e, :w, :c, :a, :after)"),
+            {"e": entry_id, "bank": bank_id, "c": currency, "minus": -delta, "bank_after": bank_balance - delta,
+             "w": wallet_id, "a": delta, "after": balance})
+        connection.execute(text("UPDATE wallets SET balance = balance + CASE WHEN id = :w THEN :a ELSE -:a END"
+                                " WHERE id IN (:w, :bank)"), {"w": wallet_id, "bank": bank_id, "a": delta})
+
+
+def rows_by_user(engine, activity_id) -> dict[str, tuple]:
+    return {user: (status, code) for user, status, code in query(
+        engine, "SELECT user_id::text, status, error_code FROM bulk_rows WHERE activity_id = :a", a=activity_id)}
+
+
+def activity_state(engine, activity_id) -> tuple:
+    return query(engine, "SELECT status, successful_records, failed_records, pending_records,"
+                         " completed_at IS NOT NULL, next_retry_at IS NOT NULL, failed_chunks"
+                         " FROM bulk_activities WHERE id = :a", a=activity_id)[0]
+
+
+def test_a_credit_that_would_pass_the_bigint_balance_fails_alone_and_the_rest_of_its_chunk_is_credited(
+        services, engine, queue, users):
+    rich, a, b = users[:3]
+    fill_wallet(engine, rich, "SGD", BALANCE_MINOR_MAX)
+    activity_id = upload(services.uow, queue, services.settings,
+                         csv_of([f"{a},5.00", f"{rich},0.01", f"{b},6.00"])).activity.id
+
+    [applied] = apply_all(services, services.settings, queue.take())
+
+    assert (applied.credited, applied.failed) == (2, 1)
+    assert rows_by_user(engine, activity_id) == {
+        a: ("SUCCESS", None), rich: ("FAILED", "amount_out_of_range"), b: ("SUCCESS", None)}
+    assert balances(engine) == {rich: BALANCE_MINOR_MAX, a: 500, b: 600}
+    # Final at once: trying again on a timer would only fail the same way.
+    assert activity_state(engine, activity_id) == ("PARTIALLY_COMPLETED", 2, 1, 0, True, False, 0)
+    assert_ledger_invariants(engine)
+
+
+def test_rows_of_one_wallet_fail_from_the_first_that_would_pass_the_limit(services, engine, queue, users):
+    rich = users[0]
+    fill_wallet(engine, rich, "SGD", BALANCE_MINOR_MAX - 1000)
+    activity_id = upload(services.uow, queue, services.settings,
+                         csv_of([f"{rich},4.00", f"{rich},6.00", f"{rich},0.01", f"{users[1]},1.00"])).activity.id
+
+    apply_all(services, services.settings, queue.take())
+
+    statuses = query(engine, "SELECT row_number, status, error_code FROM bulk_rows WHERE activity_id = :a"
+                             " ORDER BY row_number", a=activity_id)
+    assert statuses == [(2, "SUCCESS", None), (3, "SUCCESS", None), (4, "FAILED", "amount_out_of_range"),
+                        (5, "SUCCESS", None)]
+    assert balances(engine)[rich] == BALANCE_MINOR_MAX
+    assert_ledger_invariants(engine)
+
+
+@pytest.fixture
+def refused_row(engine):
+    """Makes PostgreSQL refuse the posting of one bulk row, as an unforeseen constraint would."""
+    def refuse(row_id: int) -> None:
+        with engine.begin() as connection:
+            connection.execute(text(
+                "CREATE FUNCTION test_refuse_row() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation'; END$$"))
+            connection.execute(text(
+                f"CREATE TRIGGER test_refuse_row BEFORE INSERT ON postings FOR EACH ROW"
+                f" WHEN (NEW.bulk_row_id = {int(row_id)}) EXECUTE FUNCTION test_refuse_row()"))
+
+    yield refuse
+    with engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER IF EXISTS test_refuse_row ON postings"))
+        connection.execute(text("DROP FUNCTION IF EXISTS test_refuse_row()"))
+
+
+def test_a_row_the_database_refuses_for_an_unforeseen_reason_fails_alone_with_cannot_apply(
+        services, engine, queue, clean_database, refused_row):
+    payees = seed_users(services, 300)
+    activity_id = upload(services.uow, queue, services.settings,
+                         csv_of([f"{user},1.00" for user in payees])).activity.id
+    bad_user = payees[137]
+    refused_row(query(engine, "SELECT id FROM bulk_rows WHERE activity_id = :a AND user_id = :u",
+                      a=activity_id, u=bad_user)[0][0])
+
+    [applied] = apply_all(services, services.settings, queue.take())
+
+    assert (applied.credited, applied.failed) == (299, 1)
+    outcomes = rows_by_user(engine, activity_id)
+    assert outcomes.pop(bad_user) == ("FAILED", "cannot_apply")
+    assert set(outcomes.values()) == {("SUCCESS", None)}
+    message = query(engine, "SELECT error_message FROM bulk_rows WHERE user_id = :u", u=bad_user)[0][0]
+    assert "CheckViolation" in message and "refused by the test" in message
+    assert sum(balances(engine).values()) == 29_900 and bad_user not in balances(engine)
+    assert activity_state(engine, activity_id) == ("PARTIALLY_COMPLETED", 299, 1, 0, True, False, 0)
+    assert_ledger_invariants(engine)
+
+
+@pytest.fixture
+def failing_chunk_finish(engine):
+    """Makes every attempt to mark one chunk DONE fail, as a bug outside the rows would."""
+    def fail(chunk_id: int) -> None:
+        with engine.begin() as connection:
+            connection.execute(text(
+                "CREATE FUNCTION test_fail_chunk() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$BEGIN RAISE EXCEPTION 'chunk bug staged by the test'; END$$"))
+            connection.execute(text(
+                f"CREATE TRIGGER test_fail_chunk BEFORE UPDATE ON bulk_chunks FOR EACH ROW"
+                f" WHEN (NEW.id = {int(chunk_id)} AND NEW.state = 'DONE') EXECUTE FUNCTION test_fail_chunk()"))
+
+    def repair() -> None:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER IF EXISTS test_fail_chunk ON bulk_chunks"))
+            connection.execute(text("DROP FUNCTION IF EXISTS test_fail_chunk()"))
+
+    fail.repair = repair
+    yield fail
+    repair()
+
+
+def test_a_chunk_that_keeps_failing_is_given_up_after_its_error_limit_and_an_operator_retry_credits_it(
+        services, engine, queue, users, failing_chunk_finish):
+    settings = dataclasses.replace(services.settings, bulk_credit_chunk_rows=2)
+    activity_id = upload(services.uow, queue, settings, csv_of([f"{user},1.00" for user in users])).activity.id
+    first, second = queue.take()
+    failing_chunk_finish(second)
+    apply_all(services, settings, [first])
+
+    for _ in range(chunks.CHUNK_ERRORS_MAX - 1):
+        with pytest.raises(Exception, match="chunk bug staged by the test"):
+            chunks.apply_chunk(services.uow, settings, second)
+    gave_up = chunks.apply_chunk(services.uow, settings, second)
+
+    assert (gave_up.gave_up, gave_up.failed) == (True, 2)
+    assert {outcome for outcome in rows_by_user(engine, activity_id).values()} == {
+        ("SUCCESS", None), ("FAILED", "chunk_failed")}
+    assert activity_state(engine, activity_id) == ("PARTIALLY_COMPLETED", 2, 2, 0, True, False, 1)
+    error = query(engine, "SELECT last_chunk_error FROM bulk_activities WHERE id = :a", a=activity_id)[0][0]
+    assert f"failed {chunks.CHUNK_ERRORS_MAX} times" in error and "chunk bug staged by the test" in error
+    assert chunks.apply_chunk(services.uow, settings, second).skipped  # never tried again by itself
+
+    failing_chunk_finish.repair()
+    chunks.retry_failed_rows(services.uow, queue, settings, activity_id, OPERATOR)
+    apply_all(services, settings, queue.take())
+
+    assert activity_state(engine, activity_id)[:4] == ("COMPLETED", 4, 0, 0)
+    assert set(balances(engine).values()) == {100}
+    assert_ledger_invariants(engine)
+
+
+def test_a_chunk_sent_its_maximum_number_of_times_without_finishing_is_given_up(services, engine, queue, users):
+    activity_id = upload(services.uow, queue, services.settings, csv_of([f"{users[0]},1.00"])).activity.id
+    queue.take()  # every message is lost, or kills its worker
+    sends = 1
+    for _ in range(recovery.CHUNK_SENDS_MAX + 2):
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE bulk_chunks SET leased_until = now() - interval '1 second'"))
+        sweep = recovery.resend_lost_chunks(services.uow, queue, services.settings)
+        sends += sweep.resent_chunks
+        queue.take()
+
+    assert sends == recovery.CHUNK_SENDS_MAX
+    assert rows_by_user(engine, activity_id) == {users[0]: ("FAILED", "chunk_failed")}
+    assert query(engine, "SELECT state FROM bulk_chunks") == [("FAILED",)]
+    assert activity_state(engine, activity_id) == ("FAILED", 0, 1, 0, True, False, 1)
+
+
+def test_automatic_retries_never_move_a_settled_activity_back_and_it_stays_final_once_final(
+        services, engine, queue, users):
+    settings = dataclasses.replace(services.settings, bulk_credit_fail_user_ids=frozenset({users[0]}),
+                                   retry_base_delay_s=0.0, retry_max_attempts=3)
+    activity_id = upload(services.uow, queue, settings, csv_of([f"{user},1.00" for user in users])).activity.id
+    apply_all(services, settings, queue.take())
+    seen = [activity_state(engine, activity_id)]
+    for _ in range(5):
+        recovery.retry_due_rows(services.uow, queue, settings)
+        seen.append(activity_state(engine, activity_id))
+        apply_all(services, settings, queue.take())
+        seen.append(activity_state(engine, activity_id))
+
+    assert {state[0] for state in seen} == {"PARTIALLY_COMPLETED"}
+    assert seen[0] == ("PARTIALLY_COMPLETED", 3, 1, 0, False, True, 0)  # not final: a retry is due
+    final_from = next(n for n, state in enumerate(seen) if state[4])
+    assert all(state == ("PARTIALLY_COMPLETED", 3, 1, 0, True, False, 0) for state in seen[final_from:])
+    completed_at = query(engine, "SELECT completed_at FROM bulk_activities")[0][0]
+    recovery.retry_due_rows(services.uow, queue, settings)
+    assert query(engine, "SELECT completed_at FROM bulk_activities")[0][0] == completed_at
+    history = query(engine, "SELECT from_status, to_status, final, actor_type FROM bulk_activity_history"
+                            " ORDER BY id")
+    assert history == [(None, "UPLOADED", False, "command_line"),
+                       ("UPLOADED", "PARTIALLY_COMPLETED", False, "worker"),
+                       ("PARTIALLY_COMPLETED", "PARTIALLY_COMPLETED", True, "worker")]
+
+
+def test_the_retry_endpoint_records_its_caller_in_the_history_and_reopens_a_final_activity(
+        services, engine, http, users):
+    http.application.extensions["wallet.chunk_queue"] = queue = RecordingQueue()
+    settings = dataclasses.replace(services.settings, bulk_credit_fail_user_ids=frozenset({users[0]}),
+                                   retry_max_attempts=1)
+    activity_id = upload(services.uow, queue, settings, csv_of([f"{user},1.00" for user in users])).activity.id
+    apply_all(services, settings, queue.take())
+    body = http.get(f"/api/v1/wallet/bulk-credit/{activity_id}").json
+    assert (body["status"], body["final"], body["next_retry_at"]) == ("PARTIALLY_COMPLETED", True, None)
+
+    assert http.post("/api/v1/wallet/bulk-credit/retry", json={"activity_id": activity_id}).status_code == 202
+    apply_all(services, services.settings, queue.take())
+
+    body = http.get(f"/api/v1/wallet/bulk-credit/{activity_id}").json
+    assert (body["status"], body["final"], body["completed_at"] is not None) == ("COMPLETED", True, True)
+    history = http.get(f"/api/v1/wallet/bulk-credit/{activity_id}/history").json["data"]
+    assert [(change["from_status"], change["to_status"], change["final"], change["actor"]["type"])
+            for change in history] == [
+        (None, "UPLOADED", False, "command_line"), ("UPLOADED", "PARTIALLY_COMPLETED", True, "worker"),
+        ("PARTIALLY_COMPLETED", "PROCESSING", False, "api_key"), ("PROCESSING", "COMPLETED", True, "worker")]
+    admin_key_id = query(engine, "SELECT id FROM api_keys WHERE scope = 'admin'")[0][0]
+    assert history[2]["actor"]["api_key_id"] == admin_key_id and history[2]["reason"] == "retry of 1 FAILED rows"
+    assert all(change["at"].endswith("Z") for change in history)
+    assert http.get(f"/api/v1/wallet/bulk-credit/{users[0]}/history").status_code == 404
+
+
+# End to end: the issue's example, and a client polling for a final status, with real processes.
+
+def wait_for(http, activity_id, done, seconds: float = 90, seen: list | None = None) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        body = http.get(f"/api/v1/wallet/bulk-credit/{activity_id}").json
+        if seen is not None:
+            seen.append(body)
+        if done(body):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+
+
+def test_the_issue_example_a_maxed_wallet_row_fails_alone_through_real_workers(services, engine, http, workers):
+    a, rich, b = seed_users(services, 3)
+    fill_wallet(engine, rich, "SGD", BALANCE_MINOR_MAX)
+    workers(1)
+
+    accepted = post_file(http, f"uuid,amount\n{a},5.00\n{rich},0.01\n{b},6.00\n".encode())
+    body = wait_for(http, accepted.json["activity_id"], lambda body: body["final"])
+
+    assert (body["status"], body["successful_records"], body["failed_records"]) == ("PARTIALLY_COMPLETED", 2, 1)
+    rows = http.get(f"/api/v1/wallet/bulk-credit/{body['activity_id']}/rows").json["data"]
+    assert [(row["status"], row["error_code"]) for row in rows] == [
+        ("SUCCESS", None), ("FAILED", "amount_out_of_range"), ("SUCCESS", None)]
+    assert balances(engine) == {a: 500, rich: BALANCE_MINOR_MAX, b: 600}
+    assert_ledger_invariants(engine)
+
+
+def test_a_client_polling_for_final_never_sees_it_change_while_the_scheduler_retries(
+        services, engine, http, workers, tmp_path):
+    users = seed_users(services, 3)
+    environ = {"BULK_CREDIT_FAIL_USER_IDS": users[0], "RETRY_BASE_DELAY_S": "0.5", "RETRY_MAX_ATTEMPTS": "3",
+               "SCHEDULER_SWEEP_INTERVAL_S": "0.3", "RECONCILE_INTERVAL_S": "3600"}
+    workers(1, **environ)
+    scheduler = Process(tmp_path / "scheduler.log", [sys.executable, "-m", "jobs"], test_environ(**environ))
+    try:
+        accepted = post_file(http, ("uuid,amount\n" + "".join(f"{user},1.00\n" for user in users)).encode())
+        seen: list[dict] = []
+        final = wait_for(http, accepted.json["activity_id"], lambda body: body["final"], seen=seen)
+        for _ in range(20):  # the scheduler keeps sweeping; nothing may change any more
+            time.sleep(0.1)
+            seen.append(http.get(f"/api/v1/wallet/bulk-credit/{final['activity_id']}").json)
+    finally:
+        scheduler.stop()
+
+    settled = [body for body in seen if body["pending_records"] == 0]
+    assert {body["status"] for body in settled} == {"PARTIALLY_COMPLETED"}, scheduler.tail()
+    assert any(body["next_retry_at"] for body in seen if not body["final"])
+    after = seen[seen.index(final):]
+    assert all(body == final for body in after)
+    row = http.get(f"/api/v1/wallet/bulk-credit/{final['activity_id']}/rows?status=FAILED").json["data"][0]
+    assert (row["error_code"], row["attempts"]) == ("retries_exhausted", 3)
