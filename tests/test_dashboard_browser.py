@@ -163,7 +163,7 @@ def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_unt
             counter(browser, "pending_records")) == (USERS - len(faulty), len(faulty), 0)
     assert browser.find_element(By.ID, "retry").is_displayed()
     assert len(browser.find_elements(By.CSS_SELECTOR, "#chart polyline.series")) == 2
-    wait_for_text(browser, "rows", "injected_fault")  # the rows table is read again once final
+    wait_for_text(browser, "rows", "injected_fault")  # the rows table is read again once every row is settled
     assert browser.execute_script("return window.sameDocument === true"), "the page was reloaded"
     snap(browser, "04-partially-completed-live")
 

@@ -85,7 +85,16 @@
     if (root.dataset.final === "true") return;
     // EventSource reconnects by itself when a stream ends before the activity is final.
     const source = new EventSource(root.dataset.eventsUrl);
-    source.addEventListener("progress", (message) => show(root, JSON.parse(message.data), points));
+    // The rows table is read again each time every row has an outcome (and once more when
+    // final): a FAILED row waiting for its automatic retry shows its code meanwhile.
+    let settled = false;
+    source.addEventListener("progress", (message) => {
+      const activity = JSON.parse(message.data);
+      show(root, activity, points);
+      const now = activity.pending_records === 0;
+      if (now && !settled) refreshRows();
+      settled = now;
+    });
     source.addEventListener("end", () => {
       source.close();
       refreshRows();
