@@ -3,8 +3,9 @@
 One run drains the outbox for at most `RUN_S` seconds, batch after batch, sleeping
 `EVENTS_POLL_INTERVAL_S` whenever it is empty; the scheduler starts the next run a second
 later, so events reach the streams within about the poll interval. Runs the leader only,
-like every job; the publisher's own advisory lock keeps even a leader that is stepping
-down from publishing beside its successor.
+like every job, and its transactions are fenced by the lease (`jobs/fencing.py`); the
+publisher's own advisory lock keeps even a leader that is stepping down from publishing
+beside its successor.
 """
 from __future__ import annotations
 

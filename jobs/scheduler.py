@@ -1,27 +1,27 @@
 """APScheduler jobs. Each one has a bounded amount of work per run and only reads the
 database or sends messages; `coalesce` and `max_instances=1` keep a slow run from piling up.
 
-Only the holder of the leadership lock runs jobs. An instance that loses its lock (its
-database connection broke, say, during a PostgreSQL restart) stops its jobs at once and
-goes back to waiting, so two instances never run jobs at the same time.
+Only the holder of the leadership lease runs jobs (`jobs/leadership.py`). An instance that
+cannot renew its lease before its own deadline (frozen, cut off from the database, or the
+database restarting) stops its jobs and goes back to waiting, before a standby may take over;
+each job also checks the lease when it starts and in its own transactions (`jobs/fencing.py`).
 """
 from __future__ import annotations
 
 import functools
 import logging
+import signal
 import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 import bootstrap
 from jobs import bulk_credit, events
-from jobs.leadership import still_leader, wait_for_leadership
+from jobs.fencing import FencedServices
+from jobs.leadership import WATCHDOG_S, Lease, LeaseLost, Timings, holder_name
 from telemetry import logs, metrics
 
 log = logging.getLogger(__name__)
-
-#: How often the leader checks that it still holds its lock, in seconds.
-LEADERSHIP_CHECK_S = 2
 
 
 def reconcile(services) -> None:
@@ -33,13 +33,19 @@ def reconcile(services) -> None:
 
 def with_request_id(name: str, job):
     """Runs `job` under a request id of its own (`job-<name>-<hex>`), which its log lines and
-    the messages it sends carry on into the workers."""
+    the messages it sends carry on into the workers; skips it when the lease is no longer held."""
 
     @functools.wraps(job)
-    def run(*args):
+    def run(services):
+        if not services.lease.held():
+            log.warning("scheduler: %s not run: this instance no longer holds the lease", name)
+            return None
         token = logs.REQUEST_ID.set(f"job-{name}-{logs.new_request_id()[:12]}")
         try:
-            return job(*args)
+            return job(services)
+        except LeaseLost as error:
+            log.warning("scheduler: %s stopped: %s", name, error)
+            return None
         finally:
             logs.REQUEST_ID.reset(token)
 
@@ -60,23 +66,34 @@ def build_scheduler(services) -> BackgroundScheduler:
     return scheduler
 
 
-def lead(services) -> None:
-    """Waits for the lock, runs the jobs while it is held, and returns once it is lost."""
-    lock_connection = wait_for_leadership(services.settings.database_url)
-    scheduler = build_scheduler(services)
+def lead(services, timings: Timings = Timings()) -> None:
+    """Waits for the lease, runs the jobs while it is held, and returns once it is lost."""
+    lease = Lease(services.settings.database_url, holder_name(), timings)
+    lease.acquire()
+    lease.start_renewing()
+    scheduler = build_scheduler(FencedServices(services, lease))
     scheduler.start()
     try:
-        while still_leader(lock_connection):
-            time.sleep(LEADERSHIP_CHECK_S)
-        log.error("scheduler: lost the leadership lock; stopping jobs and waiting again")
+        while lease.held():
+            time.sleep(WATCHDOG_S)
+        log.error("scheduler: lost the lease (epoch %d): jobs stopped; waiting to lead again", lease.epoch)
+    except BaseException:
+        lease.release()
+        raise
     finally:
+        lease.abandon()
         scheduler.shutdown(wait=False)
-        lock_connection.close()
+
+
+def _exit_on_term(signum, frame):
+    # SystemExit unwinds lead(), which releases the lease so that a standby takes over at once.
+    raise SystemExit(0)
 
 
 def main() -> None:
     logs.configure(logs.level_from_environ())
     metrics.process_started("scheduler")
+    signal.signal(signal.SIGTERM, _exit_on_term)
     services = bootstrap.services()
     while True:
         lead(services)
