@@ -24,6 +24,7 @@ from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines, 
 
 from pipeline.config import Settings
 from telemetry import logs
+from telemetry.heartbeats import WorkerHeartbeats
 from telemetry.messages import MessageOutcomes, RequestIds
 
 #: A worker silent for this long is presumed dead, in milliseconds.
@@ -43,7 +44,9 @@ def middleware() -> list:
 
 
 def redis_broker(redis_url: str) -> RedisBroker:
-    return RedisBroker(url=redis_url, middleware=middleware(), heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+    # WorkerHeartbeats tells GET /healthz/workers that this worker process is still consuming.
+    return RedisBroker(url=redis_url, middleware=[*middleware(), WorkerHeartbeats(redis_url)],
+                       heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
                        maintenance_chance=MAINTENANCE_CHANCE_PER_MILLION, dead_message_ttl=DEAD_MESSAGE_TTL_MS)
 
 

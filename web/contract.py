@@ -68,6 +68,9 @@ class Operation:
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/healthz"): Operation("Liveness", 200, "The process is alive", public=True),
     ("GET", "/readyz"): Operation("Readiness: database and Redis reachable", 200, "Ready", (503,), public=True),
+    ("GET", "/healthz/workers"): Operation(
+        "Workers' health: at least one Dramatiq worker process consumed within the heartbeat TTL", 200,
+        "Workers consuming, and how many", (503,), public=True),
     ("GET", "/metrics"): Operation(
         "Prometheus metrics of the web, worker and scheduler processes", 200, "Prometheus text format 0.0.4",
         public=True, answer_type="text/plain"),
