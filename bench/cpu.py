@@ -1,19 +1,32 @@
 """CPU time of the server's own processes, from /proc, so that a figure measured on a shared
 machine can be read per transfer rather than per second.
 
-`web`: every process in the process group that scripts/processes.sh started for gunicorn
-(its pid file names the group leader). `postgres`: the backends serving the application's
+`web`: every process in gunicorn's process group, which supervisord started for
+scripts/processes.sh (`scripts/processes.sh pid web` names the group leader; a pid file when given). `postgres`: the backends serving the application's
 database (`postgres: <user> <database> ...`), not PostgreSQL's background processes.
 """
 from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
 from urllib.parse import urlsplit
 
 #: Clock ticks per second of /proc's CPU counters.
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-WEB_PID_FILE = pathlib.Path(__file__).resolve().parent.parent / ".run" / "web.pid"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+#: A pid file naming gunicorn's group leader; when it does not exist, scripts/processes.sh is asked.
+WEB_PID_FILE = ROOT / ".run" / "web.pid"
+
+
+def web_group(web_pid_file: pathlib.Path) -> int | None:
+    try:
+        return int(web_pid_file.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    answer = subprocess.run([str(ROOT / "scripts" / "processes.sh"), "pid", "web"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=30)
+    return int(answer.stdout) if answer.returncode == 0 and answer.stdout.strip().isdigit() else None
 
 
 def _processes():
@@ -37,10 +50,7 @@ class ServerCpu:
     def __init__(self, database_url: str, web_pid_file: pathlib.Path = WEB_PID_FILE):
         split = urlsplit(database_url)
         self.backend_prefix = f"postgres: {split.username} {split.path.lstrip('/')} "
-        try:
-            self.web_group = int(web_pid_file.read_text().strip())
-        except (OSError, ValueError):
-            self.web_group = None
+        self.web_group = web_group(web_pid_file)
 
     def seconds(self) -> dict[str, float]:
         web = postgres = 0

@@ -68,9 +68,12 @@ ENSURE_ROW = """
 INSERT INTO scheduler_lease (name, holder, epoch, expires_at) VALUES (%(name)s, '', 0, '-infinity')
 ON CONFLICT (name) DO NOTHING
 """
-# FOR UPDATE waits for the KEY SHARE locks of the old leader's job transactions.
-EXPIRED = """
-SELECT epoch FROM scheduler_lease WHERE name = %(name)s AND expires_at < clock_timestamp() FOR UPDATE
+# An expired lease, or this process's own from an earlier term (after a PostgreSQL restart, say):
+# it stopped that term's jobs, and the new epoch fences whatever of them is still running.
+# FOR UPDATE waits for the KEY SHARE locks of the old term's job transactions.
+TAKEABLE = """
+SELECT epoch FROM scheduler_lease
+ WHERE name = %(name)s AND (expires_at < clock_timestamp() OR holder = %(holder)s) FOR UPDATE
 """
 TAKE = """
 UPDATE scheduler_lease SET holder = %(holder)s, epoch = epoch + 1, acquired_at = clock_timestamp(),
@@ -131,7 +134,7 @@ def libpq_url(database_url: str) -> str:
 
 
 def holder_name() -> str:
-    """`host:pid:random`, unique per process even when pids are reused."""
+    """`host:pid:random`, unique per process even when pids are reused; made once per process."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -171,7 +174,7 @@ class Lease:
         connection = self._connect()
         connection.execute(ENSURE_ROW, {"name": LEASE_NAME})
         with connection.transaction():
-            row = connection.execute(EXPIRED, {"name": LEASE_NAME}).fetchone()
+            row = connection.execute(TAKEABLE, self._parameters()).fetchone()
             if row is None:
                 return False
             self.epoch = connection.execute(TAKE, {**self._parameters(), "epoch": row[0]}).fetchone()[0]

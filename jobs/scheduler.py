@@ -66,9 +66,9 @@ def build_scheduler(services) -> BackgroundScheduler:
     return scheduler
 
 
-def lead(services, timings: Timings = Timings()) -> None:
+def lead(services, holder: str, timings: Timings = Timings()) -> None:
     """Waits for the lease, runs the jobs while it is held, and returns once it is lost."""
-    lease = Lease(services.settings.database_url, holder_name(), timings)
+    lease = Lease(services.settings.database_url, holder, timings)
     lease.acquire()
     lease.start_renewing()
     scheduler = build_scheduler(FencedServices(services, lease))
@@ -95,5 +95,6 @@ def main() -> None:
     metrics.process_started("scheduler")
     signal.signal(signal.SIGTERM, _exit_on_term)
     services = bootstrap.services()
+    holder = holder_name()
     while True:
-        lead(services)
+        lead(services, holder)

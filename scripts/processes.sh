@@ -118,11 +118,21 @@ status() {
   ctl status >&2
 }
 
+# Prints the pid of a program's main process (its process group) on stdout, for bench/cpu.py.
+program_pid() {
+  running_group "$run_dir/supervisord.pid" >/dev/null || { log "supervisord not running"; return 3; }
+  local pid
+  pid=$(ctl pid "$1")
+  [[ "$pid" =~ ^[1-9][0-9]*$ ]] || { log "$1 is not running: $pid"; return 3; }
+  echo "$pid"
+}
+
 cd "$root"
 mkdir -p "$log_dir"
 case "${1:-}" in
   start) stop; reset_metrics; start; wait_healthy ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  pid) program_pid "${2:?usage: $0 pid web|worker|scheduler}" ;;
+  *) echo "usage: $0 start|stop|status|pid NAME" >&2; exit 2 ;;
 esac

@@ -175,3 +175,20 @@ def test_only_one_of_several_racing_standbys_takes_an_expired_lease(settings, le
         thread.join(timeout=10)
     assert len(won) == 1
     assert lease_row(lease_table) == (won[0], 1)
+
+
+def test_a_process_that_gave_up_its_term_takes_its_own_lease_back_at_once_and_fences_the_old_term(
+        services, settings, lease_table):
+    old_term = new_lease(settings, "this-process")
+    assert old_term.try_acquire()
+    old_term.abandon()  # e.g. PostgreSQL restarted and renewals failed past the deadline
+    standby = new_lease(settings, "standby")
+
+    new_term = new_lease(settings, "this-process")
+    assert not standby.try_acquire()
+    assert new_term.try_acquire()
+    assert lease_row(lease_table) == ("this-process", 2)
+    old_term.deadline.renewed(time.monotonic())  # a job of the old term that has not noticed
+    with pytest.raises(LeaseLost):
+        with FencedUnitOfWork(services.engine, settings.lock_timeout_ms, old_term):
+            pass
