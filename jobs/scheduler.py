@@ -41,6 +41,7 @@ def with_request_id(name: str, job):
             log.warning("scheduler: %s not run: this instance no longer holds the lease", name)
             return None
         token = logs.REQUEST_ID.set(f"job-{name}-{logs.new_request_id()[:12]}")
+        log.debug("scheduler: %s started under lease epoch %d", name, services.lease.epoch)
         try:
             return job(services)
         except LeaseLost as error:

@@ -28,13 +28,16 @@ SLOW_MACHINE_SLACK_S = 5
 START_S = 30
 #: How long a stopped leader gets to notice and log that it lost its lease, in seconds.
 NOTICE_S = 10
+#: What a job logs (at DEBUG) each time it starts.
+JOB_STARTED = re.compile(r"scheduler: \w+ started under lease epoch (\d+)")
 
 
 class Scheduler:
     def __init__(self, log_path: Path, **environ: str):
         self.log_path = log_path
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jobs"], cwd=ROOT, env=test_environ(RECONCILE_INTERVAL_S="3600", **environ),
+            [sys.executable, "-m", "jobs"], cwd=ROOT,
+            env=test_environ(RECONCILE_INTERVAL_S="3600", LOG_LEVEL="DEBUG", **environ),
             stdout=log_path.open("w"), stderr=subprocess.STDOUT)
         self.pid = self.process.pid
 
@@ -121,7 +124,8 @@ def test_only_one_of_two_schedulers_leads_and_the_other_takes_over_when_it_is_ki
     wait_for_text(standby, "waiting to take over", START_S)
     time.sleep(3)  # the standby has had time to try, and must still be waiting
     assert lease(engine) == (leader.pid, 1)
-    assert "Running job" not in standby.log()
+    assert JOB_STARTED.search(leader.log())
+    assert not JOB_STARTED.search(standby.log())
 
     leader.process.kill()
     leader.process.wait(timeout=10)
@@ -142,14 +146,15 @@ def test_a_frozen_leader_is_replaced_within_30_s_and_runs_no_job_once_it_wakes_u
     _, epoch = lease(engine)
     assert epoch == 2
 
+    woke_at = len(leader.log())
     os.kill(leader.pid, signal.SIGCONT)
     wait_for_text(leader, r"lost the lease \(epoch 1\): jobs stopped", NOTICE_S)
-    woke_at = len(leader.log())
     deposit(services)
     wait_for_empty_outbox(engine, START_S)
     time.sleep(3)
     assert lease(engine) == (standby.pid, 2)  # the old leader took nothing back
-    assert "executed successfully" not in leader.log()[woke_at:]
+    assert not JOB_STARTED.search(leader.log()[woke_at:])
+    assert set(JOB_STARTED.findall(standby.log())) == {"2"}
     assert leader.process.poll() is None and "Traceback" not in leader.log()
 
 
@@ -174,8 +179,10 @@ def test_a_leader_cut_off_from_the_database_stops_its_jobs_and_a_standby_takes_o
         deposit(services)
         wait_for_empty_outbox(engine, START_S)
 
+        stopped_at = leader.log().index("jobs stopped")
         proxy.resume()
         time.sleep(LEADER_GIVE_UP_S)
         assert lease(engine) == (standby.pid, 2)
+        assert not JOB_STARTED.search(leader.log()[stopped_at:])
     finally:
         proxy.close()
