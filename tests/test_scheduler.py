@@ -186,3 +186,14 @@ def test_a_leader_cut_off_from_the_database_stops_its_jobs_and_a_standby_takes_o
         assert not JOB_STARTED.search(leader.log()[stopped_at:])
     finally:
         proxy.close()
+
+
+def test_a_leader_stopped_with_sigterm_releases_its_lease_for_the_standby(engine, schedulers):
+    leader, standby = leader_and_standby(engine, schedulers("first"), schedulers("second"))
+    wait_for_text(standby, "waiting to take over", START_S)
+
+    leader.process.terminate()
+    assert leader.process.wait(timeout=NOTICE_S) == 0
+    # Without the release the lease would stay the leader's, live, for up to LEASE_TTL_S.
+    assert lease(engine)[0] in (None, standby.pid)
+    assert wait_for_leader(engine, {standby.pid}, START_S) == standby.pid
