@@ -371,9 +371,10 @@ def test_an_unreadable_upload_is_refused_with_the_reason(http, content, status, 
     assert response.mimetype == "application/problem+json"
 
 
-def test_an_upload_without_a_file_field_is_422_and_one_too_large_is_413(app, http):
+def test_an_upload_without_a_file_field_is_422_and_one_too_large_is_413(services, http, monkeypatch):
     assert http.post("/api/v1/wallet/bulk-credit", data={}, content_type="multipart/form-data").status_code == 422
-    app.config["MAX_CONTENT_LENGTH"] = 1_000
+    # The upload route has its own limit, BULK_CREDIT_MAX_BYTES, whatever the app's limit for other routes.
+    monkeypatch.setattr(services, "settings", dataclasses.replace(services.settings, bulk_credit_max_bytes=1_000))
     response = post_file(http, b"uuid,amount\n" + b"x" * 2_000)
     assert (response.status_code, response.json["code"]) == (413, "payload_too_large")
 

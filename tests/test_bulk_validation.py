@@ -99,8 +99,18 @@ def test_a_file_with_only_a_header_has_no_rows():
     ("user,amount\n", "missing columns ['uuid']"),
     ("uuid,amount,name\n", "unknown columns ['name']"),
     ("uuid,amount,amount\n", "repeated columns ['amount']"),
-    (b"uuid,amount\n\xff\xfe,1\n", "not UTF-8"),
-    (f"uuid,amount\n{ANA},{'9' * 5000}\n", "cannot be read at line 2"),
+    (b"uuid,amount\n\xff\xfe,1\n", "line 2 is not UTF-8"),
+    (f"uuid,amount\n{ANA},{'9' * 5000}\n", "line 2 has a cell longer than 4096 characters"),
+    (f'uuid,amount,reference\n{ANA},10.00,"Bonus Q3\n{BEN},1.00,x\n{ANA},2.00,y\n', "line 2 opens a quote that is never closed"),
+    (f'uuid,amount,reference\n{ANA},10.00,x\n{BEN},1.00,"a"b\n', "line 3 has text after a closing quote"),
+    (f'uuid,amount\n{ANA},1.00\r{BEN},2.00\x00\r', "line 3 holds a NUL character"),
+    ("uuid,amount\n".encode("utf-16"), "UTF-16"),
+    ("uuid,amount\n".encode("utf-16-le"), "line 1 holds a NUL character"),
+    (f"uuid,amount,reference\n{ANA},1.00,caf\u00e9\n".encode("latin-1"), "line 2 is not UTF-8 text (byte 0xe9"),
+    (f"uuid,amount,reference\n{ANA},1.00,\u20ac\n".encode()[:-2], "line 2 is not UTF-8"),
+    (b"uuid,amount\n\xed\xa0\x80,1\n", "line 2 is not UTF-8"),  # a surrogate written as UTF-8
+    (f'uuid,amount,reference\n{ANA},1.00,"' + "x\n" * 3000 + '"\n', "the record that starts on line 2 (by line 2050) has a cell longer"),
+    (f"uuid,amount\n{ANA}," + "1" * 70_000 + "\n", "the record that starts on line 2 is longer than 65536"),
 ])
 def test_a_file_that_cannot_be_read_is_refused_with_the_reason(content, reason):
     with pytest.raises(UnreadableFile) as refusal:
@@ -116,9 +126,31 @@ def test_a_bad_header_is_refused_before_any_row_is_read():
     assert source.tell() < 1_000_000
 
 
-def test_rejected_values_are_kept_for_the_report_cut_to_a_bounded_length():
-    row = only(f"uuid,amount\n{'z' * 500},1.00\n")
-    assert row.raw_user_id == "z" * r.RAW_VALUE_LENGTH_MAX and row.raw_amount == "1.00"
+def test_an_invalid_row_keeps_its_cells_whole_and_what_could_be_read_of_currency_and_reference():
+    row = only(f"uuid,amount,currency,reference\n{'z' * 500}, 1.00 ,jpy,Bonus Q3\n")
+    assert row.cells == ("z" * 500, "1.00 ", "jpy", "Bonus Q3") and row.error_code == r.INVALID_USER_ID
+    assert (row.currency, row.reference) == ("JPY", "Bonus Q3")
+
+
+def test_a_valid_row_stores_its_cells_only_when_they_differ_from_its_values_written_plainly():
+    plain, padded, upper = parse(f"uuid,amount,reference\n{ANA},10.00,\n{BEN}, 10,x\n{ANA.upper()},1.00,y\n")
+    assert plain.cells is None
+    assert padded.cells == (BEN, "10", "x") and upper.cells == (ANA.upper(), "1.00", "y")
+
+
+def test_a_structural_error_is_refused_whole_even_after_valid_rows():
+    content = f'uuid,amount,reference\n{ANA},1.00,a\n{BEN},2.00,"b\n{ANA},3.00,c\n'
+    with pytest.raises(UnreadableFile) as refusal:
+        parse(content)
+    assert refusal.value.errors[0].field == "file" and "line 3" in refusal.value.errors[0].message
+
+
+def test_the_export_columns_of_a_correction_file_are_accepted_and_ignored_but_a_report_is_refused():
+    [row] = parse(f"uuid,amount,row_number,error_code,error_message\n{ANA},1.00,3,invalid_amount,bad\n")
+    assert (row.error_code, row.amount_minor) == (None, 100)
+    with pytest.raises(UnreadableFile) as refusal:
+        parse(f"row_number,user_id,amount,status\n2,{ANA},1.00,SUCCESS\n")
+    assert "export ?status=INVALID" in refusal.value.detail
 
 
 @pytest.mark.parametrize("counters, status", [

@@ -15,14 +15,10 @@ from pipeline.errors import FieldError, ValidationFailed
 from pipeline.statements import parse_limit
 from telemetry.metrics import BULK_ROW_RETRIES, count_rows
 from web.auth import allow, authenticated
-from web.wallets import json_body, money, rfc3339
+from web.uploads import read_upload
+from web.wallets import json_body, rfc3339
 
 blueprint = APIBlueprint("bulk_credit", __name__, url_prefix="/api/v1/wallet/bulk-credit", tag="Bulk credit")
-
-#: Columns of a row outcome, in the order of the CSV export.
-ROW_FIELDS = ("row_number", "user_id", "amount", "currency", "reference", "status", "error_code", "error_message",
-              "attempts", "transaction_id")
-
 
 def chunk_queue():
     """The queue that chunk messages go to; tests may put their own in app.extensions."""
@@ -50,12 +46,9 @@ def render_activity(activity: Activity) -> dict:
     }
 
 
-def render_row(row: dict) -> dict:
-    amount = money(row["amount_minor"], row["currency"].strip()) if row["amount_minor"] else row["raw_amount"]
-    return {"row_number": row["row_number"], "user_id": row["user_id"], "amount": amount,
-            "currency": row["currency"].strip() if row["currency"] else None, "reference": row["reference"],
-            "status": row["status"], "error_code": row["error_code"], "error_message": row["error_message"],
-            "attempts": row["attempts"], "transaction_id": row["transaction_id"]}
+def render_row(outcome: dict) -> dict:
+    """A row outcome (pipeline.bulk.reads.row_outcome) as JSON: already plain values."""
+    return outcome
 
 
 @blueprint.post("")
@@ -65,13 +58,16 @@ def upload_file():
     key = request.headers.get("Idempotency-Key", "").strip() or None
     if key is not None and len(key) > 255:
         raise ValidationFailed("Idempotency-Key is too long", [FieldError("Idempotency-Key", "at most 255 characters")])
-    # Werkzeug spools the multipart file to disk past 500 KB, so memory stays flat; the
-    # use case then reads it as a stream.
-    file = request.files.get("file")
-    if file is None:
-        raise ValidationFailed("send the CSV as the multipart form field 'file'", [FieldError("file", "required")])
-    uploaded = upload(services().uow, chunk_queue(), services().settings, file.stream, file.filename, key,
-                      g.principal.api_key_id)
+    # The part named `file` is the file with or without a filename (curl -F 'file=<x.csv' sends
+    # none); it is spooled to disk past 500 KB, so memory stays flat, and read as a stream.
+    form = read_upload(request, "file", services().settings.bulk_credit_max_bytes)
+    try:
+        if form.file is None:
+            raise ValidationFailed("send the CSV as the multipart form field 'file'", [FieldError("file", "required")])
+        uploaded = upload(services().uow, chunk_queue(), services().settings, form.file, form.filename, key,
+                          g.principal.api_key_id)
+    finally:
+        form.close()
     if uploaded.created:
         count_rows("INVALID", uploaded.activity.counters.invalid)
         return jsonify({"activity_id": uploaded.activity.id, "status": "accepted",
@@ -100,32 +96,24 @@ def get_rows(activity_id):
 
 
 def export_response(activity_id: str, status: str | None) -> Response:
-    """The rows of an activity (of one status, or all) as a streamed CSV attachment."""
-    batches = reads.export_rows(services().uow, activity_id, status)
-    first = next(batches, [])  # reads the activity now: an unknown one is a 404, not a broken stream
+    """The rows of an activity (of one status, or all) as a streamed CSV attachment whose name
+    says which rows it holds; the INVALID rows export as a file to correct and upload again."""
+    header, batches = reads.export_rows(services().uow, activity_id, status)
 
     def lines():
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(ROW_FIELDS)
-        for batch in _chain(first, batches):
-            for row in batch:
-                rendered = render_row(row)
-                writer.writerow([reads.spreadsheet_safe(rendered[field]) for field in ROW_FIELDS])
+        writer.writerow(header)
+        for batch in batches:
+            writer.writerows(batch)
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
         yield buffer.getvalue()
 
-    name = f"bulk-credit-{activity_id}-rows.csv"
+    name = reads.export_file_name(activity_id, status)
     return Response(stream_with_context(lines()), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
-
-
-def _chain(first, rest):
-    if first:
-        yield first
-    yield from rest
 
 
 @blueprint.post("/retry")

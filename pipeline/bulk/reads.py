@@ -1,17 +1,38 @@
-"""Reading an activity and its row outcomes, as pages or as a CSV export."""
+"""Reading an activity and its row outcomes, as pages or as a CSV export.
+
+A row outcome carries the row's values (for an INVALID row, what could be read of them),
+its status and, for a SUCCESS row, its journal entry and its own posting; `raw` holds the
+row's original cells by column name (see storage migration 0007 for how they are kept).
+
+Exports: the INVALID rows export as a file to correct and upload again: the file's own
+input columns with their original cells, then `row_number`, `error_code` and
+`error_message`, which an upload accepts and ignores. Every other export is a report of
+outcomes whose columns (`status`, `posting_id`, ...) an upload refuses, so that a report of
+credited rows cannot be uploaded again by mistake and pay twice.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+from pipeline.bulk.csv_records import cell_value, spreadsheet_safe
 from pipeline.bulk.ports import Activity
-from pipeline.bulk.status import ROW_STATUSES
+from pipeline.bulk.rows import INPUT_COLUMNS, canonical_cells
+from pipeline.bulk.status import ROW_INVALID, ROW_STATUSES
 from pipeline.errors import FieldError, NotFound, ValidationFailed
+from pipeline.money import MINOR_UNITS, Currency, format_amount
 from pipeline.statements import Page, decode_cursor, page_of
+
+__all__ = ["spreadsheet_safe"]
 
 #: Rows read per database round trip while exporting.
 EXPORT_BATCH_ROWS = 5_000
-#: Characters that make a spreadsheet read a cell as a formula.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+#: The fields of a row outcome, in the order of the API and of a report export.
+ROW_FIELDS = ("row_number", "user_id", "amount", "currency", "reference", "status", "error_code", "error_message",
+              "attempts", "transaction_id", "posting_id", "raw")
+#: The columns of a report export: every field but `raw`, whose cells the INVALID export holds.
+REPORT_COLUMNS = ROW_FIELDS[:-1]
+#: What the INVALID export adds after the file's input columns.
+CORRECTION_COLUMNS = ("row_number", "error_code", "error_message")
 
 
 def parse_row_status(raw: str | None) -> str | None:
@@ -37,13 +58,21 @@ def recent_activities(uow, limit: int) -> list[Activity]:
         return uow.bulk.recent_activities(limit)
 
 
+def _columns(uow, activity_id: str) -> tuple[str, ...]:
+    columns = uow.bulk.row_columns(activity_id)
+    if columns is None:
+        raise NotFound(f"no bulk-credit activity {activity_id}")
+    return tuple(columns) or INPUT_COLUMNS  # an activity stored before its header was kept
+
+
 def rows_page(uow, activity_id: str, status: str | None, limit: int, cursor: str | None) -> Page:
+    """A page of row outcomes (dicts of ROW_FIELDS) by row number. Raises NotFound."""
     after = decode_cursor(cursor) or 0
     with uow:
-        if uow.bulk.activity(activity_id) is None:
-            raise NotFound(f"no bulk-credit activity {activity_id}")
+        columns = _columns(uow, activity_id)
         rows = uow.bulk.rows(activity_id, status, after, limit + 1)
-    return page_of(rows, limit, "row_number")
+    page = page_of(rows, limit, "row_number")
+    return Page([row_outcome(columns, row) for row in page.items], page.next_cursor)
 
 
 def history_page(uow, activity_id: str, limit: int, cursor: str | None) -> Page:
@@ -56,20 +85,62 @@ def history_page(uow, activity_id: str, limit: int, cursor: str | None) -> Page:
     return page_of(changes, limit, "id")
 
 
-def export_rows(uow_factory: Callable, activity_id: str, status: str | None) -> Iterator[list[dict[str, Any]]]:
-    """Yields batches of rows, each read in its own short transaction; the caller streams them."""
-    activity(uow_factory(), activity_id)
+def row_outcome(columns: tuple[str, ...], row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as the API shows it: values as strings, `raw` by column name.
+
+    Cells past the header's width (a malformed row) are named by their spreadsheet column
+    number, `column_3` for the third.
+    """
+    if row["raw"] is not None:
+        cells = row["raw"]
+    elif row["user_id"] is not None:
+        cells = canonical_cells(columns, row["user_id"], row["amount_minor"], row["currency"].strip(),
+                                row["reference"])
+    else:
+        cells = []
+    names = list(columns) + [f"column_{number}" for number in range(len(columns) + 1, len(cells) + 1)]
+    raw = dict(zip(names, cells))
+    currency = row["currency"].strip() if row["currency"] else (cell_value(raw.get("currency", "")).upper() or None)
+    if row["amount_minor"] is not None:
+        user_id, amount = row["user_id"], format_amount(row["amount_minor"], Currency(currency, MINOR_UNITS[currency]))
+    else:
+        user_id, amount = cell_value(raw.get("uuid", "")), cell_value(raw.get("amount", ""))
+    return {"row_number": row["row_number"], "user_id": user_id, "amount": amount, "currency": currency,
+            "reference": row["reference"], "status": row["status"], "error_code": row["error_code"],
+            "error_message": row["error_message"], "attempts": row["attempts"],
+            "transaction_id": row["transaction_id"], "posting_id": row["posting_id"], "raw": raw}
+
+
+def export_rows(uow_factory: Callable, activity_id: str, status: str | None) -> tuple[list[str], Iterator[list[list[str]]]]:
+    """The export's header and its lines in batches, each batch read in its own short transaction.
+
+    The activity is read now (NotFound at once, not in the middle of a stream); cells are
+    spreadsheet-safe.
+    """
+    with uow_factory() as uow:
+        columns = _columns(uow, activity_id)
+    if status == ROW_INVALID:
+        inputs = [column for column in columns if column in INPUT_COLUMNS]
+        header = inputs + list(CORRECTION_COLUMNS)
+        cells_of = lambda outcome: [outcome["raw"].get(column, "") for column in inputs] + [  # noqa: E731
+            outcome[field] for field in CORRECTION_COLUMNS]
+    else:
+        header = list(REPORT_COLUMNS)
+        cells_of = lambda outcome: [outcome[field] for field in REPORT_COLUMNS]  # noqa: E731
+    return header, _batches(uow_factory, activity_id, status, columns, cells_of)
+
+
+def _batches(uow_factory, activity_id, status, columns, cells_of) -> Iterator[list[list[str]]]:
     after = 0
     while True:
         with uow_factory() as uow:
             batch = uow.bulk.rows(activity_id, status, after, EXPORT_BATCH_ROWS)
         if not batch:
             return
-        yield batch
+        yield [[spreadsheet_safe(cell) for cell in cells_of(row_outcome(columns, row))] for row in batch]
         after = batch[-1]["row_number"]
 
 
-def spreadsheet_safe(cell: object) -> str:
-    """A cell a spreadsheet shows as text, never runs as a formula (OWASP's CSV injection advice)."""
-    text = "" if cell is None else str(cell)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+def export_file_name(activity_id: str, status: str | None) -> str:
+    """`bulk-credit-<id>-invalid-rows.csv`, `...-all-rows.csv`: the name says what the file holds."""
+    return f"bulk-credit-{activity_id}-{(status or 'all').lower()}-rows.csv"

@@ -13,25 +13,27 @@ reports), not in this loop. Rules that need the whole file or the database (dupl
 """
 from __future__ import annotations
 
-import contextlib
-import csv
 import io
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import BinaryIO, Iterator
+from typing import Callable, Iterator
 
-from pipeline.errors import FieldError, ValidationFailed
-from pipeline.money import MINOR_UNITS, Currency, MoneyError, parse_amount
+from pipeline.bulk.csv_records import FIELD_LENGTH_MAX, Records, UnreadableFile, cell_value, text_of
+from pipeline.errors import FieldError
+from pipeline.money import MINOR_UNITS, Currency, MoneyError, format_amount, parse_amount
+
+__all__ = ["FIELD_LENGTH_MAX", "Row", "RowChecker", "UnreadableFile", "read_rows", "text_of"]
 
 REQUIRED_COLUMNS = ("uuid", "amount")
 OPTIONAL_COLUMNS = ("currency", "reference")
+#: The columns a row's values come from, in the order an export writes them.
+INPUT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+#: Columns the export of INVALID rows adds to say why; an upload accepts and ignores them, so
+#: that export, once corrected, uploads as it is.
+ANNOTATION_COLUMNS = ("row_number", "error_code", "error_message")
 #: The longest `reference`, in characters, as for single movements.
 REFERENCE_LENGTH_MAX = 200
-#: How much of a rejected value is kept for the report, in characters.
-RAW_VALUE_LENGTH_MAX = 100
-#: The longest field the csv module accepts, in characters; longer is an unreadable file.
-FIELD_LENGTH_MAX = 4096
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -48,53 +50,75 @@ ROW_ERROR_CODES = (MALFORMED_ROW, INVALID_USER_ID, UNKNOWN_USER, INVALID_AMOUNT,
                    UNSUPPORTED_CURRENCY, INVALID_REFERENCE, DUPLICATE_REFERENCE)
 
 
-class UnreadableFile(ValidationFailed):
-    """The file as a whole cannot be read: no header, a bad header, not UTF-8, broken CSV."""
-
-    code = "unreadable_file"
-
-
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One data row: either valid (`error_code` None) or invalid with a code and a message."""
+    """One data row: either valid (`error_code` None) or invalid with a code and a message.
+
+    `cells` are the row's cells exactly as the file had them, or None when they are exactly
+    `canonical_cells` of its values (the common case, rebuilt when read, so that a large
+    file of plain rows stores nothing twice). An invalid row keeps what could be read of
+    its `currency` (a supported code) and its `reference`.
+    """
 
     row_number: int
     user_id: str | None
     amount_minor: int | None
     currency: str | None
     reference: str | None
-    raw_user_id: str
-    raw_amount: str
+    cells: tuple[str, ...] | None
     error_code: str | None = None
     error_message: str | None = None
 
 
 @dataclass(frozen=True)
 class Header:
-    """Where each known column sits in a record."""
+    """Where each known column sits in a record, and the columns in the file's order."""
 
     positions: dict[str, int]
+    columns: tuple[str, ...]
 
     @property
     def width(self) -> int:
-        return len(self.positions)
+        return len(self.columns)
+
+
+@dataclass(frozen=True)
+class CsvRows:
+    """The data rows of a file whose header has been read; iterate once."""
+
+    columns: tuple[str, ...]
+    rows: Iterator[Row]
+
+    def __iter__(self) -> Iterator[Row]:
+        return self.rows
 
 
 def parse_header(fields: list[str]) -> Header:
     names = [field.strip().lower() for field in fields]
     errors = []
-    unknown = [name for name in names if name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    unknown = [name for name in names if name not in INPUT_COLUMNS + ANNOTATION_COLUMNS]
     if unknown:
-        errors.append(FieldError("file", f"unknown columns {unknown}: allowed are uuid, amount, currency, reference"))
+        hint = (": a file of row outcomes cannot be uploaded again; export ?status=INVALID for a file to correct"
+                if "status" in unknown else "")
+        errors.append(FieldError("file", f"unknown columns {[name[:40] for name in unknown[:10]]}: allowed are "
+                                         f"uuid, amount, currency, reference{hint}"))
     missing = [name for name in REQUIRED_COLUMNS if name not in names]
     if missing:
         errors.append(FieldError("file", f"missing columns {missing}: the header must name uuid and amount"))
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = sorted({name[:40] for name in names if names.count(name) > 1})
     if repeated:
-        errors.append(FieldError("file", f"repeated columns {repeated}"))
+        errors.append(FieldError("file", f"repeated columns {repeated[:10]}"))
     if errors:
         raise UnreadableFile("the header row is not valid: " + "; ".join(e.message for e in errors), errors)
-    return Header({name: position for position, name in enumerate(names)})
+    return Header({name: position for position, name in enumerate(names) if name in INPUT_COLUMNS}, tuple(names))
+
+
+def canonical_cells(columns: tuple[str, ...] | list[str], user_id: str, amount_minor: int, currency: str,
+                    reference: str | None) -> list[str]:
+    """The cells, in `columns` order, that a valid row's values are written as."""
+    values = {"uuid": user_id, "amount": format_amount(amount_minor, Currency(currency, MINOR_UNITS[currency])),
+              "currency": currency, "reference": reference or ""}
+    return [values.get(column, "") for column in columns]
 
 
 def maximum_minor(maximum: str, code: str) -> int:
@@ -117,18 +141,20 @@ class RowChecker:
         self.default_currency = default_currency
         self.supported_text = ", ".join(sorted(supported))
 
+    def _cell(self, fields: list[str], name: str) -> str:
+        position = self.header.positions.get(name)
+        return cell_value(fields[position]) if position is not None and position < len(fields) else ""
+
     def check(self, row_number: int, fields: list[str]) -> Row:
-        positions = self.header.positions
-        raw_user_id = fields[positions["uuid"]].strip() if len(fields) > positions["uuid"] else ""
-        raw_amount = fields[positions["amount"]].strip() if len(fields) > positions["amount"] else ""
-        invalid = _Invalid(row_number, raw_user_id, raw_amount)
+        raw_user_id, raw_amount = self._cell(fields, "uuid"), self._cell(fields, "amount")
+        code = self._cell(fields, "currency").upper() or self.default_currency
+        reference = self._cell(fields, "reference")
+        unit = self.currencies.get(code)
+        invalid = _Invalid(row_number, unit and code, reference or None, tuple(fields))
         if len(fields) != self.header.width:
             return invalid(MALFORMED_ROW, f"expected {self.header.width} fields, found {len(fields)}")
         if not _UUID.fullmatch(raw_user_id):
             return invalid(INVALID_USER_ID, "uuid must be a user id such as 3f1c2a9e-4b7d-4c1e-9a2b-5d6e7f809a1b")
-        code = fields[positions["currency"]].strip().upper() if "currency" in positions else ""
-        code = code or self.default_currency
-        unit = self.currencies.get(code)
         if unit is None:
             return invalid(UNSUPPORTED_CURRENCY, f"currency {code[:10]!r} is not supported: use {self.supported_text}")
         try:
@@ -137,63 +163,46 @@ class RowChecker:
             return invalid(INVALID_AMOUNT, f"amount {error.reason}")
         if amount > self.maxima[code]:
             return invalid(AMOUNT_ABOVE_MAXIMUM, f"amount is above BULK_CREDIT_MAX_AMOUNT ({self.maxima[code]} minor units)")
-        reference = fields[positions["reference"]].strip() if "reference" in positions else ""
         if len(reference) > REFERENCE_LENGTH_MAX:
             return invalid(INVALID_REFERENCE, f"reference is longer than {REFERENCE_LENGTH_MAX} characters")
-        return Row(row_number, raw_user_id.lower(), amount, code, reference or None, raw_user_id, raw_amount)
+        user_id = raw_user_id.lower()
+        canonical = canonical_cells(self.header.columns, user_id, amount, code, reference)
+        return Row(row_number, user_id, amount, code, reference or None, None if fields == canonical else tuple(fields))
 
 
 @dataclass(frozen=True, slots=True)
 class _Invalid:
     row_number: int
-    raw_user_id: str
-    raw_amount: str
+    currency: str | None
+    reference: str | None
+    cells: tuple[str, ...]
 
     def __call__(self, code: str, message: str) -> Row:
         assert code in ROW_ERROR_CODES
-        return Row(self.row_number, None, None, None, None, self.raw_user_id[:RAW_VALUE_LENGTH_MAX],
-                   self.raw_amount[:RAW_VALUE_LENGTH_MAX], code, message)
+        return Row(self.row_number, None, None, self.currency, self.reference, self.cells, code, message)
 
 
-def text_of(source: BinaryIO) -> io.TextIOWrapper:
-    """Decodes UTF-8 with or without a BOM; newline='' leaves CR and LF to the csv module."""
-    return io.TextIOWrapper(source, encoding="utf-8-sig", errors="strict", newline="")
-
-
-def read_rows(text: io.TextIOBase, checker_for) -> Iterator[Row]:
-    """Reads the header now and returns an iterator over every non-blank data row.
+def read_rows(text: io.TextIOBase, checker_for: Callable[[Header], RowChecker]) -> CsvRows:
+    """Reads the header now and returns the file's columns and an iterator over every non-blank data row.
 
     `checker_for(header)` makes the RowChecker. Raises UnreadableFile at once when the
-    header is missing or wrong, and while iterating when the bytes are not UTF-8 or the
-    CSV is broken.
+    header is missing or wrong, and while iterating at the first structural error (see
+    csv_records.py), naming its line.
     """
-    csv.field_size_limit(FIELD_LENGTH_MAX)  # process-wide, so set here where it matters
-    reader = csv.reader(text, dialect="excel", strict=False, skipinitialspace=True)
-    with _unreadable(reader):
-        header_fields, row_number = next(reader, None), 1
-        while header_fields is not None and not any(field.strip() for field in header_fields):
-            header_fields, row_number = next(reader, None), row_number + 1  # blank lines before the header
-    if header_fields is None:
-        raise UnreadableFile("the file is empty: the first row must be a header such as uuid,amount")
-    checker = checker_for(parse_header(header_fields))
-    return _data_rows(reader, checker, row_number)
+    records = Records(text)
+    row_number = 0
+    for fields in records:
+        row_number += 1
+        if any(field.strip() for field in fields):  # blank lines before the header are skipped
+            header = parse_header(fields)
+            return CsvRows(header.columns, _data_rows(records, checker_for(header), row_number))
+    raise UnreadableFile("the file is empty: the first row must be a header such as uuid,amount")
 
 
-@contextlib.contextmanager
-def _unreadable(reader):
-    try:
-        yield
-    except UnicodeDecodeError as error:
-        raise UnreadableFile(f"the file is not UTF-8 text (after line {reader.line_num}): {error.reason}") from error
-    except csv.Error as error:
-        raise UnreadableFile(f"the CSV cannot be read at line {reader.line_num}: {error}") from error
-
-
-def _data_rows(reader, checker: RowChecker, header_row_number: int) -> Iterator[Row]:
+def _data_rows(records: Records, checker: RowChecker, header_row_number: int) -> Iterator[Row]:
     row_number = header_row_number
-    with _unreadable(reader):
-        for fields in reader:
-            row_number += 1
-            if not any(field.strip() for field in fields):
-                continue  # a blank line or a row of empty cells: a spreadsheet row, not a record
-            yield checker.check(row_number, fields)
+    for fields in records:
+        row_number += 1
+        if not any(field.strip() for field in fields):
+            continue  # a blank line or a row of empty cells: a spreadsheet row, not a record
+        yield checker.check(row_number, fields)

@@ -20,11 +20,14 @@ from pipeline.bulk.rows import Row, RowChecker, read_rows, text_of
 from pipeline.bulk.status import SETTLED_STATUSES, Counters, status_after_upload
 from pipeline.config import Settings
 from pipeline.errors import IdempotencyKeyReused, Rejected
+from pipeline.text import storable
 
 log = logging.getLogger(__name__)
 
 #: How many bytes the parser asks the upload stream for at a time.
 READ_BYTES = 256 * 1024
+#: The longest file name kept, in characters (the rest is cut: it is a label, not data).
+FILE_NAME_LENGTH_MAX = 200
 #: The message of rows whose user does not exist at upload time.
 UNKNOWN_USER_MESSAGE = "no user has this uuid"
 
@@ -149,7 +152,7 @@ def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, fi
         header, settings.supported_currencies, settings.default_currency, settings.bulk_credit_max_amount))
     tally = _Tally(settings.bulk_credit_chunk_rows, settings.bulk_credit_max_rows)
     with uow:
-        uow.bulk.add_activity(activity_id, api_key_id, key, file_name)
+        uow.bulk.add_activity(activity_id, api_key_id, key, storable_name(file_name), rows.columns)
         uow.bulk.copy_rows(activity_id, tally.number(rows))
         reader.drain()  # whatever trails the last record still belongs to the hash
         invalid = tally.invalid + uow.bulk.invalidate_unknown_users(activity_id, UNKNOWN_USER_MESSAGE)
@@ -165,6 +168,17 @@ def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, fi
         uow.bulk.add_history(activity_id, None, status, status in SETTLED_STATUSES, uploader)
         uow.commit()
     return chunk_ids
+
+
+def storable_name(file_name: str | None) -> str | None:
+    """The upload's file name as PostgreSQL can store it: characters it cannot (NUL, a lone
+    surrogate from a name that was not UTF-8) become U+FFFD."""
+    if not file_name:
+        return None
+    name = file_name[:FILE_NAME_LENGTH_MAX]
+    if storable(name):
+        return name
+    return "".join(character if storable(character) else "\ufffd" for character in name)
 
 
 def send_after_commit(queue: ChunkQueue, chunk_ids: list[int]) -> None:

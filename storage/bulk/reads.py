@@ -12,13 +12,16 @@ ACTIVITY_COLUMNS = """id::text, status, content_sha256, created_at, started_at, 
     failed_chunks, last_chunk_error, total_records, valid_records, invalid_records, successful_records,
     failed_records, pending_records"""
 
+# The posting of a SUCCESS row: postings.bulk_row_id is UNIQUE, so the join is one index probe
+# per row read and never multiplies rows.
 _ROWS = text("""
-SELECT row_number, coalesce(user_id::text, raw_user_id) AS user_id, amount_minor, raw_amount, currency, reference,
-       status, error_code, error_message, attempts, journal_entry_id::text AS transaction_id
-  FROM bulk_rows
- WHERE activity_id = :activity_id AND row_number > :after
-   AND (CAST(:status AS text) IS NULL OR status = :status)
- ORDER BY row_number
+SELECT r.row_number, r.user_id::text AS user_id, r.amount_minor, r.currency, r.reference, r.raw, r.status,
+       r.error_code, r.error_message, r.attempts, r.journal_entry_id::text AS transaction_id, p.id AS posting_id
+  FROM bulk_rows r
+  LEFT JOIN postings p ON p.bulk_row_id = r.id
+ WHERE r.activity_id = :activity_id AND r.row_number > :after
+   AND (CAST(:status AS text) IS NULL OR r.status = :status)
+ ORDER BY r.row_number
  LIMIT :limit
 """)
 
@@ -60,6 +63,12 @@ class ReadSql:
 
     def find_by_content(self, content_sha256: str) -> Activity | None:
         return self._one_activity("content_sha256 = :sha", {"sha": content_sha256})
+
+    def row_columns(self, activity_id: str) -> list[str] | None:
+        """The activity's header columns ([] if stored before they were), or None when there is no such activity."""
+        row = self.connection.execute(text("SELECT coalesce(columns, '{}') FROM bulk_activities WHERE id = :id"),
+                                      {"id": activity_id}).one_or_none()
+        return None if row is None else list(row[0])
 
     def rows(self, activity_id: str, status: str | None, after_row_number: int, limit: int) -> list[dict[str, Any]]:
         result = self.connection.execute(_ROWS, {"activity_id": activity_id, "status": status,

@@ -2,6 +2,7 @@
 and the chunk plan."""
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 
 import psycopg.errors
@@ -21,7 +22,7 @@ DUPLICATE_WAIT_MS = 120_000
 CHUNK_QUEUE_ALLOWANCE_S = 1.0
 
 _COPY_ROWS = """COPY bulk_rows (activity_id, row_number, chunk_number, user_id, amount_minor, currency,
-    reference, raw_user_id, raw_amount, status, error_code, error_message) FROM STDIN"""
+    reference, raw, status, error_code, error_message) FROM STDIN"""
 
 _UNKNOWN_USERS = text("""
 UPDATE bulk_rows r
@@ -63,26 +64,31 @@ UPDATE bulk_activities
 
 
 def _copy_tuple(activity_id: str, row: Row, chunk_number: int | None) -> tuple:
+    # The cells as a JSON array of strings; ensure_ascii=False since csv_records refused every
+    # character PostgreSQL cannot store (NUL, lone surrogates) before this point.
+    raw = None if row.cells is None else json.dumps(row.cells, ensure_ascii=False, separators=(",", ":"))
     if row.error_code is None:
         return (activity_id, row.row_number, chunk_number, row.user_id, row.amount_minor, row.currency,
-                row.reference, None, None, ROW_PENDING, None, None)
-    return (activity_id, row.row_number, None, None, None, None, None, row.raw_user_id, row.raw_amount,
+                row.reference, raw, ROW_PENDING, None, None)
+    return (activity_id, row.row_number, None, None, None, row.currency, row.reference, raw,
             ROW_INVALID, row.error_code, row.error_message)
 
 
 class UploadSql:
     connection: Any
 
-    def add_activity(self, activity_id: str, api_key_id: int | None, key: str | None, file_name: str | None) -> None:
+    def add_activity(self, activity_id: str, api_key_id: int | None, key: str | None, file_name: str | None,
+                     columns: tuple[str, ...] = ()) -> None:
         self.connection.exec_driver_sql(f"SET LOCAL lock_timeout = {DUPLICATE_WAIT_MS}")
         # Plans for this file's own parameters, never a cached generic one (see storage/bulk/apply.py).
         self.connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
         try:
             with self.connection.begin_nested():
                 self.connection.execute(
-                    text("INSERT INTO bulk_activities (id, status, api_key_id, idempotency_key, file_name)"
-                         " VALUES (:id, 'UPLOADED', :api_key_id, :key, left(:file_name, 200))"),
-                    {"id": activity_id, "api_key_id": api_key_id, "key": key, "file_name": file_name},
+                    text("INSERT INTO bulk_activities (id, status, api_key_id, idempotency_key, file_name, columns)"
+                         " VALUES (:id, 'UPLOADED', :api_key_id, :key, left(:file_name, 200), :columns)"),
+                    {"id": activity_id, "api_key_id": api_key_id, "key": key, "file_name": file_name,
+                     "columns": list(columns) or None},
                 )
         except IntegrityError as error:
             raise DuplicateKey(key) from error
