@@ -15,7 +15,7 @@ Revision ID: 0008
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"  # TODO-merge: 0007
+down_revision = "0007"
 
 TERMINAL = "('COMPLETED', 'PARTIALLY_COMPLETED', 'FAILED')"
 
