@@ -18,7 +18,8 @@ import sys
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings, strategies as st
 
-from pipeline.bulk.csv_records import cell_value, spreadsheet_safe
+from pipeline.bulk.csv_records import Records, cell_value, spreadsheet_safe, text_of
+from pipeline.bulk.rows import RowChecker, canonical_cells, read_rows
 from tests.test_bulk_pipeline import RecordingQueue
 
 URL = "/api/v1/wallet/bulk-credit"
@@ -157,3 +158,28 @@ def test_a_cell_escaped_against_formulas_reads_back_as_the_value_it_held(cell):
     [[read_back, _]] = list(csv.reader(io.StringIO(buffer.getvalue(), newline=""), strict=True,
                                        skipinitialspace=True))
     assert cell_value(read_back) == cell_value(cell)
+
+
+@given(columns=st.permutations(["uuid", "amount", "currency", "reference"]).flatmap(
+           lambda order: st.integers(2, 4).map(lambda width: [c for c in order if c in ("uuid", "amount")]
+                                                + [c for c in order if c not in ("uuid", "amount")][:width - 2])),
+       rows=st.lists(st.fixed_dictionaries({
+           "uuid": st.sampled_from(USERS + [USERS[0].upper(), " " + USERS[1]]),
+           "amount": st.sampled_from(["10.00", "10", "0.50", " 1.00", "007.00", "1200", "12.5"]),
+           "currency": st.sampled_from(["SGD", "sgd", "", "JPY", " SGD"]),
+           "reference": st.sampled_from(["", "r-1", " r-2 ", "'=x", "=x"])}), min_size=1, max_size=8))
+def test_a_valid_row_without_stored_cells_has_exactly_the_cells_its_values_are_written_as(columns, rows):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    writer.writerows([[row[column] for column in columns] for row in rows])
+    data = buffer.getvalue().encode()
+    [_, *records] = list(Records(text_of(io.BytesIO(data))))
+    parsed = list(read_rows(text_of(io.BytesIO(data)),
+                            lambda header: RowChecker(header, frozenset({"SGD", "JPY"}), "SGD", "1000000.00")))
+
+    for row, fields in zip(parsed, records):
+        if row.error_code is None:
+            written = canonical_cells(columns, row.user_id, row.amount_minor, row.currency, row.reference)
+            assert (row.cells is None) == (written == fields)
+            assert row.cells is None or list(row.cells) == fields

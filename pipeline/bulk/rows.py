@@ -140,46 +140,57 @@ class RowChecker:
         self.maxima = {code: maximum_minor(maximum, code) for code in supported}
         self.default_currency = default_currency
         self.supported_text = ", ".join(sorted(supported))
-
-    def _cell(self, fields: list[str], name: str) -> str:
-        position = self.header.positions.get(name)
-        return cell_value(fields[position]) if position is not None and position < len(fields) else ""
+        positions = header.positions
+        self.uuid_at, self.amount_at = positions["uuid"], positions["amount"]
+        self.currency_at, self.reference_at = positions.get("currency"), positions.get("reference")
+        #: Whether a row's cells can be exactly its values written plainly (not with annotation columns).
+        self.plain_possible = header.width == len(positions)
 
     def check(self, row_number: int, fields: list[str]) -> Row:
-        raw_user_id, raw_amount = self._cell(fields, "uuid"), self._cell(fields, "amount")
-        code = self._cell(fields, "currency").upper() or self.default_currency
-        reference = self._cell(fields, "reference")
-        unit = self.currencies.get(code)
-        invalid = _Invalid(row_number, unit and code, reference or None, tuple(fields))
+        """The row read from `fields`, valid or with the first rule it breaks."""
         if len(fields) != self.header.width:
-            return invalid(MALFORMED_ROW, f"expected {self.header.width} fields, found {len(fields)}")
+            return self._invalid(row_number, fields, MALFORMED_ROW,
+                                 f"expected {self.header.width} fields, found {len(fields)}")
+        raw_user_id, raw_amount = cell_value(fields[self.uuid_at]), cell_value(fields[self.amount_at])
+        code = self.default_currency
+        if self.currency_at is not None:
+            code = cell_value(fields[self.currency_at]).upper() or code
+        reference = "" if self.reference_at is None else cell_value(fields[self.reference_at])
         if not _UUID.fullmatch(raw_user_id):
-            return invalid(INVALID_USER_ID, "uuid must be a user id such as 3f1c2a9e-4b7d-4c1e-9a2b-5d6e7f809a1b")
+            return self._invalid(row_number, fields, INVALID_USER_ID,
+                                 "uuid must be a user id such as 3f1c2a9e-4b7d-4c1e-9a2b-5d6e7f809a1b")
+        unit = self.currencies.get(code)
         if unit is None:
-            return invalid(UNSUPPORTED_CURRENCY, f"currency {code[:10]!r} is not supported: use {self.supported_text}")
+            return self._invalid(row_number, fields, UNSUPPORTED_CURRENCY,
+                                 f"currency {code[:10]!r} is not supported: use {self.supported_text}")
         try:
             amount = parse_amount(raw_amount, unit)
         except MoneyError as error:
-            return invalid(INVALID_AMOUNT, f"amount {error.reason}")
+            return self._invalid(row_number, fields, INVALID_AMOUNT, f"amount {error.reason}")
         if amount > self.maxima[code]:
-            return invalid(AMOUNT_ABOVE_MAXIMUM, f"amount is above BULK_CREDIT_MAX_AMOUNT ({self.maxima[code]} minor units)")
+            return self._invalid(row_number, fields, AMOUNT_ABOVE_MAXIMUM,
+                                 f"amount is above BULK_CREDIT_MAX_AMOUNT ({self.maxima[code]} minor units)")
         if len(reference) > REFERENCE_LENGTH_MAX:
-            return invalid(INVALID_REFERENCE, f"reference is longer than {REFERENCE_LENGTH_MAX} characters")
+            return self._invalid(row_number, fields, INVALID_REFERENCE,
+                                 f"reference is longer than {REFERENCE_LENGTH_MAX} characters")
         user_id = raw_user_id.lower()
-        canonical = canonical_cells(self.header.columns, user_id, amount, code, reference)
-        return Row(row_number, user_id, amount, code, reference or None, None if fields == canonical else tuple(fields))
+        # The cells are kept unless they are exactly canonical_cells() of the values (tested as a pair).
+        plain = (self.plain_possible and fields[self.uuid_at] == user_id
+                 and fields[self.amount_at] == format_amount(amount, unit)
+                 and (self.currency_at is None or fields[self.currency_at] == code)
+                 and (self.reference_at is None or fields[self.reference_at] == reference))
+        return Row(row_number, user_id, amount, code, reference or None, None if plain else tuple(fields))
 
+    def _cell(self, fields: list[str], position: int | None) -> str:
+        return cell_value(fields[position]) if position is not None and position < len(fields) else ""
 
-@dataclass(frozen=True, slots=True)
-class _Invalid:
-    row_number: int
-    currency: str | None
-    reference: str | None
-    cells: tuple[str, ...]
-
-    def __call__(self, code: str, message: str) -> Row:
+    def _invalid(self, row_number: int, fields: list[str], code: str, message: str) -> Row:
+        """An invalid row keeps its cells, and the currency (if supported) and reference it names."""
         assert code in ROW_ERROR_CODES
-        return Row(self.row_number, None, None, self.currency, self.reference, self.cells, code, message)
+        currency = self._cell(fields, self.currency_at).upper() or self.default_currency
+        reference = self._cell(fields, self.reference_at) or None
+        return Row(row_number, None, None, currency if currency in self.currencies else None, reference,
+                   tuple(fields), code, message)
 
 
 def read_rows(text: io.TextIOBase, checker_for: Callable[[Header], RowChecker]) -> CsvRows:
@@ -193,7 +204,7 @@ def read_rows(text: io.TextIOBase, checker_for: Callable[[Header], RowChecker]) 
     row_number = 0
     for fields in records:
         row_number += 1
-        if any(field.strip() for field in fields):  # blank lines before the header are skipped
+        if "".join(fields).strip():  # blank lines before the header are skipped
             header = parse_header(fields)
             return CsvRows(header.columns, _data_rows(records, checker_for(header), row_number))
     raise UnreadableFile("the file is empty: the first row must be a header such as uuid,amount")
@@ -203,6 +214,6 @@ def _data_rows(records: Records, checker: RowChecker, header_row_number: int) ->
     row_number = header_row_number
     for fields in records:
         row_number += 1
-        if not any(field.strip() for field in fields):
+        if not "".join(fields).strip():
             continue  # a blank line or a row of empty cells: a spreadsheet row, not a record
         yield checker.check(row_number, fields)
