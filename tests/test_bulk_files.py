@@ -276,3 +276,9 @@ def test_a_report_of_outcomes_cannot_be_uploaded_again_and_pay_twice(services, h
     assert (again.status_code, again.json["code"]) == (422, "unreadable_file")
     assert "export ?status=INVALID" in again.json["detail"]
     assert balances(services.engine)[user] == 100
+
+
+def test_an_idempotency_key_postgresql_cannot_store_is_a_422_not_a_500(http):
+    response = http.post(URL, data={"file": (io.BytesIO(b"uuid,amount\n"), "credits.csv")},
+                         content_type="multipart/form-data", headers={"Idempotency-Key": "key\x00one"})
+    assert (response.status_code, response.json["code"]) == (422, "validation_failed")

@@ -13,6 +13,7 @@ from pipeline.bulk.ports import Activity, Actor
 from pipeline.bulk.upload import upload
 from pipeline.errors import FieldError, ValidationFailed
 from pipeline.statements import parse_limit
+from pipeline.text import storable
 from telemetry.metrics import BULK_ROW_RETRIES, count_rows
 from web.auth import allow, authenticated
 from web.uploads import read_upload
@@ -58,6 +59,8 @@ def upload_file():
     key = request.headers.get("Idempotency-Key", "").strip() or None
     if key is not None and len(key) > 255:
         raise ValidationFailed("Idempotency-Key is too long", [FieldError("Idempotency-Key", "at most 255 characters")])
+    if key is not None and not storable(key):
+        raise ValidationFailed("Idempotency-Key is not valid", [FieldError("Idempotency-Key", "no NUL character")])
     # The part named `file` is the file with or without a filename (curl -F 'file=<x.csv' sends
     # none); it is spooled to disk past 500 KB, so memory stays flat, and read as a stream.
     form = read_upload(request, "file", services().settings.bulk_credit_max_bytes)

@@ -10,6 +10,10 @@ a row; they are not where the time goes (COPY and the chunk transactions are). p
 earns its place where whole columns are summarised (bench/ and reconciliation
 reports), not in this loop. Rules that need the whole file or the database (duplicate
 `reference`, unknown user) are set-based SQL after the COPY, in storage/bulk/.
+
+Structural errors (broken quoting, bytes that are not UTF-8, NUL, oversized cells) are
+csv_records.py's: they refuse the whole file. A row that breaks a rule here is stored
+INVALID with its cells, so that it can be corrected and uploaded again.
 """
 from __future__ import annotations
 
