@@ -126,10 +126,10 @@ def cell_value(cell: str) -> str:
     cell_value(spreadsheet_safe(cell)) == cell_value(cell) for every cell, even after a CSV
     writer and reader (which may drop leading spaces) in between.
     """
-    value = cell.strip()
+    value = cell.lstrip()  # the right end only at the end: the formula character may be a tab
     while value[:1] == "'" and value[1:2] in FORMULA_PREFIXES:
-        value = value[1:].strip()
-    return value
+        value = value[1:].lstrip()
+    return value.rstrip()
 
 
 def spreadsheet_safe(cell: object) -> str:
