@@ -5,6 +5,7 @@ that an INVALID export can be corrected and uploaded as it is (case 9)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import sys
 import time
@@ -282,3 +283,11 @@ def test_an_idempotency_key_postgresql_cannot_store_is_a_422_not_a_500(http):
     response = http.post(URL, data={"file": (io.BytesIO(b"uuid,amount\n"), "credits.csv")},
                          content_type="multipart/form-data", headers={"Idempotency-Key": "key\x00one"})
     assert (response.status_code, response.json["code"]) == (422, "validation_failed")
+
+
+def test_a_file_part_without_a_filename_has_the_same_byte_limit(services, http, monkeypatch, clean_database):
+    monkeypatch.setattr(services, "settings", dataclasses.replace(services.settings, bulk_credit_max_bytes=1_000))
+    body, content_type = multipart_without_file_name(b"uuid,amount\n" + b"x" * 2_000)
+    response = http.post(URL, data=body, content_type=content_type)
+    assert (response.status_code, response.json["code"]) == (413, "payload_too_large")
+    assert stored(clean_database) == (0, 0, 0)
