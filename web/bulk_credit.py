@@ -21,6 +21,7 @@ from web.wallets import json_body, rfc3339
 
 blueprint = APIBlueprint("bulk_credit", __name__, url_prefix="/api/v1/wallet/bulk-credit", tag="Bulk credit")
 
+
 def chunk_queue():
     """The queue that chunk messages go to; tests may put their own in app.extensions."""
     queue = current_app.extensions.get("wallet.chunk_queue")
