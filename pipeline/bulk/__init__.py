@@ -4,8 +4,11 @@ How a file flows (see ../shared/API.md, "Bulk credit"):
 
 1. **Upload** (`upload.py`, one database transaction). The bytes are read once, as a
    stream: hashed (`content_sha256`), counted against `BULK_CREDIT_MAX_BYTES`, decoded
-   and parsed by `rows.py`, and written with COPY as they come. Rows that break a rule
-   one line can show (bad uuid, bad amount, ...) are stored INVALID with a code; rules
+   and parsed by `rows.py`, and written with COPY as they come. A structural error
+   (`csv_records.py`: broken quoting, bytes that are not UTF-8, NUL, an oversized cell)
+   refuses the whole file and rolls the transaction back. Rows that break a rule
+   one line can show (bad uuid, bad amount, ...) are stored INVALID with a code and
+   their original cells, so they can be exported, corrected and uploaded again; rules
    that need the whole file or the database (unknown user, duplicate reference) run
    afterwards as set-based SQL. Valid rows are numbered into chunks of
    `BULK_CREDIT_CHUNK_ROWS`, the chunks are recorded, and only after the commit is one
