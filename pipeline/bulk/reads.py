@@ -122,11 +122,15 @@ def export_rows(uow_factory: Callable, activity_id: str, status: str | None) -> 
     if status == ROW_INVALID:
         inputs = [column for column in columns if column in INPUT_COLUMNS]
         header = inputs + list(CORRECTION_COLUMNS)
-        cells_of = lambda outcome: [outcome["raw"].get(column, "") for column in inputs] + [  # noqa: E731
-            outcome[field] for field in CORRECTION_COLUMNS]
+
+        def cells_of(outcome: dict[str, Any]) -> list:
+            return [outcome["raw"].get(column, "") for column in inputs] + [
+                outcome[field] for field in CORRECTION_COLUMNS]
     else:
         header = list(REPORT_COLUMNS)
-        cells_of = lambda outcome: [outcome[field] for field in REPORT_COLUMNS]  # noqa: E731
+
+        def cells_of(outcome: dict[str, Any]) -> list:
+            return [outcome[field] for field in REPORT_COLUMNS]
     return header, _batches(uow_factory, activity_id, status, columns, cells_of)
 
 
