@@ -43,7 +43,7 @@ def apply_bulk_chunk(chunk_id: int) -> None:
     count_rows("SUCCESS", applied.credited)
     count_rows("FAILED", applied.failed)
     BULK_ROWS_EXHAUSTED.inc(applied.exhausted)
-    BULK_CHUNKS_FAILED.labels("errors").inc(applied.gave_up)
+    BULK_CHUNKS_FAILED.inc(applied.gave_up)
     log.info("chunk %d: %s", chunk_id, "already done" if applied.skipped else
              f"{applied.credited} credited, {applied.failed} failed, activity {applied.status}")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pipeline.bulk import recovery
-from telemetry.metrics import BULK_CHUNKS_FAILED, BULK_CHUNKS_RESENT, BULK_ROW_RETRIES
+from telemetry.metrics import BULK_CHUNKS_RESENT, BULK_ROW_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +26,10 @@ def retry_due_rows(services) -> None:
 
 
 def resend_lost_chunks(services) -> None:
-    sweep = recovery.resend_lost_chunks(services.uow, _queue(), services.settings)
-    BULK_CHUNKS_RESENT.inc(sweep.resent_chunks)
-    BULK_CHUNKS_FAILED.labels("never_finished").inc(sweep.abandoned_chunks)
-    if sweep.resent_chunks:
-        log.warning("lost-chunk sweep: %d chunks had an expired lease and were sent again", sweep.resent_chunks)
-    if sweep.abandoned_chunks:
-        log.error("lost-chunk sweep: gave up on %d chunks sent %d times that never finished; their rows failed"
-                  " with chunk_failed", sweep.abandoned_chunks, recovery.CHUNK_SENDS_MAX)
+    sent = recovery.resend_lost_chunks(services.uow, _queue(), services.settings)
+    BULK_CHUNKS_RESENT.inc(sent)
+    if sent:
+        log.warning("lost-chunk sweep: %d chunks had an expired lease and were sent again", sent)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import MISSING, dataclass, field, fields
+from decimal import Decimal
 
 from pipeline.money import MINOR_UNITS
 
@@ -109,6 +110,12 @@ class Settings:
         assert 1 <= self.bulk_credit_chunk_rows <= 50_000, "BULK_CREDIT_CHUNK_ROWS must be within 1..50000"
         assert self.bulk_credit_chunk_rows <= self.bulk_credit_max_rows <= 10_000_000
         assert 1 <= self.retry_max_attempts <= 50
+        # One chunk's credits add up to less than half of what a bigint balance holds, so no
+        # chunk total or funding debit can overflow however the rows are spread.
+        largest_minor = Decimal(self.bulk_credit_max_amount) * 10 ** max(
+            MINOR_UNITS[code] for code in self.supported_currencies)
+        assert largest_minor * self.bulk_credit_chunk_rows <= 2**62, \
+            "BULK_CREDIT_MAX_AMOUNT x BULK_CREDIT_CHUNK_ROWS must stay below 2**62 minor units"
         assert self.chunk_lease_s >= 5, "a chunk lease shorter than 5 s expires under normal load"
         assert 0.2 <= self.scheduler_sweep_interval_s <= self.chunk_lease_s
         assert 1 <= self.events_publish_batch_max <= 10_000

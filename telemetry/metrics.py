@@ -43,7 +43,7 @@ BULK_ROWS_EXHAUSTED = Counter(
     "wallet_bulk_rows_retries_exhausted", "Rows that failed RETRY_MAX_ATTEMPTS times and stay FAILED.")
 BULK_CHUNKS_FAILED = Counter(
     "wallet_bulk_chunks_failed", "Chunks given up on, their rows FAILED with chunk_failed: after CHUNK_ERRORS_MAX"
-    " errors (errors) or CHUNK_SENDS_MAX sends that never finished (never_finished).", ["reason"])
+    " errors, or CHUNK_STARTS_MAX starts that never finished.")
 BULK_CHUNKS_RESENT = Counter(
     "wallet_bulk_chunks_resent", "Chunks whose lease expired (lost message) and which the scheduler sent again.")
 MESSAGE_RETRIES = Counter(

@@ -194,26 +194,102 @@ def test_a_chunk_that_keeps_failing_is_given_up_after_its_error_limit_and_an_ope
     chunks.retry_failed_rows(services.uow, queue, settings, activity_id, OPERATOR)
     apply_all(services, settings, queue.take())
 
-    assert activity_state(engine, activity_id)[:4] == ("COMPLETED", 4, 0, 0)
+    assert activity_state(engine, activity_id) == ("COMPLETED", 4, 0, 0, True, False, 0)
+    assert query(engine, "SELECT last_chunk_error FROM bulk_activities") == [(None,)]
     assert set(balances(engine).values()) == {100}
     assert_ledger_invariants(engine)
 
 
-def test_a_chunk_sent_its_maximum_number_of_times_without_finishing_is_given_up(services, engine, queue, users):
+def test_a_chunk_whose_message_waits_through_many_expired_leases_is_sent_again_and_never_given_up(
+        services, engine, queue, users):
     activity_id = upload(services.uow, queue, services.settings, csv_of([f"{users[0]},1.00"])).activity.id
-    queue.take()  # every message is lost, or kills its worker
-    sends = 1
-    for _ in range(recovery.CHUNK_SENDS_MAX + 2):
+    queue.take()  # no worker runs: the message waits, and its lease expires again and again
+    for _ in range(3 * chunks.CHUNK_STARTS_MAX):
         with engine.begin() as connection:
             connection.execute(text("UPDATE bulk_chunks SET leased_until = now() - interval '1 second'"))
-        sweep = recovery.resend_lost_chunks(services.uow, queue, services.settings)
-        sends += sweep.resent_chunks
-        queue.take()
+        assert recovery.resend_lost_chunks(services.uow, queue, services.settings) == 1
+    sent = queue.take()
 
-    assert sends == recovery.CHUNK_SENDS_MAX
+    apply_all(services, services.settings, sent)  # the workers come back to a long backlog
+
+    assert rows_by_user(engine, activity_id) == {users[0]: ("SUCCESS", None)}
+    assert activity_state(engine, activity_id) == ("COMPLETED", 1, 0, 0, True, False, 0)
+
+
+def test_a_chunk_begun_more_than_its_maximum_without_finishing_is_given_up_and_a_retry_credits_it(
+        services, engine, queue, users):
+    activity_id = upload(services.uow, queue, services.settings, csv_of([f"{users[0]},1.00"])).activity.id
+    [chunk_id] = queue.take()
+    with engine.begin() as connection:  # as if that many workers had died applying it
+        connection.execute(text("UPDATE bulk_chunks SET started_count = :n"), {"n": chunks.CHUNK_STARTS_MAX})
+
+    gave_up = chunks.apply_chunk(services.uow, services.settings, chunk_id)
+
+    assert (gave_up.gave_up, gave_up.failed) == (True, 1)
     assert rows_by_user(engine, activity_id) == {users[0]: ("FAILED", "chunk_failed")}
     assert query(engine, "SELECT state FROM bulk_chunks") == [("FAILED",)]
     assert activity_state(engine, activity_id) == ("FAILED", 0, 1, 0, True, False, 1)
+    assert "begun 5 times without finishing" in query(engine, "SELECT last_chunk_error FROM bulk_activities")[0][0]
+
+    chunks.retry_failed_rows(services.uow, queue, services.settings, activity_id, OPERATOR)
+    apply_all(services, services.settings, queue.take())
+    assert activity_state(engine, activity_id) == ("COMPLETED", 1, 0, 0, True, False, 0)
+
+
+def test_past_the_isolation_limit_rows_not_tried_fail_as_chunk_failed_never_as_refused(
+        services, engine, queue, clean_database, refused_amount):
+    payees = seed_users(services, 1_200)
+    lines = [f"{user},{'42.42' if n % 3 == 0 else '1.00'}" for n, user in enumerate(payees)]
+    activity_id = upload(services.uow, queue, services.settings, csv_of(lines)).activity.id
+    refused_amount(4242)
+
+    apply_all(services, services.settings, queue.take())
+
+    outcomes = query(engine, "SELECT amount_minor, status, error_code, count(*) FROM bulk_rows"
+                             " WHERE activity_id = :a GROUP BY 1, 2, 3", a=activity_id)
+    by_outcome = {(amount, status, code): count for amount, status, code, count in outcomes}
+    assert not any(code == "cannot_apply" and amount == 100 for amount, _, code in by_outcome)
+    assert not any(status == "SUCCESS" and amount == 4242 for amount, status, _ in by_outcome)
+    assert by_outcome.get((100, "SUCCESS", None), 0) > 0 and by_outcome.get((4242, "FAILED", "cannot_apply"), 0) > 0
+    assert sum(by_outcome.values()) == 1_200
+    not_tried = query(engine, "SELECT DISTINCT error_message FROM bulk_rows WHERE error_code = 'chunk_failed'")
+    assert all("not tried" in message for message, in not_tried)
+    assert_ledger_invariants(engine)
+
+
+@pytest.fixture
+def refused_amount(engine):
+    """Makes PostgreSQL refuse every bulk posting of one amount."""
+    def refuse(amount_minor: int) -> None:
+        with engine.begin() as connection:
+            connection.execute(text(
+                "CREATE FUNCTION test_refuse_amount() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$BEGIN RAISE EXCEPTION 'amount refused by the test' USING ERRCODE = 'check_violation'; END$$"))
+            connection.execute(text(
+                f"CREATE TRIGGER test_refuse_amount BEFORE INSERT ON postings FOR EACH ROW"
+                f" WHEN (NEW.bulk_row_id IS NOT NULL AND NEW.amount = {int(amount_minor)})"
+                f" EXECUTE FUNCTION test_refuse_amount()"))
+
+    yield refuse
+    with engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER IF EXISTS test_refuse_amount ON postings"))
+        connection.execute(text("DROP FUNCTION IF EXISTS test_refuse_amount()"))
+
+
+def test_the_scheduler_retries_what_the_worker_left_due_whatever_its_own_attempt_limit(
+        services, engine, queue, users):
+    worker = dataclasses.replace(services.settings, bulk_credit_fail_user_ids=frozenset({users[0]}),
+                                 retry_base_delay_s=0.0, retry_max_attempts=3)
+    scheduler = dataclasses.replace(worker, retry_max_attempts=1)
+    activity_id = upload(services.uow, queue, worker, csv_of([f"{user},1.00" for user in users])).activity.id
+    apply_all(services, worker, queue.take())
+
+    for _ in range(3):
+        recovery.retry_due_rows(services.uow, queue, scheduler)
+        apply_all(services, worker, queue.take())
+
+    assert activity_state(engine, activity_id) == ("PARTIALLY_COMPLETED", 3, 1, 0, True, False, 0)
+    assert rows_by_user(engine, activity_id)[users[0]] == ("FAILED", "retries_exhausted")
 
 
 def test_automatic_retries_never_move_a_settled_activity_back_and_it_stays_final_once_final(

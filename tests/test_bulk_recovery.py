@@ -120,22 +120,22 @@ def test_chunks_whose_message_was_lost_are_sent_again_once_their_lease_expires(s
     activity_id = upload_credits(services, settings, queue, users)
     lost = queue.take()  # the broker lost every message
     assert len(lost) == 4
-    assert recovery.resend_lost_chunks(services.uow, queue, settings).resent_chunks == 0  # leases still running
+    assert recovery.resend_lost_chunks(services.uow, queue, settings) == 0  # leases still running
     with engine.begin() as connection:
         connection.execute(text("UPDATE bulk_chunks SET leased_until = now() - interval '1 second'"))
     busy_chunk = lost[0]
     with engine.connect() as worker:  # a worker is applying this chunk right now: not lost
         worker.execute(text("SELECT 1 FROM bulk_chunks WHERE id = :id FOR UPDATE"), {"id": busy_chunk})
 
-        assert recovery.resend_lost_chunks(services.uow, queue, settings).resent_chunks == 3
+        assert recovery.resend_lost_chunks(services.uow, queue, settings) == 3
         worker.rollback()
     assert sorted(queue.take()) == sorted(lost[1:])
     with engine.begin() as connection:
         connection.execute(text("UPDATE bulk_chunks SET leased_until = now() - interval '1 second'"))
-    assert recovery.resend_lost_chunks(services.uow, queue, settings).resent_chunks == 4  # none applied yet
+    assert recovery.resend_lost_chunks(services.uow, queue, settings) == 4  # none applied yet
     apply_all(services, settings, queue.take())
 
-    assert recovery.resend_lost_chunks(services.uow, queue, settings).resent_chunks == 0
+    assert recovery.resend_lost_chunks(services.uow, queue, settings) == 0
     assert activity_of(engine, activity_id) == ("COMPLETED", 4, 0, 0)
     assert sum(balances(engine).values()) == 1000
     assert_ledger_invariants(engine)

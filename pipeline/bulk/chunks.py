@@ -12,7 +12,8 @@ a known limit (a balance past bigint) is checked set-based before anything is wr
 and any other refusal by the database is traced to its rows by bisection
 (pipeline/bulk/isolation.py). An error that is none of these (a bug) is counted on the
 chunk; at CHUNK_ERRORS_MAX the chunk's rows fail with `chunk_failed` instead of the
-chunk being tried again forever.
+chunk being tried again forever. So do the rows of a chunk begun more than
+CHUNK_STARTS_MAX times that never finished: it kills the workers that take it.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ DONE = "DONE"
 #: `chunk_failed`; below Dramatiq's retries of one message (actors/bulk_credit.py), so one
 #: message's retries reach it.
 CHUNK_ERRORS_MAX = 3
+#: Starts of a chunk (committed before its work begins) after which it is given up on
+#: instead of begun again: each start that did not finish lost its worker (kill -9, OOM).
+CHUNK_STARTS_MAX = 5
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ def apply_chunk(uow_factory: Callable, settings: Settings, chunk_id: int) -> App
             uow.commit()
         return applied
 
+    started = with_retries(settings.transaction_attempts_max, lambda: _note_start(uow_factory, chunk_id))
+    if started is not None and started > CHUNK_STARTS_MAX:
+        return with_retries(settings.transaction_attempts_max, lambda: _give_up(
+            uow_factory, chunk_id, f"begun {started - 1} times without finishing: it may be killing its worker"))
     try:
         try:
             return with_retries(settings.transaction_attempts_max, lambda: attempt(isolate=False))
@@ -122,6 +130,23 @@ def _apply(uow, settings: Settings, chunk_id: int, fail_user_ids: list[str], iso
     activity = settle(uow, chunk.activity_id, WORKER, successful=credited, failed=failed,
                       pending=-(credited + failed))
     return Applied(chunk_id, credited, failed, status=activity.status, exhausted=exhausted)
+
+
+def _note_start(uow_factory: Callable, chunk_id: int) -> int | None:
+    """Commits one more start of the chunk before any work; None when it is not PENDING."""
+    uow = uow_factory()
+    with uow:
+        started = uow.bulk.note_chunk_start(chunk_id)
+        uow.commit()
+    return started
+
+
+def _give_up(uow_factory: Callable, chunk_id: int, why: str) -> Applied:
+    uow = uow_factory()
+    with uow:
+        applied = give_up_chunk(uow, chunk_id, why)
+        uow.commit()
+    return applied
 
 
 def _count_error(uow_factory: Callable, chunk_id: int, error: str) -> Applied | None:
@@ -169,7 +194,7 @@ def retry_failed_rows(uow_factory: Callable, queue: ChunkQueue, settings: Settin
             if reopened == 0:
                 raise NotRetryable("the activity has no FAILED rows to retry")
             settle(uow, activity_id, actor, failed=-reopened, pending=reopened, status=PROCESSING,
-                   reason=f"retry of {reopened} FAILED rows")
+                   reason=f"retry of {reopened} FAILED rows", reset_chunks=True)
             uow.commit()
         return reopened, chunk_ids
 

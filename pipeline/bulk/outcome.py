@@ -14,7 +14,7 @@ from pipeline.errors import NotFound
 
 def settle(uow, activity_id: str, actor: Actor, *, successful: int = 0, failed: int = 0, pending: int = 0,
            status: str | None = None, reason: str | None = None, failed_chunks: int = 0,
-           chunk_error: str | None = None) -> Activity:
+           chunk_error: str | None = None, reset_chunks: bool = False) -> Activity:
     """Adds the row deltas to the activity's counters and moves its status accordingly.
 
     `status` is given only for an operator's action (a retry makes it PROCESSING);
@@ -40,6 +40,6 @@ def settle(uow, activity_id: str, actor: Actor, *, successful: int = 0, failed: 
         assert counters == old and final, f"the pipeline changed final activity {activity_id}"
     logged = status != before.status or final != before.final
     saved = uow.bulk.save_outcome(activity_id, before.status, status, counters, next_retry_at, final,
-                                  actor if logged else None, reason, failed_chunks, chunk_error)
+                                  actor if logged else None, reason, failed_chunks, chunk_error, reset_chunks)
     assert saved.final == final and saved.counters == counters, (saved, final, counters)
     return saved

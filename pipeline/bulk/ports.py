@@ -22,7 +22,7 @@ class Activity:
     completed_at: datetime | None
     #: When the next automatic retry of a FAILED row is due; None when none is.
     next_retry_at: datetime | None = None
-    #: Chunks given up on after CHUNK_ERRORS_MAX errors or CHUNK_SENDS_MAX sends.
+    #: Chunks given up on after CHUNK_ERRORS_MAX errors or CHUNK_STARTS_MAX unfinished starts.
     failed_chunks: int = 0
     last_chunk_error: str | None = None
 

@@ -15,15 +15,16 @@ ahead). A chunk still PENDING when its lease has passed lost its message: Redis 
 restarted without persistence, or a worker died holding it. The sweep renews the lease
 and sends the chunk again. Dramatiq's own redelivery after a dead worker can take many
 minutes, so we do not wait for it; if it happens as well, the second message finds the
-chunk DONE and does nothing. A chunk sent CHUNK_SENDS_MAX times without ever finishing
-(it may be killing its worker) is not sent again: its rows fail with `chunk_failed`.
+chunk DONE and does nothing. A lease that expires while the message only waits in the
+queue (workers down, a long backlog) sends it again, with no limit: that costs a duplicate
+message, never a payee. A chunk that kills the workers that start it is given up on by the
+worker (pipeline/bulk/chunks.py, CHUNK_STARTS_MAX).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from pipeline.bulk.chunks import give_up_chunk
 from pipeline.bulk.outcome import settle
 from pipeline.bulk.ports import SCHEDULER, ChunkQueue
 from pipeline.bulk.upload import send_after_commit
@@ -34,9 +35,6 @@ from pipeline.retrying import with_retries
 RETRY_ACTIVITIES_PER_SWEEP_MAX = 50
 #: Chunks with an expired lease that one sweep sends again.
 LOST_CHUNKS_PER_SWEEP_MAX = 500
-#: Sends of one chunk (the first, then one per expired lease) before the sweep gives up on
-#: it. With CHUNK_LEASE_S = 120 that is 20 minutes of a chunk that never finishes.
-CHUNK_SENDS_MAX = 10
 
 
 @dataclass(frozen=True)
@@ -44,11 +42,6 @@ class RetrySweep:
     activities: int
     retried_rows: int
 
-
-@dataclass(frozen=True)
-class LostSweep:
-    resent_chunks: int
-    abandoned_chunks: int
 
 
 def retry_due_rows(uow_factory: Callable, queue: ChunkQueue, settings: Settings) -> RetrySweep:
@@ -69,36 +62,23 @@ def _retry_activity(uow_factory: Callable, settings: Settings, activity_id: str)
     with uow:
         if uow.bulk.lock_activity(activity_id) is None:
             return 0, []
-        reopened, chunk_ids = uow.bulk.reopen_due_rows(activity_id, settings.retry_max_attempts,
-                                                       settings.chunk_lease_s)
+        reopened, chunk_ids = uow.bulk.reopen_due_rows(activity_id, settings.chunk_lease_s)
         if reopened:
             settle(uow, activity_id, SCHEDULER, failed=-reopened, pending=reopened)
         uow.commit()
     return reopened, chunk_ids
 
 
-def resend_lost_chunks(uow_factory: Callable, queue: ChunkQueue, settings: Settings) -> LostSweep:
-    """Sends again the PENDING chunks whose lease has expired, and gives up on those sent
-    CHUNK_SENDS_MAX times already (their rows fail with `chunk_failed`)."""
+def resend_lost_chunks(uow_factory: Callable, queue: ChunkQueue, settings: Settings) -> int:
+    """Sends again the PENDING chunks whose lease has expired; returns how many."""
 
     def renew() -> list[int]:
         uow = uow_factory()
         with uow:
-            chunk_ids = uow.bulk.renew_expired_leases(settings.chunk_lease_s, CHUNK_SENDS_MAX,
-                                                      LOST_CHUNKS_PER_SWEEP_MAX)
+            chunk_ids = uow.bulk.renew_expired_leases(settings.chunk_lease_s, LOST_CHUNKS_PER_SWEEP_MAX)
             uow.commit()
         return chunk_ids
 
-    def abandon(chunk_id: int) -> bool:
-        uow = uow_factory()
-        with uow:
-            applied = give_up_chunk(uow, chunk_id, f"sent {CHUNK_SENDS_MAX} times and never finished")
-            uow.commit()
-        return applied.gave_up
-
     chunk_ids = with_retries(settings.transaction_attempts_max, renew)
     send_after_commit(queue, chunk_ids)
-    with uow_factory() as uow:
-        abandoned = uow.bulk.abandoned_chunks(CHUNK_SENDS_MAX, LOST_CHUNKS_PER_SWEEP_MAX)
-    gave_up = sum(with_retries(settings.transaction_attempts_max, lambda: abandon(chunk_id)) for chunk_id in abandoned)
-    return LostSweep(len(chunk_ids), gave_up)
+    return len(chunk_ids)

@@ -38,6 +38,11 @@ UPDATE bulk_chunks SET error_count = error_count + 1, last_error = left(:error, 
 RETURNING error_count
 """)
 
+_NOTE_CHUNK_START = text("""
+UPDATE bulk_chunks SET started_count = started_count + 1 WHERE id = :id AND state = 'PENDING'
+RETURNING started_count
+""")
+
 _NEXT_RETRY_AT = text("""
 SELECT min(next_attempt_at) FROM bulk_rows WHERE activity_id = :activity_id AND next_attempt_at IS NOT NULL
 """)
@@ -49,8 +54,10 @@ WITH saved AS (
            pending_records = :pending, next_retry_at = :next_retry_at,
            completed_at = CASE WHEN :final THEN coalesce(completed_at, now()) END,
            started_at = CASE WHEN :status <> 'UPLOADED' THEN coalesce(started_at, now()) END,
-           failed_chunks = failed_chunks + :failed_chunks,
-           last_chunk_error = coalesce(left(:chunk_error, :length_max), last_chunk_error), updated_at = now()
+           failed_chunks = CASE WHEN :reset_chunks THEN 0 ELSE failed_chunks END + :failed_chunks,
+           last_chunk_error = CASE WHEN :reset_chunks THEN NULL
+                                   ELSE coalesce(left(:chunk_error, :length_max), last_chunk_error) END,
+           updated_at = now()
      WHERE id = :activity_id
     RETURNING {ACTIVITY_COLUMNS}
 ), logged AS (
@@ -70,18 +77,19 @@ SELECT h.id, h.at, h.from_status, h.to_status, h.final, h.actor_type, h.api_key_
 """)
 
 # The operator's retry reopens every FAILED row; the scheduler's (`due_only`) only those
-# whose backoff has passed and that have attempts left. A reopened chunk starts a new
-# round: its sends and errors are counted afresh against their limits.
+# whose backoff has passed (a row has a `next_attempt_at` only while attempts are left: the
+# chunk that fails it decides, so the scheduler's settings cannot disagree). A reopened
+# chunk starts a new round: its starts and errors are counted afresh against their limits.
 REOPEN = text("""
 WITH reopened AS (
     UPDATE bulk_rows SET status = 'PENDING', error_code = NULL, error_message = NULL, next_attempt_at = NULL,
            updated_at = now()
      WHERE activity_id = :activity_id AND status = 'FAILED'
-       AND (NOT CAST(:due_only AS boolean) OR (next_attempt_at <= now() AND attempts < :attempts_max))
+       AND (NOT CAST(:due_only AS boolean) OR next_attempt_at <= now())
     RETURNING chunk_number
 ), chunks AS (
     UPDATE bulk_chunks c SET state = 'PENDING', leased_until = now() + make_interval(secs => :lease_s),
-           sent_count = 1, error_count = 0, last_error = NULL
+           sent_count = 1, error_count = 0, last_error = NULL, started_count = 0
      WHERE c.activity_id = :activity_id AND c.number IN (SELECT chunk_number FROM reopened)
     RETURNING c.id
 )
@@ -106,17 +114,23 @@ class OutcomeSql:
         return self.connection.execute(_NOTE_CHUNK_ERROR, {
             "id": chunk_id, "error": error, "length_max": CHUNK_ERROR_LENGTH_MAX}).scalar_one_or_none()
 
+    def note_chunk_start(self, chunk_id: int) -> int | None:
+        """Counts one more start of a PENDING chunk; how many so far, or None if not PENDING."""
+        return self.connection.execute(_NOTE_CHUNK_START, {"id": chunk_id}).scalar_one_or_none()
+
     def next_retry_at(self, activity_id: str) -> datetime | None:
         return self.connection.execute(_NEXT_RETRY_AT, {"activity_id": activity_id}).scalar_one()
 
     def save_outcome(self, activity_id: str, from_status: str, status: str, counters: Counters,
                      next_retry_at: datetime | None, final: bool, actor: Actor | None, reason: str | None = None,
-                     failed_chunks: int = 0, chunk_error: str | None = None) -> Activity:
-        """Writes the counters and status; with an `actor`, also a history row."""
+                     failed_chunks: int = 0, chunk_error: str | None = None,
+                     reset_chunks: bool = False) -> Activity:
+        """Writes the counters and status; with an `actor`, also a history row. `reset_chunks`
+        forgets the chunks given up on (an operator's retry reopens them)."""
         return activity_from(self.connection.execute(_SAVE_OUTCOME, {
             "activity_id": activity_id, "status": status, "successful": counters.successful,
             "failed": counters.failed, "pending": counters.pending, "next_retry_at": next_retry_at,
-            "final": final, "failed_chunks": failed_chunks, "chunk_error": chunk_error,
+            "final": final, "failed_chunks": failed_chunks, "chunk_error": chunk_error, "reset_chunks": reset_chunks,
             "length_max": CHUNK_ERROR_LENGTH_MAX, "log": actor is not None, "from_status": from_status,
             "actor_type": actor.type if actor else None, "api_key_id": actor.api_key_id if actor else None,
             "reason": reason}).one())
@@ -134,5 +148,5 @@ class OutcomeSql:
 
     def reopen_failed_rows(self, activity_id: str, lease_s: int) -> tuple[int, list[int]]:
         reopened, chunk_ids = self.connection.execute(REOPEN, {
-            "activity_id": activity_id, "lease_s": lease_s, "due_only": False, "attempts_max": 0}).one()
+            "activity_id": activity_id, "lease_s": lease_s, "due_only": False}).one()
         return reopened, list(chunk_ids or [])

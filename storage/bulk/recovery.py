@@ -14,19 +14,12 @@ SELECT DISTINCT activity_id::text FROM bulk_rows
 """)
 
 # SKIP LOCKED: a chunk a worker is applying right now holds its row lock, and is not lost.
-# A chunk sent `sends_max` times already is not sent again: the sweep gives up on it.
 _RENEW_EXPIRED = text("""
 UPDATE bulk_chunks SET leased_until = now() + make_interval(secs => :lease_s), sent_count = sent_count + 1
  WHERE id IN (SELECT id FROM bulk_chunks
-               WHERE state = 'PENDING' AND coalesce(leased_until, '-infinity') < now() AND sent_count < :sends_max
+               WHERE state = 'PENDING' AND coalesce(leased_until, '-infinity') < now()
                ORDER BY leased_until NULLS FIRST LIMIT :limit FOR UPDATE SKIP LOCKED)
 RETURNING id
-""")
-
-_ABANDONED = text("""
-SELECT id FROM bulk_chunks
- WHERE state = 'PENDING' AND coalesce(leased_until, '-infinity') < now() AND sent_count >= :sends_max
- ORDER BY id LIMIT :limit
 """)
 
 
@@ -36,15 +29,10 @@ class RecoverySql:
     def activities_with_due_rows(self, limit: int) -> list[str]:
         return self.connection.execute(_ACTIVITIES_WITH_DUE_ROWS, {"limit": limit}).scalars().all()
 
-    def reopen_due_rows(self, activity_id: str, attempts_max: int, lease_s: int) -> tuple[int, list[int]]:
+    def reopen_due_rows(self, activity_id: str, lease_s: int) -> tuple[int, list[int]]:
         reopened, chunk_ids = self.connection.execute(REOPEN, {
-            "activity_id": activity_id, "attempts_max": attempts_max, "lease_s": lease_s, "due_only": True}).one()
+            "activity_id": activity_id, "lease_s": lease_s, "due_only": True}).one()
         return reopened, list(chunk_ids or [])
 
-    def renew_expired_leases(self, lease_s: int, sends_max: int, limit: int) -> list[int]:
-        return sorted(self.connection.execute(_RENEW_EXPIRED, {
-            "lease_s": lease_s, "sends_max": sends_max, "limit": limit}).scalars().all())
-
-    def abandoned_chunks(self, sends_max: int, limit: int) -> list[int]:
-        """PENDING chunks whose lease expired after their last allowed send."""
-        return self.connection.execute(_ABANDONED, {"sends_max": sends_max, "limit": limit}).scalars().all()
+    def renew_expired_leases(self, lease_s: int, limit: int) -> list[int]:
+        return sorted(self.connection.execute(_RENEW_EXPIRED, {"lease_s": lease_s, "limit": limit}).scalars().all())

@@ -5,6 +5,9 @@ Revision ID: 0008
 - `bulk_chunks.error_count` / `last_error`: a chunk whose transaction fails for a reason
   that is not transient is counted; past CHUNK_ERRORS_MAX its rows fail with
   `chunk_failed` and the chunk ends in state FAILED instead of being sent again forever.
+- `bulk_chunks.started_count`: how often a worker began the chunk, committed before the
+  work; a chunk begun more than CHUNK_STARTS_MAX times without finishing (it kills its
+  worker) is given up on the same way. A message merely waiting in the queue counts nothing.
 - `bulk_activities.next_retry_at`: when the next automatic retry of a FAILED row is due.
   An activity is final (`completed_at` set) once no row is pending and none is due for an
   automatic retry; the CHECK below holds the database to that, on top of pipeline/bulk/status.py.
@@ -25,6 +28,7 @@ def upgrade() -> None:
         ALTER TABLE bulk_chunks
             ADD COLUMN error_count integer NOT NULL DEFAULT 0,
             ADD COLUMN last_error text,
+            ADD COLUMN started_count integer NOT NULL DEFAULT 0,
             DROP CONSTRAINT bulk_chunks_state_check,
             ADD CONSTRAINT bulk_chunks_state_check CHECK (state IN ('PENDING', 'DONE', 'FAILED'));
         ALTER TABLE bulk_activities
@@ -67,7 +71,7 @@ def downgrade() -> None:
             DROP CONSTRAINT bulk_activities_retry_only_when_settled,
             DROP COLUMN next_retry_at, DROP COLUMN failed_chunks, DROP COLUMN last_chunk_error;
         UPDATE bulk_chunks SET state = 'DONE' WHERE state = 'FAILED';
-        ALTER TABLE bulk_chunks DROP COLUMN error_count, DROP COLUMN last_error,
+        ALTER TABLE bulk_chunks DROP COLUMN error_count, DROP COLUMN last_error, DROP COLUMN started_count,
             DROP CONSTRAINT bulk_chunks_state_check,
             ADD CONSTRAINT bulk_chunks_state_check CHECK (state IN ('PENDING', 'DONE'));
     """)
