@@ -8,7 +8,7 @@ import cli
 from pipeline.config import Settings
 from telemetry import logs, metrics
 from web import events as event_feeds
-from web import bulk_credit, docs, observability, operations, problems, reconciliation, wallets
+from web import bulk_credit, docs, funding, observability, operations, problems, reconciliation, wallets
 from web import dashboard
 
 #: The largest request body the app reads, in bytes; bulk-credit uploads have their own limit.
@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     problems.register(app)
     observability.register(app)
     for blueprint in (operations.blueprint, wallets.blueprint, reconciliation.blueprint, bulk_credit.blueprint,
-                      dashboard.blueprint):
+                      funding.blueprint, dashboard.blueprint):
         app.register_blueprint(blueprint)
     app.register_blueprint(event_feeds.blueprint)
     cli.register(app)

@@ -52,11 +52,12 @@ def seed_users(total, currency_code, amount, out_path):
     started = time.monotonic()
     try:
         with click.progressbar(length=total, label="creating users", file=sys.stderr) as bar:
-            seed_and_export(services().uow(), total, amount, currency_code or settings.default_currency,
-                            settings.default_currency, settings.supported_currencies, out_path, bar.update)
+            seed_and_export(services().uow(), settings, total, amount, currency_code or settings.default_currency,
+                            out_path, bar.update)
     except Rejected as refusal:
         _refused(refusal)
-    click.echo(f"created {total} users in {time.monotonic() - started:.1f} s; wrote {out_path}", err=True)
+    click.echo(f"created {total} users in {time.monotonic() - started:.1f} s; wrote {out_path}; topped up the"
+               f" default funding account by {total} x {amount}", err=True)
     click.echo(out_path)
 
 

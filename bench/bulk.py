@@ -137,8 +137,7 @@ def write_csv(path: Path, users: list[str], run: int) -> None:
 def seed(services, total: int, directory: Path) -> list[str]:
     path = directory / "seed.csv"
     started = time.monotonic()
-    seed_and_export(services.uow(), total, "1.00", services.settings.default_currency,
-                    services.settings.default_currency, services.settings.supported_currencies, str(path))
+    seed_and_export(services.uow(), services.settings, total, "1.00", services.settings.default_currency, str(path))
     print(f"  seeded {total:,} users in {time.monotonic() - started:.1f} s", flush=True)
     with path.open() as lines:
         next(lines)

@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from pipeline.bulk import recovery
+from pipeline.bulk import recovery, release
 from telemetry.metrics import BULK_CHUNKS_RESENT, BULK_ROW_RETRIES
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,12 @@ def resend_lost_chunks(services) -> None:
         log.warning("lost-chunk sweep: %d chunks had an expired lease and were sent again", sent)
 
 
+def release_funded(services) -> None:
+    released = release.release_funded(services.uow, _queue(), services.settings)
+    if released:
+        log.info("funding sweep: %d activities waiting for funds were released", released)
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -42,4 +48,5 @@ class Job:
 JOBS = (
     Job("retry_due_rows", retry_due_rows, lambda settings: settings.scheduler_sweep_interval_s),
     Job("resend_lost_chunks", resend_lost_chunks, lambda settings: settings.scheduler_sweep_interval_s),
+    Job("release_funded", release_funded, lambda settings: settings.scheduler_sweep_interval_s),
 )

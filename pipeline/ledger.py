@@ -1,5 +1,5 @@
 """Double-entry rules: a journal entry's postings sum to zero per currency, and a user
-wallet never goes below zero.
+wallet, a funding account or a reservation never goes below zero.
 
 These are checked here in Python before anything is written, and again by PostgreSQL
 (a deferred constraint trigger and a CHECK constraint): a pair of assertions on two
@@ -13,21 +13,32 @@ from dataclasses import dataclass
 from pipeline.errors import AmountOutOfRange, FieldError, InsufficientFunds
 from pipeline.money import BALANCE_MINOR_MAX, BALANCE_MINOR_MIN
 
-SYSTEM_WALLET_NAMES = ("bank", "fees", "bulk_funding")
+SYSTEM_WALLET_NAMES = ("bank", "fees", "bulk_funding", "funding", "reservation")
+#: System wallets that hold real money set aside and so, like a user's, never go below zero:
+#: a funding account (`owner` = its name) and an activity's reservation (`owner` = its id).
+#: The others are the outside world's side of the ledger and may.
+FUNDED_SYSTEM_WALLETS = ("funding", "reservation")
 
 
 @dataclass(frozen=True)
 class WalletKey:
-    """A user's wallet (`user_id` set) or one shard of a system wallet (`system_name` set)."""
+    """A user's wallet (`user_id` set) or one shard of a system wallet (`system_name` set,
+    with `owner` for a funding account's or an activity's wallets)."""
 
     currency: str
     user_id: str | None = None
     system_name: str | None = None
     shard: int = 0
+    owner: str | None = None
 
     def __post_init__(self):
         assert (self.user_id is None) != (self.system_name is None)
         assert self.system_name is None or self.system_name in SYSTEM_WALLET_NAMES
+        assert (self.owner is not None) == (self.system_name in FUNDED_SYSTEM_WALLETS)
+
+    @property
+    def never_negative(self) -> bool:
+        return self.user_id is not None or self.system_name in FUNDED_SYSTEM_WALLETS
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,7 @@ def post(wallets: dict[WalletKey, Wallet], movements: list[Movement]) -> list[Po
     postings = []
     for movement in movements:
         balance = balances[movement.wallet] + movement.amount
-        if balance < 0 and movement.wallet.user_id is not None:
+        if balance < 0 and movement.wallet.never_negative:
             raise InsufficientFunds("the wallet does not hold enough money for this movement")
         if not BALANCE_MINOR_MIN <= balance <= BALANCE_MINOR_MAX:
             limit = f"a wallet holds at most {BALANCE_MINOR_MAX} minor units"

@@ -32,6 +32,9 @@ class JournalEntry:
     to_user_id: str | None = None
     reference: str | None = None
     idempotency_key: str | None = None
+    #: The bulk-credit activity and funding account an entry moves money for, if any.
+    activity_id: str | None = None
+    funding_account: str | None = None
 
 
 @dataclass(frozen=True)

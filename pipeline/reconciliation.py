@@ -1,11 +1,13 @@
 """Reconciliation: proof that every balance equals its ledger.
 
-Five checks, each over one consistent snapshot of the database:
+Six checks, each over one consistent snapshot of the database:
   (a) every wallet's balance equals the sum of its postings and its latest `balance_after`;
   (b) every journal entry sums to zero per currency;
   (c) per currency, all wallets, system wallets included, sum to zero;
   (d) every bulk-credit activity's counters equal its rows' statuses;
-  (e) every SUCCESS row has exactly one posting, and no FAILED or INVALID row has any.
+  (e) every SUCCESS row has exactly one posting, and no FAILED, INVALID or CANCELLED row has any;
+  (f) what every released activity's reservation holds equals what its unpaid rows are owed
+      (reserved, less paid, less returned).
 
 A run is incremental by default: (a), (b), (d) and (e) look only at what changed since
 the last clean run; `full` looks at everything. A run never changes a balance: it reports.
@@ -53,6 +55,8 @@ class Evidence:
     activity_counters: list[tuple[str, str, int, int]] = ()
     #: (bulk row id, status, postings) for check (e)
     row_postings: list[tuple[int, str, int]] = ()
+    #: (activity id, currency, owed to unpaid rows, held by the reservation) for check (f)
+    reservations: list[tuple[str, str, int, int]] = ()
 
 
 def _money(minor: int, code: str) -> str:
@@ -76,6 +80,9 @@ def mismatches_in(evidence: Evidence) -> list[Mismatch]:
     for row_id, status, postings in evidence.row_postings:
         expected = "1" if status == "SUCCESS" else "0"
         found.append(Mismatch(f"bulk_row:{row_id}", f"{status.lower()}_row_postings", expected, str(postings)))
+    for activity_id, code, owed, held in evidence.reservations:
+        found.append(Mismatch(f"activity:{activity_id}", "reservation_differs_from_unpaid_rows",
+                              f"{_money(owed, code)} {code}", f"{_money(held, code)} {code}"))
     return found
 
 

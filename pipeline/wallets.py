@@ -75,7 +75,8 @@ def parse_money_request(body: dict, settings: Settings, idempotency_key: str | N
     return MoneyRequest(unit, amount, reference, idempotency_key)
 
 
-def _system(name: str, code: str, settings: Settings) -> WalletKey:
+def system_shard(name: str, code: str, settings: Settings) -> WalletKey:
+    """A random shard of the system wallet `name` (bank, fees) in currency `code`."""
     return WalletKey(code, system_name=name, shard=random.randrange(settings.system_wallet_shards))
 
 
@@ -104,7 +105,7 @@ def deposit(uow: UnitOfWork, settings: Settings, user_id: str, request: MoneyReq
     user = WalletKey(code, user_id=user_id)
     entry = JournalEntry(str(uuid.uuid4()), "deposit", code, request.amount, to_user_id=user_id,
                          reference=request.reference, idempotency_key=request.idempotency_key)
-    bank = _system("bank", code, settings)
+    bank = system_shard("bank", code, settings)
     movements = [Movement(bank, -request.amount), Movement(user, request.amount)]
     return _move(uow, entry, [user_id], movements, create=[bank, user])
 
@@ -114,7 +115,7 @@ def withdraw(uow: UnitOfWork, settings: Settings, user_id: str, request: MoneyRe
     user = WalletKey(code, user_id=user_id)
     entry = JournalEntry(str(uuid.uuid4()), "withdrawal", code, request.amount, from_user_id=user_id,
                          reference=request.reference, idempotency_key=request.idempotency_key)
-    bank = _system("bank", code, settings)
+    bank = system_shard("bank", code, settings)
     movements = [Movement(user, -request.amount), Movement(bank, request.amount)]
     return _move(uow, entry, [user_id], movements, create=[bank])
 
@@ -131,7 +132,7 @@ def transfer(uow: UnitOfWork, settings: Settings, from_user_id: str, to_user_id:
     movements = [Movement(sender, -(request.amount + fee)), Movement(receiver, request.amount)]
     create = [receiver]
     if fee:
-        fees = _system("fees", code, settings)
+        fees = system_shard("fees", code, settings)
         movements.append(Movement(fees, fee))
         create.append(fees)
     return _move(uow, entry, [from_user_id, to_user_id], movements, create)

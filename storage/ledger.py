@@ -67,9 +67,9 @@ SELECT w.id, w.user_id::text, w.system_name, w.shard, w.currency, w.balance
 _RECORD = driver.statement("""
 WITH entry AS (
     INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, fee,
-                                 from_user_id, to_user_id, reference)
+                                 from_user_id, to_user_id, reference, activity_id, funding_account)
     VALUES (:id, :kind, :idempotency_key, :currency, :amount, :fee,
-            :from_user_id, :to_user_id, :reference)
+            :from_user_id, :to_user_id, :reference, :activity_id, :funding_account)
     RETURNING created_at
 ), posted AS (
     INSERT INTO postings (journal_entry_id, wallet_id, currency, amount, balance_after)

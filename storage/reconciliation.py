@@ -63,7 +63,8 @@ WITH scope AS ({scope}), counted AS (
            count(*) FILTER (WHERE r.status = 'INVALID') AS invalid_records,
            count(*) FILTER (WHERE r.status = 'SUCCESS') AS successful_records,
            count(*) FILTER (WHERE r.status = 'FAILED') AS failed_records,
-           count(*) FILTER (WHERE r.status = 'PENDING') AS pending_records
+           count(*) FILTER (WHERE r.status = 'PENDING') AS pending_records,
+           count(*) FILTER (WHERE r.status = 'CANCELLED') AS cancelled_records
       FROM bulk_rows r JOIN scope ON scope.id = r.activity_id
      GROUP BY r.activity_id
 )
@@ -76,7 +77,8 @@ SELECT a.id::text, c.counter, c.expected, c.actual
      ('invalid_records', coalesce(r.invalid_records, 0), a.invalid_records),
      ('successful_records', coalesce(r.successful_records, 0), a.successful_records),
      ('failed_records', coalesce(r.failed_records, 0), a.failed_records),
-     ('pending_records', coalesce(r.pending_records, 0), a.pending_records)
+     ('pending_records', coalesce(r.pending_records, 0), a.pending_records),
+     ('cancelled_records', coalesce(r.cancelled_records, 0), a.cancelled_records)
  ) AS c(counter, expected, actual)
  WHERE c.expected <> c.actual AND a.status <> 'UPLOADED'
  LIMIT 1000
@@ -89,7 +91,29 @@ WITH scope AS ({scope})
 SELECT r.id, r.status, (p.id IS NOT NULL)::int
   FROM bulk_rows r JOIN scope ON scope.id = r.activity_id
   LEFT JOIN postings p ON p.bulk_row_id = r.id
- WHERE (r.status = 'SUCCESS' AND p.id IS NULL) OR (r.status IN ('FAILED', 'INVALID') AND p.id IS NOT NULL)
+ WHERE (r.status = 'SUCCESS' AND p.id IS NULL) OR (r.status IN ('FAILED', 'INVALID', 'CANCELLED') AND p.id IS NOT NULL)
+ LIMIT 1000
+"""
+
+# (f) What a released activity's reservation still holds is exactly what its unpaid rows
+# (PENDING, FAILED) are owed: reserved, less paid, less returned by cancels.
+_RESERVATIONS = """
+WITH scope AS ({scope}), owed AS (
+    SELECT r.activity_id, r.currency, sum(r.amount_minor) AS amount
+      FROM bulk_rows r JOIN scope ON scope.id = r.activity_id
+     WHERE r.status IN ('PENDING', 'FAILED')
+     GROUP BY r.activity_id, r.currency
+), held AS (
+    SELECT w.activity_id, w.currency, sum(w.balance) AS amount
+      FROM wallets w JOIN scope ON scope.id = w.activity_id
+     WHERE w.system_name = 'reservation'
+     GROUP BY w.activity_id, w.currency
+)
+SELECT a.id::text, coalesce(o.currency, h.currency), coalesce(o.amount, 0), coalesce(h.amount, 0)
+  FROM bulk_activities a JOIN scope ON scope.id = a.id
+  JOIN (owed o FULL JOIN held h ON h.activity_id = o.activity_id AND h.currency = o.currency)
+    ON a.id = coalesce(o.activity_id, h.activity_id)
+ WHERE a.reservation_shards IS NOT NULL AND coalesce(o.amount, 0) <> coalesce(h.amount, 0)
  LIMIT 1000
 """
 
@@ -138,6 +162,8 @@ class SqlReconciliations:
                 text("SELECT currency, sum(balance) FROM wallets GROUP BY currency"))],
             activity_counters=self._rows(_ACTIVITY_COUNTERS, since, params),
             row_postings=self._rows(_ROW_POSTINGS, since, params),
+            reservations=[(a, c.strip(), int(owed), int(held))
+                          for a, c, owed, held in self._rows(_RESERVATIONS, since, params)],
         )
 
     def _rows(self, query: str, since, params) -> list[tuple]:

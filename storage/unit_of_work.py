@@ -17,6 +17,7 @@ from storage.bulk import SqlBulkCredits
 from storage.engine import LOCK_TIMEOUT_INFO_KEY
 from storage.events import SqlEventOutbox
 from storage.faults import is_transient
+from storage.funding import SqlFunding
 from storage.ledger import SqlLedger
 from storage.reconciliation import SqlReconciliations
 
@@ -34,6 +35,7 @@ class SqlUnitOfWork:
             self.connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}")
         self.users = SqlUsers(self.connection)
         self.ledger = SqlLedger(self.connection)
+        self.funding = SqlFunding(self.connection)
         self.idempotency = SqlIdempotencyKeys(self.connection)
         self.api_keys = SqlApiKeys(self.connection)
         self.bulk = SqlBulkCredits(self.connection)

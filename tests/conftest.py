@@ -73,6 +73,7 @@ def clean_database(engine):
     with engine.begin() as connection:
         connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
         connection.exec_driver_sql(f"TRUNCATE {', '.join(all_tables(engine))} RESTART IDENTITY CASCADE")
+        connection.exec_driver_sql("INSERT INTO funding_accounts (name) VALUES ('default')")  # as migrated
     return engine
 
 

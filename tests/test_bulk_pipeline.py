@@ -14,11 +14,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from pipeline import funding
 from pipeline.bulk import chunks
 from pipeline.bulk.ports import Actor
 from pipeline.bulk.upload import TooLarge, upload
 from pipeline.errors import IdempotencyKeyReused, NotFound, NotRetryable, TransientFault
+from pipeline.money import MINOR_UNITS, Currency
 from pipeline.users import create_api_key
+from pipeline.wallets import MoneyRequest
 from tests.conftest import assert_ledger_invariants
 
 CHUNK_ROWS = 50
@@ -46,12 +49,29 @@ def queue():
     return RecordingQueue()
 
 
-def seed_users(services, count: int) -> list[str]:
+#: What seed_users tops the `default` funding account up by, per currency, in minor units:
+#: far more than any test pays, so a test's file is released at once unless it says otherwise.
+SEED_FUNDING_MINOR = 10**14
+
+
+def seed_users(services, count: int, funding_minor: int = SEED_FUNDING_MINOR) -> list[str]:
+    """Creates `count` users and funds the `default` account for paying them (in every
+    supported currency), as `users seed-and-export` does."""
     user_ids = [str(uuid.uuid4()) for _ in range(count)]
     with services.uow() as uow:
         uow.bulk.copy_users((user_id, "Bulk test", f"{user_id}@example.test") for user_id in user_ids)
         uow.commit()
+    if funding_minor:
+        for code in sorted(services.settings.supported_currencies):
+            fund(services, code, funding_minor)
     return user_ids
+
+
+def fund(services, code: str, amount_minor: int, account: str = "default") -> None:
+    request = MoneyRequest(Currency(code, MINOR_UNITS[code]), amount_minor, None)
+    with services.uow() as uow:
+        funding.top_up(uow, services.settings, account, request)
+        uow.commit()
 
 
 def csv_of(lines: list[str], header: str = "uuid,amount") -> io.BytesIO:
@@ -72,7 +92,13 @@ def balances(engine) -> dict[str, int]:
 
 
 def funding_total(engine) -> int:
-    return query(engine, "SELECT coalesce(sum(balance), 0) FROM wallets WHERE system_name = 'bulk_funding'")[0][0]
+    """Minus what the funding accounts have paid out so far: what they and their reservations
+    hold, less everything topped up."""
+    held, topped_up = query(engine, "SELECT (SELECT coalesce(sum(balance), 0) FROM wallets"
+                                    " WHERE system_name IN ('funding', 'reservation')),"
+                                    " (SELECT coalesce(sum(amount), 0) FROM journal_entries"
+                                    " WHERE kind = 'funding_top_up')")[0]
+    return held - topped_up
 
 
 def row_statuses(engine, activity_id) -> dict[str, int]:
@@ -120,7 +146,11 @@ def test_applying_every_chunk_credits_each_valid_row_once_and_debits_the_funding
     assert row_statuses(clean_database, activity_id) == {"SUCCESS": 131}
     # One journal entry per chunk: 131 user postings and one funding debit per chunk.
     assert query(clean_database, "SELECT count(*) FROM journal_entries WHERE kind = 'bulk_credit'")[0][0] == 3
-    assert query(clean_database, "SELECT count(*) FROM postings WHERE bulk_row_id IS NULL")[0][0] == 3
+    assert query(clean_database, "SELECT count(*) FROM postings p JOIN journal_entries j ON j.id = p.journal_entry_id"
+                                 " WHERE j.kind = 'bulk_credit' AND p.bulk_row_id IS NULL")[0][0] == 3
+    # ... each from its own shard of the activity's reservation, which is now empty.
+    assert query(clean_database, "SELECT count(*), sum(balance) FROM wallets WHERE system_name = 'reservation'"
+                                 " AND currency = 'SGD'") == [(3, 0)]
     assert_ledger_invariants(clean_database)
 
 
@@ -307,7 +337,7 @@ def test_a_transient_fault_runs_the_whole_chunk_again_and_credits_once(services,
     assert list(faults) == [], "the staged fault happened"
     assert outcome.credited == 10
     assert set(balances(clean_database).values()) == {100}
-    assert query(clean_database, "SELECT count(*) FROM journal_entries")[0][0] == 1
+    assert query(clean_database, "SELECT count(*) FROM journal_entries WHERE kind = 'bulk_credit'")[0][0] == 1
     assert_ledger_invariants(clean_database)
 
 

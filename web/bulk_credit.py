@@ -8,7 +8,7 @@ from apiflask import APIBlueprint
 from flask import Response, current_app, g, jsonify, request, stream_with_context
 
 from bootstrap import app_services as services
-from pipeline.bulk import chunks, reads
+from pipeline.bulk import chunks, reads, release
 from pipeline.bulk.ports import Activity, Actor
 from pipeline.bulk.upload import upload
 from pipeline.errors import FieldError, ValidationFailed
@@ -18,6 +18,9 @@ from telemetry.metrics import BULK_ROW_RETRIES, count_rows
 from web.auth import allow, authenticated
 from web.uploads import read_upload
 from web.wallets import json_body, rfc3339
+
+#: The longest reason a cancel may give, in characters.
+CANCEL_REASON_LENGTH_MAX = 500
 
 blueprint = APIBlueprint("bulk_credit", __name__, url_prefix="/api/v1/wallet/bulk-credit", tag="Bulk credit")
 
@@ -41,7 +44,8 @@ def render_activity(activity: Activity) -> dict:
         "activity_id": activity.id, "status": activity.status, "total_records": counters.total,
         "valid_records": counters.valid, "invalid_records": counters.invalid,
         "successful_records": counters.successful, "failed_records": counters.failed,
-        "pending_records": counters.pending, "final": activity.final,
+        "pending_records": counters.pending, "cancelled_records": counters.cancelled, "final": activity.final,
+        "funding_account": activity.funding_account,
         "next_retry_at": moment(activity.next_retry_at), "failed_chunks": activity.failed_chunks,
         "last_chunk_error": activity.last_chunk_error, "created_at": moment(activity.created_at),
         "started_at": moment(activity.started_at), "completed_at": moment(activity.completed_at),
@@ -147,3 +151,19 @@ def render_change(change: dict) -> dict:
     actor = {"type": change["actor_type"], "api_key_id": change["api_key_id"]}
     return {"at": rfc3339(change["at"]), "from_status": change["from_status"], "to_status": change["to_status"],
             "final": change["final"], "actor": actor, "reason": change["reason"]}
+
+
+@blueprint.post("/<activity_id>/cancel")
+@authenticated
+def cancel(activity_id):
+    """Ends the activity's PENDING and FAILED rows CANCELLED and returns their reserved money
+    to the funding account; rows already credited stay credited."""
+    allow(g.principal.may_operate())
+    activity_id = chunks.parse_activity_id(activity_id)
+    reason = json_body().get("reason")
+    if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= CANCEL_REASON_LENGTH_MAX or not storable(reason):
+        raise ValidationFailed("reason is required", [FieldError(
+            "reason", f"a text of 1 to {CANCEL_REASON_LENGTH_MAX} characters saying why")])
+    ended = release.cancel(services().uow, services().settings, activity_id,
+                           Actor("api_key", g.principal.api_key_id), reason.strip())
+    return jsonify(render_activity(ended)), 202

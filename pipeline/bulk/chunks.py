@@ -24,9 +24,8 @@ from typing import Callable
 
 from pipeline.bulk.isolation import credit_isolating
 from pipeline.bulk.outcome import settle
-from pipeline.bulk.ports import WORKER, Actor, Applied, ChunkQueue, RowsRefused
+from pipeline.bulk.ports import WORKER, Actor, Applied, ChunkQueue, RowsRefused, send_after_commit
 from pipeline.bulk.status import CHUNK_FAILED, FAILURE_MESSAGES, PROCESSING
-from pipeline.bulk.upload import send_after_commit
 from pipeline.config import Settings
 from pipeline.errors import FieldError, NotFound, NotRetryable, Unavailable, ValidationFailed
 from pipeline.retrying import with_retries
@@ -112,15 +111,16 @@ def _apply(uow, settings: Settings, chunk_id: int, fail_user_ids: list[str], iso
     chunk = uow.bulk.lock_chunk(chunk_id)
     if chunk is None:
         raise NotFound(f"no bulk-credit chunk {chunk_id}")
-    if chunk.state != "PENDING":
-        return Applied(chunk_id, skipped=True)
+    if chunk.state != "PENDING" or chunk.cancel_requested:
+        return Applied(chunk_id, skipped=True)  # a cancel ends its rows itself
     failed, exhausted = uow.bulk.fail_unapplicable(chunk, fail_user_ids, FAILURE_MESSAGES,
                                                    settings.retry_base_delay_s, settings.retry_max_attempts)
     repaired = uow.bulk.settle_already_posted(chunk)
     if repaired:
         log.error("chunk %d: %d PENDING rows already had postings; marked SUCCESS", chunk_id, repaired)
-    # Chunk ids are consecutive, so concurrent chunks debit different funding shards.
-    shard = chunk.id % settings.system_wallet_shards
+    # Chunks of one activity draw from different shards of its reservation, each holding
+    # exactly what its chunks pay (pipeline/bulk/release.py).
+    shard = chunk.number % chunk.reservation_shards
     if isolate:
         credited, refused = credit_isolating(uow, chunk, shard)
     else:
@@ -188,8 +188,11 @@ def retry_failed_rows(uow_factory: Callable, queue: ChunkQueue, settings: Settin
     def attempt() -> tuple[int, list[int]]:
         uow = uow_factory()
         with uow:
-            if uow.bulk.lock_activity(activity_id) is None:
+            activity = uow.bulk.lock_activity(activity_id)
+            if activity is None:
                 raise NotFound(f"no bulk-credit activity {activity_id}")
+            if activity.cancel_requested:
+                raise NotRetryable("the activity is cancelled")
             reopened, chunk_ids = uow.bulk.reopen_failed_rows(activity_id, settings.chunk_lease_s)
             if reopened == 0:
                 raise NotRetryable("the activity has no FAILED rows to retry")

@@ -13,12 +13,13 @@ from pipeline.errors import NotFound
 
 
 def settle(uow, activity_id: str, actor: Actor, *, successful: int = 0, failed: int = 0, pending: int = 0,
-           status: str | None = None, reason: str | None = None, failed_chunks: int = 0,
-           chunk_error: str | None = None, reset_chunks: bool = False) -> Activity:
+           cancelled: int = 0, status: str | None = None, by: str = OPERATOR, reason: str | None = None,
+           failed_chunks: int = 0, chunk_error: str | None = None, reset_chunks: bool = False) -> Activity:
     """Adds the row deltas to the activity's counters and moves its status accordingly.
 
-    `status` is given only for an operator's action (a retry makes it PROCESSING);
-    otherwise the status follows from the counters. Returns the activity as saved.
+    `status` is given for an action, `by` an operator (a retry, a cancel) unless said
+    otherwise (a release is the pipeline's); without it the status follows from the
+    counters. Returns the activity as saved.
     Raises NotFound for an unknown activity, and TransitionRefused (a bug, never
     input) for a change the state table does not allow, such as the pipeline itself
     changing a final activity.
@@ -28,8 +29,8 @@ def settle(uow, activity_id: str, actor: Actor, *, successful: int = 0, failed: 
         raise NotFound(f"no bulk-credit activity {activity_id}")
     old = before.counters
     counters = Counters(old.total, old.valid, old.invalid, old.successful + successful, old.failed + failed,
-                        old.pending + pending)
-    by = OPERATOR if status is not None else SYSTEM
+                        old.pending + pending, old.cancelled + cancelled)
+    by = by if status is not None else SYSTEM
     status = status or status_after_chunk(before.status, counters)
     settled = counters.pending == 0 and status in SETTLED_STATUSES
     next_retry_at = uow.bulk.next_retry_at(activity_id) if settled else None

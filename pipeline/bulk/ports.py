@@ -1,12 +1,15 @@
 """What the bulk-credit use cases need from storage (`uow.bulk`) and from the queue."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Protocol
 
 from pipeline.bulk.rows import Row
 from pipeline.bulk.status import Counters
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,11 @@ class Activity:
     #: Chunks given up on after CHUNK_ERRORS_MAX errors or CHUNK_STARTS_MAX unfinished starts.
     failed_chunks: int = 0
     last_chunk_error: str | None = None
+    funding_account: str = "default"
+    #: Set when the activity was released: its reservation's shards (pipeline/bulk/release.py).
+    reservation_shards: int | None = None
+    #: True from the first step of a cancel on: no chunk starts, nothing is released.
+    cancel_requested: bool = False
 
     @property
     def final(self) -> bool:
@@ -56,6 +64,10 @@ class Chunk:
     attempts: int
     error_count: int = 0
     sent_count: int = 0
+    #: The activity's reservation shards; the chunk draws from shard number % this.
+    reservation_shards: int = 1
+    #: The activity is being cancelled: the chunk is skipped.
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,17 @@ class BulkCredits(Protocol):
     def exhaust_rows(self, activity_id: str, attempts_max: int, code: str) -> int: ...
     def reopen_due_rows(self, activity_id: str, attempts_max: int, lease_s: int) -> tuple[int, list[int]]: ...
     def renew_expired_leases(self, lease_s: int, limit: int) -> list[int]: ...
+
+
+def send_after_commit(queue: "ChunkQueue", chunk_ids: list[int]) -> None:
+    """Sends the chunks' messages once their transaction has committed; a failed send is
+    logged, and the chunks' leases expire and the scheduler sends them again (the database,
+    not the queue, says what is left to do)."""
+    try:
+        queue.send(chunk_ids)
+    except Exception:
+        log.exception("could not send %d chunk messages; they will be sent again when their lease expires",
+                      len(chunk_ids))
 
 
 class ChunkQueue(Protocol):

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pipeline.bulk.outcome import settle
-from pipeline.bulk.ports import SCHEDULER, ChunkQueue
-from pipeline.bulk.upload import send_after_commit
+from pipeline.bulk.ports import SCHEDULER, ChunkQueue, send_after_commit
 from pipeline.config import Settings
 from pipeline.retrying import with_retries
 
@@ -60,7 +59,8 @@ def retry_due_rows(uow_factory: Callable, queue: ChunkQueue, settings: Settings)
 def _retry_activity(uow_factory: Callable, settings: Settings, activity_id: str) -> tuple[int, list[int]]:
     uow = uow_factory()
     with uow:
-        if uow.bulk.lock_activity(activity_id) is None:
+        activity = uow.bulk.lock_activity(activity_id)
+        if activity is None or activity.cancel_requested:
             return 0, []
         reopened, chunk_ids = uow.bulk.reopen_due_rows(activity_id, settings.chunk_lease_s)
         if reopened:

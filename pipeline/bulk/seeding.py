@@ -2,7 +2,9 @@
 
 Users are created in one database transaction and their CSV (`uuid,amount`) is written
 beside it; the file takes its final name only once the users are committed, so a CSV
-never names users that do not exist.
+never names users that do not exist. The same transaction tops the `default` funding
+account up by the file's total, so that the seed's flow (seed, export, upload) pays out
+as it is.
 """
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import os
 import uuid
 from typing import Callable, TextIO
 
+from pipeline import funding
 from pipeline.errors import FieldError, ValidationFailed
 from pipeline.money import MoneyError, currency, parse_amount
+from pipeline.wallets import MoneyRequest
 
 #: Users written per COPY batch (and per progress-bar step).
 SEED_BATCH_USERS = 10_000
@@ -19,22 +23,26 @@ SEED_BATCH_USERS = 10_000
 SEED_USERS_MAX = 10_000_000
 
 
-def seed_and_export(uow, total: int, amount: str, currency_code: str, default_currency: str,
-                    supported: frozenset[str], out_path: str, progress: Callable[[int], None] = lambda n: None) -> int:
-    """Creates `total` users and writes `out_path`; returns how many users were created."""
+def seed_and_export(uow, settings, total: int, amount: str, currency_code: str, out_path: str,
+                    progress: Callable[[int], None] = lambda n: None) -> int:
+    """Creates `total` users, writes `out_path` and tops `default` up by the file's total;
+    returns how many users were created. Raises ValidationFailed for a bad total or amount."""
     if not 1 <= total <= SEED_USERS_MAX:
         raise ValidationFailed("total is out of range", [FieldError("total", f"from 1 to {SEED_USERS_MAX}")])
     try:
-        parse_amount(amount, currency(currency_code, supported))
+        unit = currency(currency_code, settings.supported_currencies)
+        amount_minor = parse_amount(amount, unit)
     except MoneyError as error:
         raise ValidationFailed("amount or currency is not valid", [FieldError("amount", error.reason)])
-    with_currency = currency_code != default_currency
+    with_currency = currency_code != settings.default_currency
     partial = out_path + ".part"
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     try:
         with open(partial, "w", encoding="utf-8", newline="") as out, uow:
             out.write("uuid,amount,currency\n" if with_currency else "uuid,amount\n")
             uow.bulk.copy_users(_users(total, amount, currency_code if with_currency else None, out, progress))
+            funding.top_up(uow, settings, funding.DEFAULT_ACCOUNT, MoneyRequest(
+                unit, total * amount_minor, f"users seed-and-export: {total} x {amount} {unit.code}"))
             uow.commit()
         os.replace(partial, out_path)
     finally:

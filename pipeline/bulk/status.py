@@ -4,6 +4,8 @@
                                                                  +-> PARTIALLY_COMPLETED
                                                                  +-> FAILED
     PARTIALLY_COMPLETED / FAILED --operator's retry--> PROCESSING
+    UPLOADED <--funding account short / topped up--> AWAITING_FUNDS
+    UPLOADED, AWAITING_FUNDS, PROCESSING, PARTIALLY_COMPLETED, FAILED --operator's cancel--> CANCELLED
 
 An activity is *final* once no row is pending and no FAILED row waits for an automatic
 retry (`next_retry_at` is None); its `completed_at` is set then, and the database checks
@@ -23,13 +25,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 UPLOADED = "UPLOADED"
+AWAITING_FUNDS = "AWAITING_FUNDS"
 PROCESSING = "PROCESSING"
+CANCELLED = "CANCELLED"
 COMPLETED = "COMPLETED"
 PARTIALLY_COMPLETED = "PARTIALLY_COMPLETED"
 FAILED = "FAILED"
 #: The statuses that say how the rows came out; the activity is final in one of them once
 #: nothing is pending or due for an automatic retry.
 SETTLED_STATUSES = (COMPLETED, PARTIALLY_COMPLETED, FAILED)
+#: Statuses in which an activity can be final.
+ENDING_STATUSES = SETTLED_STATUSES + (CANCELLED,)
+#: Statuses from which an operator may cancel (rows not yet credited remain).
+CANCELLABLE_STATUSES = (UPLOADED, AWAITING_FUNDS, PROCESSING, PARTIALLY_COMPLETED, FAILED)
 
 #: Who may move an activity from one status to another: the pipeline itself (worker,
 #: scheduler, upload) or an operator. The one table every transition is checked against.
@@ -42,6 +50,10 @@ TRANSITIONS = {
        if before != after},
     (PARTIALLY_COMPLETED, PROCESSING): OPERATOR,
     (FAILED, PROCESSING): OPERATOR,
+    # Release: the funding account holds less than the file's valid total, then enough.
+    (UPLOADED, AWAITING_FUNDS): SYSTEM,
+    (AWAITING_FUNDS, UPLOADED): SYSTEM,
+    **{(before, CANCELLED): OPERATOR for before in CANCELLABLE_STATUSES},
 }
 
 #: Row statuses.
@@ -49,7 +61,8 @@ ROW_PENDING = "PENDING"
 ROW_SUCCESS = "SUCCESS"
 ROW_FAILED = "FAILED"
 ROW_INVALID = "INVALID"
-ROW_STATUSES = (ROW_PENDING, ROW_SUCCESS, ROW_FAILED, ROW_INVALID)
+ROW_CANCELLED = "CANCELLED"
+ROW_STATUSES = (ROW_PENDING, ROW_SUCCESS, ROW_FAILED, ROW_INVALID, ROW_CANCELLED)
 
 #: Codes of rows that could not be applied (status FAILED); each may succeed on a retry.
 #: The first two are retried automatically with a backoff; the others wait for an operator,
@@ -79,11 +92,13 @@ class Counters:
     successful: int
     failed: int
     pending: int
+    cancelled: int = 0
 
     def __post_init__(self):
         assert self.valid + self.invalid == self.total, self
-        assert self.successful + self.failed + self.pending == self.valid, self
-        assert min(self.total, self.valid, self.invalid, self.successful, self.failed, self.pending) >= 0, self
+        assert self.successful + self.failed + self.pending + self.cancelled == self.valid, self
+        assert min(self.total, self.valid, self.invalid, self.successful, self.failed, self.pending,
+                   self.cancelled) >= 0, self
 
 
 def settled_status(counters: Counters) -> str:
@@ -98,6 +113,8 @@ def settled_status(counters: Counters) -> str:
 
 def status_after_chunk(current: str, counters: Counters) -> str:
     """The status once a chunk's transaction has updated the counters."""
+    if current == CANCELLED:
+        return current
     if counters.pending == 0:
         return settled_status(counters)
     return current if current in SETTLED_STATUSES else PROCESSING
@@ -109,7 +126,7 @@ def status_after_upload(counters: Counters) -> str:
 
 
 def is_final(status: str, counters: Counters, next_retry_at: datetime | None) -> bool:
-    return status in SETTLED_STATUSES and counters.pending == 0 and next_retry_at is None
+    return status in ENDING_STATUSES and counters.pending == 0 and next_retry_at is None
 
 
 class TransitionRefused(AssertionError):

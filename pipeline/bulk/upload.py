@@ -15,7 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from pipeline.bulk.ports import Activity, Actor, ChunkQueue, DuplicateContent, DuplicateKey
+from pipeline.bulk.ports import Activity, Actor, ChunkQueue, DuplicateContent, DuplicateKey, send_after_commit
+from pipeline.bulk.release import release
 from pipeline.bulk.rows import Row, RowChecker, read_rows, text_of
 from pipeline.bulk.status import SETTLED_STATUSES, Counters, status_after_upload
 from pipeline.config import Settings
@@ -160,12 +161,12 @@ def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, fi
             invalid += uow.bulk.invalidate_duplicate_references(activity_id)
         valid = tally.total - invalid
         counters = Counters(tally.total, valid, invalid, 0, 0, valid)
-        chunk_ids, planned_rows = uow.bulk.plan_chunks(activity_id, settings.chunk_lease_s)
-        assert planned_rows == valid, f"chunks hold {planned_rows} rows, {valid} are valid"
         status = status_after_upload(counters)
         uow.bulk.finish_upload(activity_id, reader.sha256.hexdigest(), reader.size_bytes, counters, status)
         uploader = Actor("api_key", api_key_id) if api_key_id is not None else Actor("command_line")
         uow.bulk.add_history(activity_id, None, status, status in SETTLED_STATUSES, uploader)
+        # Released at once: its total is reserved from the funding account, or it waits for funds.
+        chunk_ids = release(uow, settings, activity_id, uploader).chunk_ids
         uow.commit()
     return chunk_ids
 
@@ -179,11 +180,3 @@ def storable_name(file_name: str | None) -> str | None:
     if storable(name):
         return name
     return "".join(character if storable(character) else "\ufffd" for character in name)
-
-
-def send_after_commit(queue: ChunkQueue, chunk_ids: list[int]) -> None:
-    try:
-        queue.send(chunk_ids)
-    except Exception:  # the chunks' leases expire and the scheduler sends them again
-        log.exception("could not send %d chunk messages; they will be sent again when their lease expires",
-                      len(chunk_ids))

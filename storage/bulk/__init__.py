@@ -11,9 +11,10 @@ from storage.bulk.apply import ChunkSql
 from storage.bulk.outcomes import OutcomeSql
 from storage.bulk.reads import ReadSql
 from storage.bulk.recovery import RecoverySql
+from storage.bulk.release import ReleaseSql
 from storage.bulk.upload import UploadSql
 
 
-class SqlBulkCredits(UploadSql, ChunkSql, OutcomeSql, ReadSql, RecoverySql):
+class SqlBulkCredits(UploadSql, ChunkSql, OutcomeSql, ReadSql, RecoverySql, ReleaseSql):
     def __init__(self, connection: Connection):
         self.connection = connection

@@ -1,8 +1,8 @@
 """Applying one chunk, or a range of its rows, with a constant number of statements.
 
 Lock order, the same in every chunk transaction so that chunks never deadlock each other:
-the chunk row, then the users' wallets in ascending id order, then the chunk's
-`bulk_funding` shard, then the activity row (last, so the hot activity row is held only
+the chunk row, then the users' wallets in ascending id order, then the activity's
+reservation shard the chunk draws from (storage/funding.py), then the activity row (last, so the hot activity row is held only
 for the moment before commit; storage/bulk/outcomes.py).
 
 A database error that is not transient while crediting leaves as
@@ -28,9 +28,12 @@ from storage.faults import is_transient
 PENDING = """r.id BETWEEN :first_row_id AND :last_row_id AND r.activity_id::text = CAST(:activity_id AS text)
    AND r.chunk_number = :number AND r.status = 'PENDING'"""
 
+# The activity is read, not locked: it is locked last, for the moment before commit.
 _LOCK_CHUNK = text("""
-SELECT id, activity_id::text, number, first_row_id, last_row_id, state, attempts, error_count, sent_count
-  FROM bulk_chunks WHERE id = :id FOR UPDATE
+SELECT c.id, c.activity_id::text, c.number, c.first_row_id, c.last_row_id, c.state, c.attempts, c.error_count,
+       c.sent_count, coalesce(a.reservation_shards, 1), a.cancel_requested_at IS NOT NULL
+  FROM bulk_chunks c JOIN bulk_activities a ON a.id = c.activity_id
+ WHERE c.id = :id FOR UPDATE OF c
 """)
 
 # Rows that fail for the last time their attempts allow leave the retry index at once
@@ -97,14 +100,6 @@ ON CONFLICT DO NOTHING
 RETURNING id
 """)
 
-_CREATE_FUNDING = text("""
-INSERT INTO wallets (system_name, shard, currency)
-SELECT 'bulk_funding', :shard, c FROM unnest(CAST(:currencies AS char(3)[])) c
- WHERE NOT EXISTS (SELECT 1 FROM wallets w WHERE w.system_name = 'bulk_funding' AND w.shard = :shard
-                                             AND w.currency = c)
-ON CONFLICT DO NOTHING
-""")
-
 _LOCK_USER_WALLETS = text(f"""
 SELECT count(*) FROM (
     SELECT w.id FROM wallets w
@@ -114,10 +109,11 @@ SELECT count(*) FROM (
      ORDER BY w.id FOR UPDATE) locked
 """)
 
-_LOCK_FUNDING = text("""
+# The reservation shard this chunk draws from, made and filled when the activity was released.
+_LOCK_RESERVATION = text("""
 SELECT count(*) FROM (
-    SELECT id FROM wallets WHERE system_name = 'bulk_funding' AND shard = :shard
-       AND currency = ANY(CAST(:currencies AS char(3)[])) ORDER BY id FOR UPDATE) locked
+    SELECT id FROM wallets WHERE system_name = 'reservation' AND activity_id = CAST(:activity_id AS uuid)
+       AND shard = :shard AND currency = ANY(CAST(:currencies AS char(3)[])) ORDER BY id FOR UPDATE) locked
 """)
 
 _ENTRIES = text(f"""
@@ -125,13 +121,13 @@ INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, activi
 SELECT gen_random_uuid(), 'bulk_credit',
        'bulk_chunk:' || :chunk_id || ':' || :attempt || ':' || :first_row_id || ':' || r.currency,
        r.currency, sum(r.amount_minor), CAST(CAST(:activity_id AS text) AS uuid),
-       jsonb_build_object('chunk_id', :chunk_id, 'rows', count(*), 'funding_shard', :shard)
+       jsonb_build_object('chunk_id', :chunk_id, 'rows', count(*), 'reservation_shard', :shard)
   FROM bulk_rows r WHERE {PENDING}
  GROUP BY r.currency
 RETURNING id::text, currency, amount
 """)
 
-# One statement: the postings (one per row, one debit per currency on the funding shard),
+# One statement: the postings (one per row, one debit per currency on the reservation shard),
 # the balances they move, and the rows they settle. Every part reads the same snapshot,
 # so balance_after is computed from the balances before this statement's update.
 _POST = text(f"""
@@ -153,8 +149,9 @@ WITH entry (id, currency, amount) AS (
     UNION ALL
     SELECT e.id, w.id, e.currency, -e.amount, w.balance - e.amount, NULL
       FROM entry e
-      JOIN wallets w ON w.system_name = 'bulk_funding' AND w.shard = :shard AND w.currency = e.currency
-    RETURNING journal_entry_id, wallet_id, amount, bulk_row_id
+      JOIN wallets w ON w.system_name = 'reservation' AND w.activity_id = CAST(:activity_id AS uuid)
+                    AND w.shard = :shard AND w.currency = e.currency
+    RETURNING journal_entry_id, wallet_id, amount, balance_after, bulk_row_id
 ), moved AS (
     UPDATE wallets w SET balance = w.balance + d.delta, version = w.version + 1, updated_at = now()
       FROM (SELECT wallet_id, sum(amount) AS delta FROM posted
@@ -170,7 +167,8 @@ WITH entry (id, currency, amount) AS (
     RETURNING r.id
 )
 SELECT (SELECT count(*) FROM settled), (SELECT count(*) FROM posted WHERE bulk_row_id IS NULL),
-       (SELECT count(*) FROM moved), (SELECT count(DISTINCT wallet_id) FROM posted)
+       (SELECT count(*) FROM moved), (SELECT count(DISTINCT wallet_id) FROM posted),
+       (SELECT min(balance_after) FROM posted WHERE bulk_row_id IS NULL)
 """)
 
 class ChunkSql:
@@ -232,11 +230,11 @@ class ChunkSql:
             return 0, out_of_range
         currencies = [currency for currency, _, _ in totals]
         shard = {"shard": funding_shard, "currencies": currencies}
-        self.connection.execute(_CREATE_FUNDING, shard)
-        assert self.connection.execute(_LOCK_FUNDING, shard).scalar_one() == len(currencies)
+        locked = self.connection.execute(_LOCK_RESERVATION, {**shard, "activity_id": chunk.activity_id}).scalar_one()
+        assert locked == len(currencies), f"chunk {chunk.id}: {locked} reservation wallets for {currencies}"
         entries = self.connection.execute(_ENTRIES, {
             **pending, "chunk_id": chunk.id, "attempt": chunk.attempts, "shard": funding_shard}).all()
-        credited, debits, moved, wallets = self.connection.execute(_POST, {
+        credited, debits, moved, wallets, reserve_after = self.connection.execute(_POST, {
             **pending, "shard": funding_shard, "created_ids": created_ids,
             "entry_ids": [entry_id for entry_id, _, _ in entries],
             "entry_currencies": [currency for _, currency, _ in entries],
@@ -244,4 +242,6 @@ class ChunkSql:
         expected = sum(count for _, count, _ in totals)
         assert credited == expected, f"chunk {chunk.id}: {credited} rows credited, {expected} were pending"
         assert debits == len(entries) and moved + len(created_ids) == wallets, (debits, moved, created_ids, wallets)
+        # The pair of the CHECK on funded wallets: a chunk pays only what was reserved for it.
+        assert reserve_after >= 0, f"chunk {chunk.id} overdrew its reservation: {reserve_after}"
         return credited, out_of_range

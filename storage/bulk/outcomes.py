@@ -51,9 +51,10 @@ _SAVE_OUTCOME = text(f"""
 WITH saved AS (
     UPDATE bulk_activities
        SET status = :status, successful_records = :successful, failed_records = :failed,
-           pending_records = :pending, next_retry_at = :next_retry_at,
+           pending_records = :pending, cancelled_records = :cancelled, next_retry_at = :next_retry_at,
            completed_at = CASE WHEN :final THEN coalesce(completed_at, now()) END,
-           started_at = CASE WHEN :status <> 'UPLOADED' THEN coalesce(started_at, now()) END,
+           started_at = CASE WHEN :status NOT IN ('UPLOADED', 'AWAITING_FUNDS', 'CANCELLED')
+                             THEN coalesce(started_at, now()) ELSE started_at END,
            failed_chunks = CASE WHEN :reset_chunks THEN 0 ELSE failed_chunks END + :failed_chunks,
            last_chunk_error = CASE WHEN :reset_chunks THEN NULL
                                    ELSE coalesce(left(:chunk_error, :length_max), last_chunk_error) END,
@@ -129,7 +130,8 @@ class OutcomeSql:
         forgets the chunks given up on (an operator's retry reopens them)."""
         return activity_from(self.connection.execute(_SAVE_OUTCOME, {
             "activity_id": activity_id, "status": status, "successful": counters.successful,
-            "failed": counters.failed, "pending": counters.pending, "next_retry_at": next_retry_at,
+            "failed": counters.failed, "pending": counters.pending, "cancelled": counters.cancelled,
+            "next_retry_at": next_retry_at,
             "final": final, "failed_chunks": failed_chunks, "chunk_error": chunk_error, "reset_chunks": reset_chunks,
             "length_max": CHUNK_ERROR_LENGTH_MAX, "log": actor is not None, "from_status": from_status,
             "actor_type": actor.type if actor else None, "api_key_id": actor.api_key_id if actor else None,

@@ -9,8 +9,9 @@ from pipeline.bulk.ports import Activity
 from pipeline.bulk.status import Counters
 
 ACTIVITY_COLUMNS = """id::text, status, content_sha256, created_at, started_at, completed_at, next_retry_at,
-    failed_chunks, last_chunk_error, total_records, valid_records, invalid_records, successful_records,
-    failed_records, pending_records"""
+    failed_chunks, last_chunk_error, funding_account, reservation_shards, cancel_requested_at IS NOT NULL,
+    total_records, valid_records, invalid_records, successful_records, failed_records, pending_records,
+    cancelled_records"""
 
 # The posting of a SUCCESS row: postings.bulk_row_id is UNIQUE, so the join is one index probe
 # per row read and never multiplies rows.
@@ -28,9 +29,10 @@ SELECT r.row_number, r.user_id::text AS user_id, r.amount_minor, r.currency, r.r
 
 def activity_from(row) -> Activity:
     (activity_id, status, content_sha256, created_at, started_at, completed_at, next_retry_at, failed_chunks,
-     last_chunk_error, *counts) = row
+     last_chunk_error, funding_account, reservation_shards, cancel_requested, *counts) = row
     return Activity(activity_id, status, Counters(*counts), content_sha256, created_at, started_at, completed_at,
-                    next_retry_at, failed_chunks, last_chunk_error)
+                    next_retry_at, failed_chunks, last_chunk_error, funding_account, reservation_shards,
+                    cancel_requested)
 
 
 class ReadSql:

@@ -58,6 +58,9 @@ ALTER TABLE bulk_activities
     ADD COLUMN funding_account text NOT NULL DEFAULT 'default' REFERENCES funding_accounts (name),
     ADD COLUMN reservation_shards smallint CHECK (reservation_shards BETWEEN 1 AND 64),
     ADD COLUMN cancelled_records integer NOT NULL DEFAULT 0 CHECK (cancelled_records >= 0),
+    -- Set by the first step of a cancel: from then on no chunk starts and nothing is released.
+    ADD COLUMN cancel_requested_at timestamptz,
+    ADD COLUMN cancel_reason text CHECK (length(cancel_reason) <= 500),
     DROP CONSTRAINT bulk_activities_status_check,
     ADD CONSTRAINT bulk_activities_status_check CHECK (status IN (
         'UPLOADED', 'AWAITING_FUNDS', 'PROCESSING', 'COMPLETED', 'PARTIALLY_COMPLETED', 'FAILED', 'CANCELLED')),

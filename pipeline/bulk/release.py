@@ -1,0 +1,179 @@
+"""Releasing an activity: its whole valid total is reserved from its funding account in one
+journal entry per currency, then its chunks are planned and sent; and cancelling one.
+
+The reservation is spread over `shards` wallets of the activity's own (one per chunk, up
+to SYSTEM_WALLET_SHARDS), each holding exactly what its chunks will pay, so concurrent
+chunks of one file debit different rows. If the funding account holds less than the
+total, nothing moves: the activity waits in AWAITING_FUNDS and the scheduler tries again
+(`release_funded`). A cancel returns exactly what its cancelled rows had reserved.
+
+Lock order, as everywhere: chunks, users' wallets, bank, funding account, reservation,
+then the activity row last (a release reads the activity first, and checks it again once
+locked).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from pipeline.bulk.outcome import settle
+from pipeline.bulk.ports import SCHEDULER, Activity, Actor, ChunkQueue, send_after_commit
+from pipeline.bulk.status import (AWAITING_FUNDS, CANCELLABLE_STATUSES, CANCELLED, SYSTEM, UPLOADED)
+from pipeline.config import Settings
+from pipeline.errors import Conflict, NotFound
+from pipeline.ledger import Movement, post
+from pipeline.ports import JournalEntry
+from pipeline.retrying import with_retries
+
+log = logging.getLogger(__name__)
+
+#: Activities waiting for funds that one scheduler sweep tries to release.
+AWAITING_PER_SWEEP_MAX = 50
+
+
+class InvalidState(Conflict):
+    code = "invalid_state"
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    currency: str
+    required: int  #: minor units
+    available: int  #: minor units
+
+
+@dataclass(frozen=True)
+class Released:
+    status: str
+    chunk_ids: list[int]
+    shortfalls: tuple[Shortfall, ...] = ()
+
+
+def release(uow, settings: Settings, activity_id: str, actor: Actor) -> Released:
+    """Reserves the activity's PENDING total and plans its chunks, inside the caller's
+    transaction; or, if the account holds less, leaves it AWAITING_FUNDS. Does nothing
+    for an activity released already, being cancelled, or not waiting to be released."""
+    activity = uow.bulk.activity(activity_id)
+    if activity is None:
+        raise NotFound(f"no bulk-credit activity {activity_id}")
+    if not _releasable(activity):
+        return Released(activity.status, [])
+    shards, totals = uow.bulk.pending_totals(activity_id, settings.system_wallet_shards)
+    required: dict[str, int] = {}
+    for currency, _, amount in totals:
+        required[currency] = required.get(currency, 0) + amount
+    funding = uow.funding.lock_account(activity.funding_account, sorted(required))
+    locked = uow.bulk.lock_activity(activity_id)
+    if not _releasable(locked):
+        return Released(locked.status, [])
+    shortfalls = tuple(Shortfall(c, amount, funding[c].balance) for c, amount in sorted(required.items())
+                       if funding[c].balance < amount)
+    if shortfalls:
+        if locked.status != AWAITING_FUNDS:
+            settle(uow, activity_id, actor, status=AWAITING_FUNDS, by=SYSTEM, reason=_describe(shortfalls))
+        return Released(AWAITING_FUNDS, [], shortfalls)
+    reservation = uow.funding.lock_reservation(activity_id, [(c, shard) for c, shard, _ in totals])
+    for currency, amount in sorted(required.items()):
+        account = funding[currency]
+        movements = [Movement(account.key, -amount)] + [
+            Movement(reservation[(c, shard)].key, part) for c, shard, part in totals if c == currency]
+        wallets = {account.key: account, **{wallet.key: wallet for wallet in reservation.values()}}
+        entry = JournalEntry(str(uuid.uuid4()), "reservation", currency, amount, activity_id=activity_id,
+                             funding_account=activity.funding_account)
+        uow.ledger.record(entry, post(wallets, movements))
+    uow.bulk.mark_released(activity_id, shards)
+    chunk_ids, planned_rows = uow.bulk.plan_chunks(activity_id, settings.chunk_lease_s)
+    assert planned_rows == locked.counters.pending, (planned_rows, locked.counters)
+    if locked.status == AWAITING_FUNDS:
+        settle(uow, activity_id, actor, status=UPLOADED, by=SYSTEM, reason="funds reserved")
+    return Released(UPLOADED, chunk_ids)
+
+
+def _releasable(activity: Activity) -> bool:
+    return (activity.reservation_shards is None and not activity.cancel_requested
+            and activity.status in (UPLOADED, AWAITING_FUNDS) and activity.counters.pending > 0)
+
+
+def _describe(shortfalls: tuple[Shortfall, ...]) -> str:
+    return "funding short: " + ", ".join(f"{s.currency} {s.required} needed, {s.available} available (minor units)"
+                                         for s in shortfalls)
+
+
+def release_funded(uow_factory: Callable, queue: ChunkQueue, settings: Settings) -> int:
+    """The scheduler's sweep: releases the activities whose funding account now holds
+    enough; returns how many were released."""
+    with uow_factory() as uow:
+        waiting = uow.bulk.awaiting_funds(AWAITING_PER_SWEEP_MAX)
+    released = 0
+    for activity_id in waiting:
+        def attempt() -> Released:
+            uow = uow_factory()
+            with uow:
+                outcome = release(uow, settings, activity_id, SCHEDULER)
+                uow.commit()
+            return outcome
+
+        outcome = with_retries(settings.transaction_attempts_max, attempt)
+        if outcome.chunk_ids:
+            log.info("activity %s: funds reserved, %d chunks sent", activity_id, len(outcome.chunk_ids))
+            send_after_commit(queue, outcome.chunk_ids)
+            released += 1
+    return released
+
+
+def cancel(uow_factory: Callable, settings: Settings, activity_id: str, actor: Actor, reason: str) -> Activity:
+    """Ends every PENDING and FAILED row CANCELLED and gives their reserved money back to the
+    funding account; rows already credited stay credited. Two steps: the first marks the
+    activity (no chunk starts from then on, nothing is released), the second waits for a
+    chunk being applied to finish, then cancels what is left in one transaction.
+
+    Raises NotFound, and InvalidState (409) when nothing is left to cancel.
+    """
+    def request() -> None:
+        uow = uow_factory()
+        with uow:
+            activity = uow.bulk.lock_activity(activity_id)
+            if activity is None:
+                raise NotFound(f"no bulk-credit activity {activity_id}")
+            if activity.status not in CANCELLABLE_STATUSES or not uow.bulk.cancellable_rows(activity_id):
+                raise InvalidState(f"activity {activity_id} is {activity.status} with no row left to cancel")
+            uow.bulk.request_cancel(activity_id, reason)
+            uow.commit()
+
+    def finish() -> Activity:
+        uow = uow_factory()
+        with uow:
+            uow.bulk.lock_chunks(activity_id)
+            activity = uow.bulk.activity(activity_id)
+            counts = uow.bulk.cancellable_rows(activity_id)
+            shards = activity.reservation_shards or 1
+            returned = uow.bulk.cancel_rows(activity_id, shards, reason)
+            uow.bulk.end_chunks(activity_id)
+            if activity.reservation_shards is not None and returned:
+                _give_back(uow, activity, returned)
+            ended = settle(uow, activity_id, actor, pending=-counts.get("PENDING", 0),
+                           failed=-counts.get("FAILED", 0), cancelled=sum(counts.values()), status=CANCELLED,
+                           reason=reason)
+            uow.commit()
+        return ended
+
+    with_retries(settings.transaction_attempts_max, request)
+    return with_retries(settings.transaction_attempts_max, finish)
+
+
+def _give_back(uow, activity: Activity, returned: list[tuple[str, int, int]]) -> None:
+    totals: dict[str, int] = {}
+    for currency, _, amount in returned:
+        totals[currency] = totals.get(currency, 0) + amount
+    funding = uow.funding.lock_account(activity.funding_account, sorted(totals))
+    reservation = uow.funding.lock_reservation(activity.id)
+    for currency, amount in sorted(totals.items()):
+        account = funding[currency]
+        movements = [Movement(reservation[(c, shard)].key, -part) for c, shard, part in returned if c == currency]
+        movements.append(Movement(account.key, amount))
+        wallets = {account.key: account, **{wallet.key: wallet for wallet in reservation.values()}}
+        entry = JournalEntry(str(uuid.uuid4()), "reservation_return", currency, amount, activity_id=activity.id,
+                             funding_account=activity.funding_account)
+        uow.ledger.record(entry, post(wallets, movements))

@@ -1,0 +1,92 @@
+"""Releasing and cancelling an activity: what it needs reserved, and the rows a cancel ends."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+#: How long a cancel waits for the chunks being applied to finish, in milliseconds.
+CANCEL_WAIT_MS = 60_000
+
+# A released activity's reservation is sharded by chunk number, like its chunks' debits.
+_PENDING_TOTALS = text("""
+SELECT currency, chunk_number % :shards AS shard, sum(amount_minor), max(chunk_number) + 1
+  FROM bulk_rows WHERE activity_id = :activity_id AND status = 'PENDING'
+ GROUP BY currency, chunk_number % :shards
+ ORDER BY currency, shard
+""")
+
+_CHUNK_COUNT = text("""
+SELECT count(DISTINCT chunk_number) FROM bulk_rows WHERE activity_id = :activity_id AND status = 'PENDING'
+""")
+
+_AWAITING_FUNDS = text("""
+SELECT id::text FROM bulk_activities WHERE status = 'AWAITING_FUNDS' AND cancel_requested_at IS NULL
+ ORDER BY created_at LIMIT :limit
+""")
+
+# Every chunk of the activity still to run, locked in id order (as chunk transactions lock
+# theirs first): a chunk being applied finishes before the cancel goes on.
+_LOCK_CHUNKS = text("""
+SELECT count(*) FROM (SELECT id FROM bulk_chunks WHERE activity_id = :activity_id ORDER BY id FOR UPDATE) locked
+""")
+
+_CANCEL_ROWS = text("""
+WITH cancelled AS (
+    UPDATE bulk_rows SET status = 'CANCELLED', next_attempt_at = NULL, updated_at = now(),
+           error_code = 'cancelled', error_message = left('cancelled: ' || :reason, 500)
+     WHERE activity_id = :activity_id AND status IN ('PENDING', 'FAILED')
+    RETURNING currency, chunk_number, amount_minor, status
+)
+SELECT currency, chunk_number % :shards AS shard, sum(amount_minor), count(*) FROM cancelled
+ GROUP BY currency, chunk_number % :shards ORDER BY currency, shard
+""")
+
+_COUNT_BY_STATUS = text("""
+SELECT status, count(*) FROM bulk_rows WHERE activity_id = :activity_id AND status IN ('PENDING', 'FAILED')
+ GROUP BY status
+""")
+
+
+class ReleaseSql:
+    connection: Any
+
+    def pending_totals(self, activity_id: str, shards_max: int) -> tuple[int, list[tuple[str, int, int]]]:
+        """(shards, [(currency, shard, amount in minor units)]) for the PENDING rows: one shard
+        per chunk up to `shards_max`."""
+        chunks = self.connection.execute(_CHUNK_COUNT, {"activity_id": activity_id}).scalar_one()
+        shards = max(1, min(shards_max, chunks))
+        rows = self.connection.execute(_PENDING_TOTALS, {"activity_id": activity_id, "shards": shards}).all()
+        return shards, [(currency.strip(), shard, amount) for currency, shard, amount, _ in rows]
+
+    def mark_released(self, activity_id: str, shards: int) -> None:
+        self.connection.execute(text("UPDATE bulk_activities SET reservation_shards = :shards WHERE id = :id"),
+                                {"id": activity_id, "shards": shards})
+
+    def awaiting_funds(self, limit: int) -> list[str]:
+        return self.connection.execute(_AWAITING_FUNDS, {"limit": limit}).scalars().all()
+
+    def request_cancel(self, activity_id: str, reason: str) -> None:
+        self.connection.execute(text(
+            "UPDATE bulk_activities SET cancel_requested_at = coalesce(cancel_requested_at, now()),"
+            " cancel_reason = coalesce(cancel_reason, :reason) WHERE id = :id"), {"id": activity_id, "reason": reason})
+
+    def lock_chunks(self, activity_id: str) -> int:
+        # Waiting for a chunk being applied is expected here, and a chunk of 50,000 rows
+        # takes seconds on a busy machine: a wait longer than LOCK_TIMEOUT_MS, bounded.
+        self.connection.exec_driver_sql(f"SET LOCAL lock_timeout = {CANCEL_WAIT_MS}")
+        return self.connection.execute(_LOCK_CHUNKS, {"activity_id": activity_id}).scalar_one()
+
+    def cancellable_rows(self, activity_id: str) -> dict[str, int]:
+        return dict(self.connection.execute(_COUNT_BY_STATUS, {"activity_id": activity_id}).all())
+
+    def cancel_rows(self, activity_id: str, shards: int, reason: str) -> list[tuple[str, int, int]]:
+        """Ends every PENDING and FAILED row CANCELLED; [(currency, shard, amount)] they had reserved."""
+        rows = self.connection.execute(_CANCEL_ROWS, {"activity_id": activity_id, "shards": shards,
+                                                      "reason": reason}).all()
+        return [(currency.strip(), shard, amount) for currency, shard, amount, _ in rows]
+
+    def end_chunks(self, activity_id: str) -> None:
+        self.connection.execute(text("UPDATE bulk_chunks SET state = 'CANCELLED', leased_until = NULL"
+                                     " WHERE activity_id = :activity_id AND state = 'PENDING'"),
+                                {"activity_id": activity_id})
