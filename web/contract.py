@@ -102,7 +102,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         _object(("from_user_id", "to_user_id", "amount", "currency"), from_user_id=UUID, to_user_id=UUID,
                 amount=AMOUNT, currency=CURRENCY, reference={"type": "string"}), parameters=(IDEMPOTENCY_KEY,)),
     ("GET", "/api/v1/transactions/{entry_id}"): Operation(
-        "A transaction with its ledger postings", 200, "The transaction", (401, 404, 422)),
+        "A transaction with its ledger postings; a `user:` key sees only its own postings, and 404 for an"
+        " entry it has none in", 200,
+        "The transaction with at most 1,000 `postings` in id order, `postings_total` (all of them, on every"
+        " page) and `postings_next_cursor` (null on the last page)", (401, 404, 422),
+        parameters=(_query("postings_cursor", "Opaque, from postings_next_cursor"),)),
     ("POST", "/api/v1/wallet/bulk-credit"): Operation(
         "Upload a bulk-credit CSV (uuid,amount[,currency][,reference])", 202,
         "`{activity_id, status: accepted, total_records}`; the same file or key again: 200 with the activity",
