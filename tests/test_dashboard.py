@@ -249,19 +249,21 @@ def test_a_stream_whose_activity_never_settles_sends_one_event_then_heartbeats_a
     assert len(reads) == dashboard_events.STREAM_DURATION_S / dashboard_events.POLL_INTERVAL_S + 1
 
 
-def test_streams_beyond_the_per_process_limit_get_a_busy_event_and_hold_no_slot():
-    clock = FakeClock()
-    processing = lambda: {"status": "PROCESSING", "final": False}  # noqa: E731
-    open_streams = [dashboard_events.progress_events(processing, clock, clock.sleep)
-                    for _ in range(dashboard_events.STREAMS_MAX)]
-    for stream in open_streams:
-        next(stream)
+def test_streams_beyond_the_shared_budget_get_a_busy_event_and_hold_no_slot(services, app, operator, queue):
+    original = services.settings
+    services.settings = dataclasses.replace(original, streams_per_process_max=1)
+    (user,) = seed_users(services, 1)
+    activity_id = activity_id_of(upload(operator, f"uuid,amount\n{user},1.00\n".encode()))
+    url = f"/dashboard/activities/{activity_id}/events"
+    try:
+        first = operator.get(url, buffered=False)  # open: it holds the only slot
+        busy = operator.get(url).get_data(as_text=True)
+        first.close()
+        after = operator.get(url, buffered=False)
+        after_start = next(iter(after.response)).decode()
+        after.close()
+    finally:
+        services.settings = original
 
-    busy = list(dashboard_events.progress_events(processing, clock, clock.sleep))
-    for stream in open_streams:
-        stream.close()
-    after = dashboard_events.progress_events(processing, clock, clock.sleep)
-
-    assert busy[0] == f"retry: {dashboard_events.BUSY_RECONNECT_MS}\n\n" and busy[1].startswith("event: busy")
-    assert next(after) == f"retry: {dashboard_events.RECONNECT_MS}\n\n"
-    after.close()
+    assert busy.startswith(f"retry: {dashboard_events.BUSY_RECONNECT_MS}\n\n") and "event: busy" in busy
+    assert after_start == f"retry: {dashboard_events.RECONNECT_MS}\n\n"

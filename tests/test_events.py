@@ -364,7 +364,7 @@ def test_the_openapi_document_describes_the_event_stream(client):
 
 def test_a_process_serves_at_most_its_limit_of_event_streams_and_frees_a_slot_when_one_closes(
         services, short_feeds, streams, admin_token):
-    services.settings = dataclasses.replace(services.settings, events_feeds_per_process_max=1)
+    services.settings = dataclasses.replace(services.settings, streams_per_process_max=1)
     client = short_feeds.test_client()
     user_id = str(uuid.uuid4())
 
@@ -396,7 +396,7 @@ def live_stack(tmp_path, streams):
     started: list = []
     try:
         started.append(Process(tmp_path / "web.log", [
-            sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "8",
+            sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "8",
             "--bind", f"127.0.0.1:{port}", "api:create_app()"], environ))
         started.append(Process(tmp_path / "scheduler.log", [sys.executable, "-m", "jobs"], environ))
         started.append(Worker(tmp_path / "worker.log"))
