@@ -267,3 +267,28 @@ def test_streams_beyond_the_shared_budget_get_a_busy_event_and_hold_no_slot(serv
 
     assert busy.startswith(f"retry: {dashboard_events.BUSY_RECONNECT_MS}\n\n") and "event: busy" in busy
     assert after_start == f"retry: {dashboard_events.RECONNECT_MS}\n\n"
+
+
+def test_signing_out_ends_the_session_on_the_server_so_a_saved_cookie_signs_nobody_in(app, operator):
+    saved = operator.get_cookie("session").value
+    assert operator.get("/dashboard/").status_code == 200
+
+    signed_out = operator.post("/dashboard/sign-out", data={"csrf_token": csrf_of(operator)})
+    replayed = app.test_client()
+    replayed.set_cookie("session", saved)
+
+    assert signed_out.status_code == 302
+    assert replayed.get("/dashboard/").headers["Location"].startswith("/dashboard/sign-in")
+    assert replayed.get("/dashboard/activities/00000000-0000-4000-8000-000000000000/events").status_code == 401
+    assert replayed.post("/dashboard/reconciliations", data={"csrf_token": csrf_of(replayed)}).status_code == 302
+
+
+def test_two_sign_ins_are_two_sessions_and_signing_out_of_one_keeps_the_other(app, client, operator_token):
+    other = app.test_client()
+    assert sign_in(client, operator_token).status_code == 302
+    assert sign_in(other, operator_token).status_code == 302
+
+    client.post("/dashboard/sign-out", data={"csrf_token": csrf_of(client)})
+
+    assert client.get("/dashboard/").status_code == 302
+    assert other.get("/dashboard/").status_code == 200
