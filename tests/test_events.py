@@ -508,3 +508,20 @@ def test_an_sse_client_receives_every_transfer_and_bulk_credit_event_of_its_user
     assert received[-1]["balance_after"] == "56.50"  # 50 - 10 x 1.00 + 0.50 + 7.00 + 9.00
     assert rest == received[5:]
     assert sorted(event["row_number"] for event in activity_events) == [2, 3, 4, 5]
+
+
+def test_a_feed_resumed_after_events_were_trimmed_away_says_so_with_a_gap_event(services, short_feeds, streams,
+                                                                                 admin_token):
+    client = short_feeds.test_client()
+    user_id = str(uuid.uuid4())
+    key = USER_SHARD_STREAM.format(shard=user_shard(user_id, services.settings.events_user_shards))
+    ids = [streams.xadd(key, {"user_id": user_id, "event": json.dumps({"n": n})}) for n in range(5)]
+    streams.xtrim(key, maxlen=2, approximate=False)  # what MAXLEN does to a stream no one read for long
+
+    trimmed = get_events(client, admin_token, user_id=user_id, last_event_id=ids[0]).get_data(as_text=True)
+    kept = get_events(client, admin_token, user_id=user_id, last_event_id=ids[3]).get_data(as_text=True)
+    oldest = get_events(client, admin_token, user_id=user_id, last_event_id="0").get_data(as_text=True)
+
+    assert "event: gap" in trimmed and ids[0] in trimmed and 'data: {"n": 4}' in trimmed
+    assert "event: gap" not in kept and "event: gap" not in oldest
+    assert trimmed.index("event: gap") < trimmed.index(f"id: {ids[3]}")

@@ -130,7 +130,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Follow events as Server-Sent Events: a user's (admin, operator or that user) or an activity's"
         " (admin or operator); give exactly one filter", 200,
         "`text/event-stream`: `id:` a stream id, `data:` the event JSON, `: heartbeat` comments; ends after"
-        " EVENTS_FEED_DURATION_MAX_S, resume with Last-Event-ID", (401, 403, 422, 503),
+        " EVENTS_FEED_DURATION_MAX_S, resume with Last-Event-ID; `event: gap` first when events after it were"
+        " trimmed before they were read; 503 with Retry-After when the process serves all the streams it may",
+        (401, 403, 422, 503),
         parameters=(_query("user_id", "This user's events", UUID),
                     _query("activity_id", "This bulk credit's events", UUID),
                     _query("last_event_id", "Resume after this stream id (0: the oldest kept)"),

@@ -11,6 +11,7 @@ Retry-After, at once, keeping threads for the other requests.
 """
 from __future__ import annotations
 
+import json
 from typing import Iterator
 
 import redis
@@ -56,8 +57,14 @@ def _subscription(settings) -> event_feed.Subscription:
     return event_feed.for_activity(activity_id)
 
 
-def _sse(deliveries: Iterator[event_feed.Delivery]) -> Iterator[str]:
+def _sse(deliveries: Iterator[event_feed.Delivery], gap_after: str | None) -> Iterator[str]:
     yield f"retry: {RECONNECT_MS}\n\n"
+    if gap_after is not None:
+        # Never a silent loss: the stream keeps its newest entries only, and some the client
+        # had not read are gone. It fills the gap from the history, then carries on from here.
+        yield ("event: gap\ndata: " + json.dumps({"last_event_id": gap_after, "detail": (
+            "events after this id were trimmed from the stream before they were read: read the"
+            " history (GET /api/v1/users/{user_id}/transactions) for what happened meanwhile")}) + "\n\n")
     for delivery in deliveries:
         if delivery.entry_id is None:
             yield ": heartbeat\n\n"
@@ -76,7 +83,10 @@ def events():
     try:
         # Resolved now, before the client sees a response: everything published after it has
         # its headers reaches it.
+        asked_after = after_id
         after_id = after_id or reader.last_id(subscription.stream)
+        # "0" asks for the oldest entry kept, whatever was trimmed before it.
+        gap = asked_after not in (None, "0") and reader.trimmed_after(subscription.stream, asked_after)
     except redis.RedisError as error:
         raise HttpProblem(503, "temporarily_unavailable", f"the event streams are unreachable: {type(error).__name__}")
     budget = stream_slots.slots()
@@ -88,6 +98,7 @@ def events():
             {"Retry-After": str(BUSY_RETRY_AFTER_S)})
     limits = event_feed.FeedLimits(settings.events_feed_duration_max_s, settings.events_feed_block_ms,
                                    settings.events_feed_read_count_max)
-    body = stream_slots.SlotBody(_sse(event_feed.follow(reader, subscription, after_id, limits)), release)
+    body = stream_slots.SlotBody(_sse(event_feed.follow(reader, subscription, after_id, limits),
+                                     asked_after if gap else None), release)
     return Response(body, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
