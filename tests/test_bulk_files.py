@@ -140,8 +140,8 @@ def gunicorn(tmp_path, settings, clean_database):
     the test Redis, where no worker reads them (this test is about the upload)."""
     port = free_port()
     web = Process(tmp_path / "web.log", [
-        sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "4",
-        "--bind", f"127.0.0.1:{port}", "api:create_app()"], test_environ())
+        sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "4",
+        "--bind", f"127.0.0.1:{port}", "api:create_app()"], test_environ(STREAMS_PER_PROCESS_MAX="2"))
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_S
