@@ -16,4 +16,4 @@ RUN useradd --system --uid 10001 --home-dir /app wallet && mkdir -p exports && c
 USER wallet
 
 EXPOSE 8088
-CMD ["sh", "-c", "exec gunicorn --worker-class gthread --workers ${WEB_WORKERS:-2} --threads ${WEB_THREADS:-8} --bind 0.0.0.0:${PORT:-8088} 'api:create_app()'"]
+CMD ["sh", "-c", "exec gunicorn --workers ${WEB_WORKERS:-2} --threads ${WEB_THREADS:-8} --bind 0.0.0.0:${PORT:-8088} 'api:create_app()'"]

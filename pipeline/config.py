@@ -63,12 +63,14 @@ class Settings:
     events_activity_maxlen: int = 50_000
     events_activity_ttl_s: int = 86_400
     #: One `GET /api/v1/events` response: its longest life, in seconds; its longest wait for
-    #: Redis (also the heartbeat interval), in milliseconds; entries per read; and how many
-    #: may be open at once in one web process (each holds one gthread thread).
+    #: Redis (also the heartbeat interval), in milliseconds; and entries per read.
     events_feed_duration_max_s: float = 300.0
     events_feed_block_ms: int = 5_000
     events_feed_read_count_max: int = 200
-    events_feeds_per_process_max: int = 4
+    #: Streamed responses (event feeds and the dashboard's live progress together) one web
+    #: process serves at once; each holds a gthread thread, and gunicorn.conf.py refuses a
+    #: budget above half of WEB_THREADS.
+    streams_per_process_max: int = 4
     #: Signs the dashboard's session cookie. Production must set it (at least 32 characters),
     #: the same in every web process; unset, `session_secret_key` derives a development key.
     #: Kept out of repr(), so that a logged Settings shows no secret.
@@ -126,5 +128,5 @@ class Settings:
         assert 100 <= self.events_feed_block_ms <= 30_000, "EVENTS_FEED_BLOCK_MS: also the heartbeat interval"
         assert self.events_feed_block_ms / 1000 <= self.events_feed_duration_max_s <= 3_600
         assert 1 <= self.events_feed_read_count_max <= 1_000
-        assert 1 <= self.events_feeds_per_process_max <= 1_000
+        assert 1 <= self.streams_per_process_max <= 1_000
         assert not self.secret_key or len(self.secret_key) >= 32, "SECRET_KEY must have at least 32 characters"

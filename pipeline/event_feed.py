@@ -50,6 +50,8 @@ class Delivery:
 class StreamReader(Protocol):
     def last_id(self, stream: str) -> str:
         """The id of the stream's newest entry, or "0-0" if it has none."""
+    def trimmed_after(self, stream: str, after_id: str) -> bool:
+        """Whether entries after `after_id` may have been trimmed away before they were read."""
     def read(self, stream: str, after_id: str, block_ms: int, count: int) -> list[tuple[str, str, str]]:
         """Up to `count` entries after `after_id` as (entry id, user id, event JSON), waiting up to
         `block_ms` for the first one; an empty list if none came."""

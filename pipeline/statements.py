@@ -11,6 +11,9 @@ from pipeline.ports import UnitOfWork
 #: Page sizes of every list, as the API documents them.
 PAGE_ROWS_DEFAULT = 20
 PAGE_ROWS_MAX = 100
+#: Postings of one journal entry per answer of GET /api/v1/transactions/{id}; a bulk chunk's
+#: entry has one per credited row and pages them (API.md).
+POSTINGS_PAGE_ROWS_MAX = 1_000
 #: The largest position a cursor may carry: PostgreSQL's bigint.
 CURSOR_POSITION_MAX = 2**63 - 1
 
@@ -83,9 +86,41 @@ def history(uow: UnitOfWork, user_id: str, currency: str | None, limit: int, cur
     return page_of(rows, limit, "posting_id")
 
 
-def transaction(uow: UnitOfWork, entry_id: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EntryView:
+    """A journal entry as one reader may see it, with one page of the postings it may see.
+
+    `postings_total` counts every posting the reader may see, on every page; `postings_amount`
+    is their signed sum in minor units (zero for an operator's full view of any entry).
+    """
+
+    entry: dict[str, Any]
+    postings: list[dict[str, Any]]
+    postings_total: int
+    postings_amount: int
+    postings_next_cursor: str | None
+
+
+def transaction(uow: UnitOfWork, entry_id: str, viewer_user_id: str | None = None,
+                postings_cursor: str | None = None) -> EntryView:
+    """The entry and the page of its postings after `postings_cursor`, POSTINGS_PAGE_ROWS_MAX at most.
+
+    `viewer_user_id` is the user of a `user:` key (None for operators and admins): such a reader
+    sees only the postings on its own wallets, and an entry it has no posting in does not exist
+    for it (NotFound, like an unknown id, so that the answer does not reveal that it exists).
+    Raises ValidationFailed for a cursor this API did not make.
+    """
+    try:
+        after_id = decode_cursor(postings_cursor)
+    except ValidationFailed:
+        raise ValidationFailed("postings_cursor is not valid",
+                               [FieldError("postings_cursor", "use postings_next_cursor from a previous answer")])
     with uow:
         entry = uow.ledger.entry(entry_id)
-    if entry is None:
+        if entry is not None:
+            total, amount, rows = uow.ledger.entry_postings(entry_id, viewer_user_id, after_id,
+                                                            POSTINGS_PAGE_ROWS_MAX + 1)
+    if entry is None or (viewer_user_id is not None and total == 0):
         raise NotFound(f"no transaction {entry_id}")
-    return entry
+    page = page_of(rows, POSTINGS_PAGE_ROWS_MAX, "id")
+    return EntryView(entry, page.items, total, amount, page.next_cursor)

@@ -74,6 +74,9 @@ work_mem = 32MB
 maintenance_work_mem = 256MB
 max_wal_size = 4GB
 checkpoint_timeout = 15min
+# No DETAIL lines in the server log: a constraint's DETAIL quotes the row's values (an email,
+# say), and the app writes its own log without them. See also the ALTER ROLE below.
+log_error_verbosity = terse
 CONF
   fi
   if as_pg_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
@@ -88,6 +91,9 @@ CONF
       "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
       || psql -h 127.0.0.1 -p "$pg_port" -U "$pg_user" -d postgres -qc "CREATE DATABASE $db"
   done
+  # The same for a data folder made before that setting: for the app's role, from its next session.
+  psql -h 127.0.0.1 -p "$pg_port" -U "$pg_user" -d postgres -qc \
+    "ALTER ROLE $pg_user SET log_error_verbosity = 'terse'"
 }
 
 stop_postgres() {

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg.errors
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.errors import Conflict, IdempotencyKeyInProgress
 from pipeline.ports import StoredResponse, User
@@ -18,16 +18,21 @@ class SqlUsers:
         self.connection = connection
 
     def add(self, user: User) -> None:
-        try:
-            with self.connection.begin_nested():
-                self.connection.execute(
-                    text("INSERT INTO users (id, name, email, external_id, created_at)"
-                         " VALUES (:id, :name, :email, :external_id, :created_at)"),
-                    vars(user),
-                )
-        except IntegrityError as error:
-            field = "external_id" if "external_id" in str(error.orig) else "email"
-            raise Conflict(f"a user with this {field} already exists") from error
+        """Raises Conflict naming the field when the email or external_id is taken.
+
+        The duplicate never reaches PostgreSQL as a unique violation: that error's DETAIL
+        (`Key (email)=(...)`) would write the email into the server's own log.
+        """
+        inserted = self.connection.execute(
+            text("INSERT INTO users (id, name, email, external_id, created_at)"
+                 " VALUES (:id, :name, :email, :external_id, :created_at)"
+                 " ON CONFLICT DO NOTHING RETURNING 1"),
+            vars(user),
+        ).scalar_one_or_none()
+        if inserted is None:
+            taken_email = self.connection.execute(
+                text("SELECT EXISTS (SELECT 1 FROM users WHERE email = :email)"), {"email": user.email}).scalar_one()
+            raise Conflict(f"a user with this {'email' if taken_email else 'external_id'} already exists")
 
     def get(self, user_id: str) -> User | None:
         row = self.connection.execute(

@@ -62,9 +62,28 @@ class RedisStreamReader:
         newest = self.client.xrevrange(stream, count=1)
         return newest[0][0] if newest else "0-0"
 
+    def trimmed_after(self, stream: str, after_id: str) -> bool:
+        """Whether entries after `after_id` may have been trimmed away (MAXLEN) before anyone read
+        them: something was trimmed, and `after_id` is older than the oldest entry kept."""
+        try:
+            info = self.client.xinfo_stream(stream)
+        except redis.ResponseError:
+            return False  # no such stream: nothing was ever trimmed from it
+        if info["entries-added"] <= info["length"]:
+            return False
+        oldest_kept = info["first-entry"]
+        if oldest_kept is None:  # trimmed down to nothing
+            return _entry_id(after_id) < _entry_id(info["last-generated-id"])
+        return _entry_id(after_id) < _entry_id(oldest_kept[0])
+
     def read(self, stream: str, after_id: str, block_ms: int, count: int) -> list[tuple[str, str, str]]:
         reply = self.client.xread({stream: after_id}, count=count, block=block_ms)
         if not reply:
             return []
         ((_, entries),) = reply
         return [(entry_id, fields.get("user_id", ""), fields["event"]) for entry_id, fields in entries]
+
+
+def _entry_id(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)

@@ -103,6 +103,24 @@ SELECT p.id AS posting_id, j.id::text AS id, j.kind, p.amount AS posted, j.amoun
 """)
 
 
+# A `user:` key's view of an entry keeps only the postings on that user's wallets: the other
+# side of a transfer (its wallet id, its balance_after) is the other user's business.
+_ENTRY_POSTINGS_SCOPE = """
+  FROM postings p JOIN wallets w ON w.id = p.wallet_id
+ WHERE p.journal_entry_id = :id
+   AND (CAST(:user_id AS uuid) IS NULL OR w.user_id = CAST(:user_id AS uuid))
+"""
+_ENTRY_POSTINGS_TOTAL = text(f"SELECT count(*), coalesce(sum(p.amount), 0) {_ENTRY_POSTINGS_SCOPE}")
+_ENTRY_POSTINGS = text(f"""
+SELECT p.id, p.wallet_id, w.user_id::text, w.system_name, p.currency, p.amount, p.balance_after,
+       p.bulk_row_id, p.created_at
+{_ENTRY_POSTINGS_SCOPE}
+   AND (CAST(:after_id AS bigint) IS NULL OR p.id > :after_id)
+ ORDER BY p.id
+ LIMIT :limit
+""")
+
+
 def _padded_keys(keys: list[WalletKey]) -> dict[str, Any]:
     assert len(keys) <= WALLETS_PER_MOVEMENT_MAX, f"a movement touches at most {WALLETS_PER_MOVEMENT_MAX} wallets"
     padded = list(keys) + [None] * (WALLETS_PER_MOVEMENT_MAX - len(keys))
@@ -159,15 +177,17 @@ class SqlLedger:
                  " reference, activity_id::text, created_at FROM journal_entries WHERE id = :id"),
             {"id": entry_id},
         ).mappings().one_or_none()
-        if row is None:
-            return None
-        postings = self.connection.execute(
-            text("SELECT p.id, p.wallet_id, w.user_id::text, w.system_name, p.currency, p.amount,"
-                 " p.balance_after, p.created_at FROM postings p JOIN wallets w ON w.id = p.wallet_id"
-                 " WHERE p.journal_entry_id = :id ORDER BY p.id LIMIT 1000"),
-            {"id": entry_id},
-        ).mappings().all()
-        return {**row, "postings": [dict(posting) for posting in postings]}
+        return dict(row) if row else None
+
+    def entry_postings(self, entry_id: str, user_id: str | None, after_id: int | None,
+                       limit: int) -> tuple[int, int, list[dict[str, Any]]]:
+        """(count, signed sum, up to `limit` postings after `after_id` in id order) of the entry's
+        postings, only those on `user_id`'s wallets when given. An entry's postings never change
+        once written, so a count and the pages read later in other transactions agree."""
+        scope = {"id": entry_id, "user_id": user_id}
+        total, amount = self.connection.execute(_ENTRY_POSTINGS_TOTAL, scope).one()
+        rows = self.connection.execute(_ENTRY_POSTINGS, {**scope, "after_id": after_id, "limit": limit})
+        return total, int(amount), [dict(row) for row in rows.mappings()]
 
     def wallets_of(self, user_id: str) -> list[dict[str, Any]]:
         rows = self.connection.execute(

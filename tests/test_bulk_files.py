@@ -70,6 +70,18 @@ def test_an_unclosed_quote_refuses_the_whole_file_naming_its_line_and_stores_not
     assert stored(clean_database) == (0, 0, 0) and queue.take() == []
 
 
+def test_a_space_before_a_quote_makes_an_ordinary_cell_and_no_payee_is_swallowed(services, http, queue,
+                                                                                clean_database):
+    a, b, c = seed_users(services, 3)
+    content = f'uuid,amount,reference\n{a},10.00, "Bonus Q3\n{b},20.00,R2"\n{c},30.00,R3\n'.encode()
+
+    response = post_file(http, content)
+
+    assert (response.status_code, response.json["total_records"]) == (202, 3)
+    rows = http.get(f"/api/v1/wallet/bulk-credit/{response.json['activity_id']}/rows").json["data"]
+    assert [(row["user_id"], row["reference"]) for row in rows] == [(a, '"Bonus Q3'), (b, 'R2"'), (c, "R3")]
+
+
 @pytest.mark.parametrize("broken_line, reason", [
     ('{user},1.00,"Bonus', "opens a quote that is never closed"),
     ('{user},1.00,"Bonus"Q3', "text after a closing quote"),
@@ -140,8 +152,8 @@ def gunicorn(tmp_path, settings, clean_database):
     the test Redis, where no worker reads them (this test is about the upload)."""
     port = free_port()
     web = Process(tmp_path / "web.log", [
-        sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "4",
-        "--bind", f"127.0.0.1:{port}", "api:create_app()"], test_environ())
+        sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "4",
+        "--bind", f"127.0.0.1:{port}", "api:create_app()"], test_environ(STREAMS_PER_PROCESS_MAX="2"))
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_S
@@ -205,7 +217,7 @@ def test_invalid_rows_keep_their_reference_currency_and_original_cells(services,
     assert [row["raw"] for row in rows] == [
         {"uuid": user, "amount": "12.5", "currency": "sgd", "reference": "inv-1"},
         {"uuid": user, "amount": "-3.00", "currency": "JPY", "reference": "refund 7"},
-        {"uuid": "not-a-user", "amount": "4.00 ", "currency": "SGD", "reference": "pay, Q3"},
+        {"uuid": "not-a-user", "amount": " 4.00 ", "currency": "SGD", "reference": "pay, Q3"},
         {"uuid": user, "amount": "1.00"}]
     assert (rows[1]["user_id"], rows[1]["amount"], rows[2]["user_id"], rows[2]["amount"]) == (
         user, "-3.00", "not-a-user", "4.00")
@@ -252,6 +264,20 @@ def test_an_invalid_rows_export_corrected_uploads_as_it_is_and_credits(services,
     assert (row["status"], row["reference"], row["raw"]["row_number"]) == ("SUCCESS", "r-2", "3")
 
 
+@pytest.mark.parametrize("line", ["{user},1,000.00", "{user}", "{user},2.00,extra,cells"])
+def test_an_invalid_export_of_a_row_of_the_wrong_width_uploaded_unchanged_pays_nothing(services, http, queue, line):
+    [user] = seed_users(services, 1)
+    activity_id = post_file(http, f"uuid,amount\n{line.format(user=user)}\n".encode()).json["activity_id"]
+    export = http.get(f"{URL}/{activity_id}/rows?status=INVALID", headers={"Accept": "text/csv"}).get_data()
+
+    again = post_file(http, export)
+    apply_all(services, services.settings, queue.take())
+
+    [row] = http.get(f"{URL}/{again.json['activity_id']}/rows").json["data"]
+    assert (row["status"], row["error_code"]) == ("INVALID", "malformed_row")
+    assert user not in balances(services.engine)
+
+
 def test_a_formula_escaped_in_an_export_uploads_back_as_the_value_it_was(services, http, queue):
     [user] = seed_users(services, 1)
     content = f"uuid,amount,reference\n{user},oops,=SUM(A1)\n{user},1.00,-\n".encode()
@@ -290,3 +316,27 @@ def test_a_file_part_without_a_filename_has_the_same_byte_limit(services, http, 
     response = http.post(URL, data=body, content_type=content_type)
     assert (response.status_code, response.json["code"]) == (413, "payload_too_large")
     assert stored(clean_database) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"dry_run": "true"}, "dry_run"), ({"execute_at": "2027-12-31T00:00:00Z"}, "execute_at"),
+    ({"allow_duplicate_content": "true"}, "allow_duplicate_content"), ({"funding_account": "other"}, "funding_account"),
+    ({"dryrun": "true"}, "dryrun"),
+])
+def test_an_upload_option_this_version_does_not_honour_is_refused_and_pays_nothing(
+        services, http, queue, clean_database, fields, named):
+    [user] = seed_users(services, 1)
+    response = http.post(URL, data={"file": (io.BytesIO(f"uuid,amount\n{user},1.00\n".encode()), "a.csv"), **fields},
+                         content_type="multipart/form-data")
+
+    assert (response.status_code, response.json["code"]) == (422, "validation_failed")
+    assert [error["field"] for error in response.json["errors"]] == [named]
+    assert stored(clean_database) == (0, 0, 0) and queue.take() == []
+
+
+def test_the_default_values_of_upload_options_are_accepted(services, http, queue):
+    [user] = seed_users(services, 1)
+    fields = {"dry_run": "false", "funding_account": "default", "allow_duplicate_content": "false"}
+    response = http.post(URL, data={"file": (io.BytesIO(f"uuid,amount\n{user},1.00\n".encode()), "a.csv"), **fields},
+                         content_type="multipart/form-data")
+    assert response.status_code == 202

@@ -97,7 +97,7 @@ def strict_record_count(data: bytes) -> int | None:
     limit = csv.field_size_limit(sys.maxsize)  # the csv module's own reading, not the app's limits
     try:
         records = [fields for fields in csv.reader(io.StringIO(text, newline=""), dialect="excel", strict=True,
-                                                   skipinitialspace=True) if any(field.strip() for field in fields)]
+                                                   skipinitialspace=False) if any(field.strip() for field in fields)]
     except csv.Error:
         return None
     finally:
@@ -131,6 +131,8 @@ def all_rows(http, activity_id: str) -> list[dict]:
 @given(data=hostile_files())
 @example(data=f'uuid,amount,reference\n{USERS[0]},10.00,"Bonus Q3\n{USERS[1]},1.00,b\n{USERS[2]},1.00,c\n'.encode())
 @example(data=b'uuid,amount\n' + USERS[0].encode() + b',"1.00"x\n')
+@example(data=f'uuid,amount,reference\n{USERS[0]},10.00, "Bonus Q3\n{USERS[1]},20.00,R2"\n{USERS[2]},3.00,R3\n'.encode())
+@example(data=f'uuid,amount,reference\n{USERS[0]},1.00, ""\t\n'.encode())
 @example(data="uuid,amount\n".encode("utf-16"))
 def test_every_hostile_file_is_accepted_with_every_record_counted_or_refused_with_a_4xx(http, data):
     response = http.post(URL, data={"file": (io.BytesIO(data), "hostile.csv")}, content_type="multipart/form-data")
@@ -158,7 +160,7 @@ def test_a_cell_escaped_against_formulas_reads_back_as_the_value_it_held(cell):
     buffer = io.StringIO()
     csv.writer(buffer).writerow([spreadsheet_safe(cell), "x"])
     [[read_back, _]] = list(csv.reader(io.StringIO(buffer.getvalue(), newline=""), strict=True,
-                                       skipinitialspace=True))
+                                       skipinitialspace=False))
     assert cell_value(read_back) == cell_value(cell)
 
 

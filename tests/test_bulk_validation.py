@@ -79,7 +79,7 @@ def test_row_numbers_are_spreadsheet_rows_counting_blank_lines_and_multiline_cel
 
 
 def test_a_utf8_bom_crlf_line_endings_quoted_fields_and_padded_cells_are_read_as_intended():
-    content = f'\ufeff UUID , Amount \r\n"{ANA}", " 10.00 "\r\n  {BEN}  ,20\r\n'.encode()
+    content = f'\ufeff UUID , Amount \r\n"{ANA}"," 10.00 "\r\n  {BEN}  ,20\r\n'.encode()
     [first, second] = parse(content)
     assert (first.user_id, first.amount_minor, first.error_code) == (ANA, 1000, None)
     assert (second.user_id, second.amount_minor, second.row_number) == (BEN, 2000, 3)
@@ -128,14 +128,20 @@ def test_a_bad_header_is_refused_before_any_row_is_read():
 
 def test_an_invalid_row_keeps_its_cells_whole_and_what_could_be_read_of_currency_and_reference():
     row = only(f"uuid,amount,currency,reference\n{'z' * 500}, 1.00 ,jpy,Bonus Q3\n")
-    assert row.cells == ("z" * 500, "1.00 ", "jpy", "Bonus Q3") and row.error_code == r.INVALID_USER_ID
+    assert row.cells == ("z" * 500, " 1.00 ", "jpy", "Bonus Q3") and row.error_code == r.INVALID_USER_ID
     assert (row.currency, row.reference) == ("JPY", "Bonus Q3")
 
 
 def test_a_valid_row_stores_its_cells_only_when_they_differ_from_its_values_written_plainly():
     plain, padded, upper = parse(f"uuid,amount,reference\n{ANA},10.00,\n{BEN}, 10,x\n{ANA.upper()},1.00,y\n")
     assert plain.cells is None
-    assert padded.cells == (BEN, "10", "x") and upper.cells == (ANA.upper(), "1.00", "y")
+    assert padded.cells == (BEN, " 10", "x") and upper.cells == (ANA.upper(), "1.00", "y")
+
+
+def test_a_space_before_a_quote_is_part_of_an_ordinary_cell_as_in_rfc_4180():
+    first, second = parse(f'uuid,amount,reference\n{ANA},1.00, "Bonus Q3\n{BEN},2.00,R2"\n')
+    assert (first.reference, second.reference) == ('"Bonus Q3', 'R2"')
+    assert first.cells == (ANA, "1.00", ' "Bonus Q3')
 
 
 def test_a_structural_error_is_refused_whole_even_after_valid_rows():
@@ -182,3 +188,10 @@ def test_counters_that_do_not_add_up_are_a_bug():
 ])
 def test_exported_cells_cannot_run_as_spreadsheet_formulas(cell, shown):
     assert spreadsheet_safe(cell) == shown
+
+
+@pytest.mark.parametrize("separator, named", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_of_another_separator_is_refused_with_a_hint(separator, named):
+    with pytest.raises(UnreadableFile) as refusal:
+        parse(f"uuid{separator}amount\n{ANA}{separator}1.00\n")
+    assert f"separate its cells with {named}" in refusal.value.detail

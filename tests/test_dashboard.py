@@ -249,19 +249,46 @@ def test_a_stream_whose_activity_never_settles_sends_one_event_then_heartbeats_a
     assert len(reads) == dashboard_events.STREAM_DURATION_S / dashboard_events.POLL_INTERVAL_S + 1
 
 
-def test_streams_beyond_the_per_process_limit_get_a_busy_event_and_hold_no_slot():
-    clock = FakeClock()
-    processing = lambda: {"status": "PROCESSING", "final": False}  # noqa: E731
-    open_streams = [dashboard_events.progress_events(processing, clock, clock.sleep)
-                    for _ in range(dashboard_events.STREAMS_MAX)]
-    for stream in open_streams:
-        next(stream)
+def test_streams_beyond_the_shared_budget_get_a_busy_event_and_hold_no_slot(services, app, operator, queue):
+    original = services.settings
+    services.settings = dataclasses.replace(original, streams_per_process_max=1)
+    (user,) = seed_users(services, 1)
+    activity_id = activity_id_of(upload(operator, f"uuid,amount\n{user},1.00\n".encode()))
+    url = f"/dashboard/activities/{activity_id}/events"
+    try:
+        first = operator.get(url, buffered=False)  # open: it holds the only slot
+        busy = operator.get(url).get_data(as_text=True)
+        first.close()
+        after = operator.get(url, buffered=False)
+        after_start = next(iter(after.response)).decode()
+        after.close()
+    finally:
+        services.settings = original
 
-    busy = list(dashboard_events.progress_events(processing, clock, clock.sleep))
-    for stream in open_streams:
-        stream.close()
-    after = dashboard_events.progress_events(processing, clock, clock.sleep)
+    assert busy.startswith(f"retry: {dashboard_events.BUSY_RECONNECT_MS}\n\n") and "event: busy" in busy
+    assert after_start == f"retry: {dashboard_events.RECONNECT_MS}\n\n"
 
-    assert busy[0] == f"retry: {dashboard_events.BUSY_RECONNECT_MS}\n\n" and busy[1].startswith("event: busy")
-    assert next(after) == f"retry: {dashboard_events.RECONNECT_MS}\n\n"
-    after.close()
+
+def test_signing_out_ends_the_session_on_the_server_so_a_saved_cookie_signs_nobody_in(app, operator):
+    saved = operator.get_cookie("session").value
+    assert operator.get("/dashboard/").status_code == 200
+
+    signed_out = operator.post("/dashboard/sign-out", data={"csrf_token": csrf_of(operator)})
+    replayed = app.test_client()
+    replayed.set_cookie("session", saved)
+
+    assert signed_out.status_code == 302
+    assert replayed.get("/dashboard/").headers["Location"].startswith("/dashboard/sign-in")
+    assert replayed.get("/dashboard/activities/00000000-0000-4000-8000-000000000000/events").status_code == 401
+    assert replayed.post("/dashboard/reconciliations", data={"csrf_token": csrf_of(replayed)}).status_code == 302
+
+
+def test_two_sign_ins_are_two_sessions_and_signing_out_of_one_keeps_the_other(app, client, operator_token):
+    other = app.test_client()
+    assert sign_in(client, operator_token).status_code == 302
+    assert sign_in(other, operator_token).status_code == 302
+
+    client.post("/dashboard/sign-out", data={"csrf_token": csrf_of(client)})
+
+    assert client.get("/dashboard/").status_code == 302
+    assert other.get("/dashboard/").status_code == 200

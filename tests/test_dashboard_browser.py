@@ -58,7 +58,7 @@ def web_server(tmp_path, services, clean_database):
     environ.pop("SECRET_KEY", None)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "2", "--threads", "8",
+            [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "8",
              "--bind", f"127.0.0.1:{port}", "api:create_app()"],
             cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -364,7 +364,7 @@ def test_the_openapi_document_describes_the_event_stream(client):
 
 def test_a_process_serves_at_most_its_limit_of_event_streams_and_frees_a_slot_when_one_closes(
         services, short_feeds, streams, admin_token):
-    services.settings = dataclasses.replace(services.settings, events_feeds_per_process_max=1)
+    services.settings = dataclasses.replace(services.settings, streams_per_process_max=1)
     client = short_feeds.test_client()
     user_id = str(uuid.uuid4())
 
@@ -396,7 +396,7 @@ def live_stack(tmp_path, streams):
     started: list = []
     try:
         started.append(Process(tmp_path / "web.log", [
-            sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "8",
+            sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "8",
             "--bind", f"127.0.0.1:{port}", "api:create_app()"], environ))
         started.append(Process(tmp_path / "scheduler.log", [sys.executable, "-m", "jobs"], environ))
         started.append(Worker(tmp_path / "worker.log"))
@@ -508,3 +508,20 @@ def test_an_sse_client_receives_every_transfer_and_bulk_credit_event_of_its_user
     assert received[-1]["balance_after"] == "56.50"  # 50 - 10 x 1.00 + 0.50 + 7.00 + 9.00
     assert rest == received[5:]
     assert sorted(event["row_number"] for event in activity_events) == [2, 3, 4, 5]
+
+
+def test_a_feed_resumed_after_events_were_trimmed_away_says_so_with_a_gap_event(services, short_feeds, streams,
+                                                                                 admin_token):
+    client = short_feeds.test_client()
+    user_id = str(uuid.uuid4())
+    key = USER_SHARD_STREAM.format(shard=user_shard(user_id, services.settings.events_user_shards))
+    ids = [streams.xadd(key, {"user_id": user_id, "event": json.dumps({"n": n})}) for n in range(5)]
+    streams.xtrim(key, maxlen=2, approximate=False)  # what MAXLEN does to a stream no one read for long
+
+    trimmed = get_events(client, admin_token, user_id=user_id, last_event_id=ids[0]).get_data(as_text=True)
+    kept = get_events(client, admin_token, user_id=user_id, last_event_id=ids[3]).get_data(as_text=True)
+    oldest = get_events(client, admin_token, user_id=user_id, last_event_id="0").get_data(as_text=True)
+
+    assert "event: gap" in trimmed and ids[0] in trimmed and 'data: {"n": 4}' in trimmed
+    assert "event: gap" not in kept and "event: gap" not in oldest
+    assert trimmed.index("event: gap") < trimmed.index(f"id: {ids[3]}")

@@ -44,7 +44,8 @@ class Stack:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.environ = test_environ(WALLET_RUN_DIR=str(self.run_dir), WALLET_API_PORT=str(port), API_URL=self.url,
-                                    WEB_WORKERS="1", WEB_THREADS="4", WORKER_PROCESSES="2", WORKER_THREADS="1",
+                                    WEB_WORKERS="1", WEB_THREADS="4", STREAMS_PER_PROCESS_MAX="2",
+                                    WORKER_PROCESSES="2", WORKER_THREADS="1",
                                     PROMETHEUS_MULTIPROC_DIR=str(self.run_dir / "metrics"))
         self.redis = redis.Redis.from_url(settings.redis_url)
 

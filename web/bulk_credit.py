@@ -72,6 +72,7 @@ def upload_file():
     try:
         if form.file is None:
             raise ValidationFailed("send the CSV as the multipart form field 'file'", [FieldError("file", "required")])
+        refuse_unsupported_options(form.fields)
         uploaded = upload(services().uow, chunk_queue(), services().settings, form.file, form.filename, key,
                           g.principal.api_key_id)
     finally:
@@ -81,6 +82,25 @@ def upload_file():
         return jsonify({"activity_id": uploaded.activity.id, "status": "accepted",
                         "total_records": uploaded.activity.counters.total}), 202
     return jsonify(render_activity(uploaded.activity)), 200
+
+
+#: Upload form fields besides `file` (API.md), and the values this version honours. A
+#: field asked for but not honoured would pay a file the sender meant to check or hold
+#: (`dry_run=true` paid it at once), so it is refused instead (issue 9 builds them).
+UPLOAD_OPTIONS = {"funding_account": ("default",), "dry_run": ("false",), "execute_at": (),
+                  "allow_duplicate_content": ("false",)}
+
+
+def refuse_unsupported_options(fields: dict[str, str]) -> None:
+    errors = []
+    for name, value in sorted(fields.items()):
+        if name not in UPLOAD_OPTIONS:
+            errors.append(FieldError(name, f"unknown form field: send file and, optionally, {', '.join(UPLOAD_OPTIONS)}"))
+        elif value.strip().lower() not in UPLOAD_OPTIONS[name]:
+            allowed = " or ".join(UPLOAD_OPTIONS[name]) or "nothing"
+            errors.append(FieldError(name, f"not supported by this version: send {allowed}, or leave it out"))
+    if errors:
+        raise ValidationFailed("the upload asks for options this version does not support", errors)
 
 
 @blueprint.get("/<activity_id>")

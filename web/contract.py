@@ -102,7 +102,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         _object(("from_user_id", "to_user_id", "amount", "currency"), from_user_id=UUID, to_user_id=UUID,
                 amount=AMOUNT, currency=CURRENCY, reference={"type": "string"}), parameters=(IDEMPOTENCY_KEY,)),
     ("GET", "/api/v1/transactions/{entry_id}"): Operation(
-        "A transaction with its ledger postings", 200, "The transaction", (401, 404, 422)),
+        "A transaction with its ledger postings; a `user:` key sees only its own postings, and 404 for an"
+        " entry it has none in", 200,
+        "The transaction with at most 1,000 `postings` in id order, `postings_total` (all of them, on every"
+        " page) and `postings_next_cursor` (null on the last page)", (401, 404, 422),
+        parameters=(_query("postings_cursor", "Opaque, from postings_next_cursor"),)),
     ("POST", "/api/v1/wallet/bulk-credit"): Operation(
         "Upload a bulk-credit CSV (uuid,amount[,currency][,reference])", 202,
         "`{activity_id, status: accepted, total_records}`; the same file or key again: 200 with the activity",
@@ -126,7 +130,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Follow events as Server-Sent Events: a user's (admin, operator or that user) or an activity's"
         " (admin or operator); give exactly one filter", 200,
         "`text/event-stream`: `id:` a stream id, `data:` the event JSON, `: heartbeat` comments; ends after"
-        " EVENTS_FEED_DURATION_MAX_S, resume with Last-Event-ID", (401, 403, 422, 503),
+        " EVENTS_FEED_DURATION_MAX_S, resume with Last-Event-ID; `event: gap` first when events after it were"
+        " trimmed before they were read; 503 with Retry-After when the process serves all the streams it may",
+        (401, 403, 422, 503),
         parameters=(_query("user_id", "This user's events", UUID),
                     _query("activity_id", "This bulk credit's events", UUID),
                     _query("last_event_id", "Resume after this stream id (0: the oldest kept)"),

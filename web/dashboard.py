@@ -23,8 +23,8 @@ from pipeline.bulk.status import ROW_FAILED, ROW_INVALID, ROW_STATUSES
 from pipeline.bulk.upload import upload
 from pipeline.errors import Rejected
 from telemetry.metrics import BULK_ROW_RETRIES, count_rows
-from web import bulk_credit, dashboard_session
-from web.dashboard_events import progress_events
+from web import bulk_credit, dashboard_session, stream_slots
+from web.dashboard_events import busy_events, progress_events
 from web.problems import HttpProblem
 from web.wallets import money, render_history_item
 
@@ -182,8 +182,11 @@ def activity_events(activity_id):
         return bulk_credit.render_activity(reads.activity(uow_factory(), activity_id))
 
     # No stream_with_context: the stream needs nothing of the request, and keeps nothing of it.
-    return Response(progress_events(read_activity), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    budget = stream_slots.slots()
+    release = budget.take()
+    body = (busy_events(budget.capacity) if release is None
+            else stream_slots.SlotBody(progress_events(read_activity), release))
+    return Response(body, mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 @blueprint.get("/activities/<activity_id>/rows.csv")

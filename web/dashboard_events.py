@@ -5,13 +5,14 @@ short transaction, so no database connection is held between polls, and sends a
 `progress` event only when something changed. It ends with an `end` event once the
 activity is final, or silently after STREAM_DURATION_S, when the browser's EventSource
 reconnects on its own. Under gunicorn's gthread workers a stream holds one thread for
-its whole life, so each process serves at most STREAMS_MAX at once; one more gets a
-`busy` event and a longer reconnection delay instead of a thread.
+its whole life, so each takes a slot of the process's stream budget (web/stream_slots.py,
+shared with `GET /api/v1/events`); with every slot taken the answer is `busy_events` at
+once: a `busy` event and a longer reconnection delay, rather than a 503, after which a
+browser's EventSource would never reconnect.
 """
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Callable, Iterator
 
@@ -27,14 +28,16 @@ HEARTBEAT_INTERVAL_S = 5
 RECONNECT_MS = 1_000
 #: How long it waits when every stream slot was taken, in milliseconds.
 BUSY_RECONNECT_MS = 5_000
-#: Streams one web process serves at once; each holds a gthread thread (WEB_THREADS, default 8).
-STREAMS_MAX = 4
-
-_streams = threading.BoundedSemaphore(STREAMS_MAX)
 
 
 def event(name: str, data: dict) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def busy_events(streams_max: int) -> Iterator[str]:
+    """The whole answer when every stream slot is taken: try again later, and why."""
+    yield f"retry: {BUSY_RECONNECT_MS}\n\n"
+    yield event("busy", {"streams_max": streams_max})
 
 
 def progress_events(read_activity: Callable[[], dict], clock: Callable[[], float] = time.monotonic,
@@ -42,30 +45,22 @@ def progress_events(read_activity: Callable[[], dict], clock: Callable[[], float
     """Yields `progress` events while the activity changes.
 
     `read_activity` returns the activity as the API renders it; it must open and close its
-    own transaction. The slot is taken when the stream starts and given back when it ends
-    or the client goes away (the server then closes the generator).
+    own transaction. The caller holds a stream slot for as long as this runs.
     """
-    if not _streams.acquire(blocking=False):
-        yield f"retry: {BUSY_RECONNECT_MS}\n\n"
-        yield event("busy", {"streams_max": STREAMS_MAX})
-        return
-    try:
-        yield f"retry: {RECONNECT_MS}\n\n"
-        deadline = clock() + STREAM_DURATION_S
-        last, last_sent = None, clock()
-        while True:
-            current = read_activity()
-            if current != last:
-                yield event("progress", current)
-                last, last_sent = current, clock()
-            if current["final"]:
-                yield event("end", {"status": current["status"]})
-                return
-            if clock() >= deadline:
-                return
-            if clock() - last_sent >= HEARTBEAT_INTERVAL_S:
-                yield ": still here\n\n"
-                last_sent = clock()
-            sleep(POLL_INTERVAL_S)
-    finally:
-        _streams.release()
+    yield f"retry: {RECONNECT_MS}\n\n"
+    deadline = clock() + STREAM_DURATION_S
+    last, last_sent = None, clock()
+    while True:
+        current = read_activity()
+        if current != last:
+            yield event("progress", current)
+            last, last_sent = current, clock()
+        if current["final"]:
+            yield event("end", {"status": current["status"]})
+            return
+        if clock() >= deadline:
+            return
+        if clock() - last_sent >= HEARTBEAT_INTERVAL_S:
+            yield ": still here\n\n"
+            last_sent = clock()
+        sleep(POLL_INTERVAL_S)

@@ -1,29 +1,38 @@
 """The dashboard's session: sign-in with an API key, and one CSRF token per session.
 
-The session is Flask's signed cookie, keyed by SECRET_KEY (see pipeline/config.py), so
-every gunicorn worker reads the cookies the others wrote. It holds the SHA-256 of the
-token, never the token itself: a copied cookie does not reveal the key, and each request
-looks the key up again (web/auth.py caches that for a minute), so a deleted key ends its
-sessions within a minute. Every POST carries the session's CSRF token in a form field
-or in the X-CSRF-Token header; the cookie is also SameSite=Lax and HttpOnly.
+A session lives on the server, in Redis: signing in stores a random session id under
+SESSION_KEY with the SHA-256 of the API key's token, for SESSION_HOURS; signing out
+deletes it, so a saved copy of the cookie is worth nothing afterwards. The cookie is
+Flask's signed cookie, keyed by SECRET_KEY (see pipeline/config.py), so every gunicorn
+worker reads the cookies the others wrote; it holds the session id and the CSRF token,
+never the API key nor its digest. Each request looks the key up again (web/auth.py caches
+that for a minute), so a deleted key ends its sessions within a minute. Every POST carries
+the session's CSRF token in a form field or in the X-CSRF-Token header; the cookie is also
+SameSite=Lax and HttpOnly.
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from datetime import timedelta
 
-from flask import Flask, request, session
+import redis
+from flask import Flask, current_app, request, session
 
 from pipeline.access import Principal
 from pipeline.users import token_sha256
 from web.auth import principal_for_sha256
+from web.problems import HttpProblem
 
 #: How long a sign-in lasts, in hours; Flask checks the signed timestamp on every request.
 SESSION_HOURS = 8
 #: The longest token the sign-in form accepts, in characters; ours are 46.
 TOKEN_LENGTH_MAX = 200
 CSRF_FIELD = "csrf_token"
+SESSION_ID_FIELD = "session_id"
+#: The Redis key of a session, by the SHA-256 of its id: Redis never holds an id a cookie could replay.
+SESSION_KEY = "wallet.dashboard.session:{id_sha256}"
 CSRF_HEADER = "X-CSRF-Token"
 
 
@@ -53,23 +62,45 @@ def sign_in(token: str) -> Principal:
         raise SignInRefused(403, f"A key of scope {principal.scope} cannot use the dashboard: "
                                  "sign in with an operator or admin key.")
     session.clear()  # a new session id and CSRF token at each sign-in: no session fixation
+    session_id = secrets.token_urlsafe(32)
+    _store(lambda client: client.set(_key(session_id), digest, ex=SESSION_HOURS * 3600))
     session.permanent = True
-    session["key_sha256"] = digest
+    session[SESSION_ID_FIELD] = session_id
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
     return principal
 
 
 def sign_out() -> None:
+    """Ends the session on the server too: its cookie, replayed, signs nobody in."""
+    session_id = session.get(SESSION_ID_FIELD)
+    if isinstance(session_id, str):
+        _store(lambda client: client.delete(_key(session_id)))
     session.clear()
 
 
 def signed_in() -> Principal | None:
-    """The operator of this session, while their key exists and may still operate."""
-    digest = session.get("key_sha256")
-    if not isinstance(digest, str):
+    """The operator of this session, while it exists on the server and its key may still operate."""
+    session_id = session.get(SESSION_ID_FIELD)
+    if not isinstance(session_id, str):
         return None
-    principal = principal_for_sha256(digest)
+    digest = _store(lambda client: client.get(_key(session_id)))
+    if digest is None:
+        return None
+    principal = principal_for_sha256(digest.decode())
     return principal if principal is not None and principal.may_operate() else None
+
+
+def _key(session_id: str) -> str:
+    return SESSION_KEY.format(id_sha256=hashlib.sha256(session_id.encode()).hexdigest())
+
+
+def _store(command):
+    """Runs `command` on the app's Redis; unreachable, the page says so (503) rather than sign anyone out."""
+    try:
+        return command(current_app.extensions["wallet"].redis)
+    except redis.RedisError as error:
+        raise HttpProblem(503, "temporarily_unavailable",
+                          f"the dashboard's sessions are unreachable: {type(error).__name__}") from error
 
 
 def csrf_token() -> str:

@@ -5,13 +5,14 @@ response is a generator that holds no database connection, only a Redis connecti
 blocked in XREAD for at most `EVENTS_FEED_BLOCK_MS`; it ends after
 `EVENTS_FEED_DURATION_MAX_S` and the client resumes with `Last-Event-ID` (header, or the
 `last_event_id` query parameter for a first connection). Each open feed holds one gthread
-thread, so a process serves at most `EVENTS_FEEDS_PER_PROCESS_MAX` at once and answers
-503 beyond that, keeping threads for the other requests.
+thread and one slot of the process's stream budget (web/stream_slots.py, shared with the
+dashboard's streams); with every slot taken the answer is 503 `too_many_event_streams` with
+Retry-After, at once, keeping threads for the other requests.
 """
 from __future__ import annotations
 
-import threading
-from typing import Callable, Iterator
+import json
+from typing import Iterator
 
 import redis
 from apiflask import APIBlueprint
@@ -23,44 +24,22 @@ from pipeline.errors import FieldError, ValidationFailed
 from pipeline.wallets import parse_user_id
 from storage.event_streams import RedisStreamReader
 from web.auth import allow, authenticated
-from web.problems import HttpProblem
+from web import stream_slots
+from web.problems import HttpProblem, problem, problem_response
 
 blueprint = APIBlueprint("events", __name__, url_prefix="/api/v1", tag="Events")
 
 #: How long an EventSource waits before reconnecting after a feed ends, in milliseconds.
 RECONNECT_MS = 1_000
+#: Retry-After of a feed refused because every stream slot is taken, in seconds.
+BUSY_RETRY_AFTER_S = 5
 
 
-class _Feed:
-    """The response body: releases its slot when the server closes it, even if never iterated."""
-
-    def __init__(self, chunks: Iterator[str], release: Callable[[], None]):
-        self.chunks = chunks
-        self.release = release
-        self.closed = False
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> str:
-        return next(self.chunks)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                self.chunks.close()
-            finally:
-                self.release()
-
-
-def _state() -> tuple[threading.BoundedSemaphore, RedisStreamReader]:
+def _reader() -> RedisStreamReader:
     extensions = current_app.extensions
     if "wallet_events" not in extensions:
-        settings = extensions["wallet"].settings
-        # A race here makes a spare semaphore and client once; setdefault keeps exactly one.
-        extensions.setdefault("wallet_events", (threading.BoundedSemaphore(settings.events_feeds_per_process_max),
-                                                RedisStreamReader.from_settings(settings)))
+        # A race here makes a spare client once; setdefault keeps exactly one.
+        extensions.setdefault("wallet_events", RedisStreamReader.from_settings(extensions["wallet"].settings))
     return extensions["wallet_events"]
 
 
@@ -78,8 +57,14 @@ def _subscription(settings) -> event_feed.Subscription:
     return event_feed.for_activity(activity_id)
 
 
-def _sse(deliveries: Iterator[event_feed.Delivery]) -> Iterator[str]:
+def _sse(deliveries: Iterator[event_feed.Delivery], gap_after: str | None) -> Iterator[str]:
     yield f"retry: {RECONNECT_MS}\n\n"
+    if gap_after is not None:
+        # Never a silent loss: the stream keeps its newest entries only, and some the client
+        # had not read are gone. It fills the gap from the history, then carries on from here.
+        yield ("event: gap\ndata: " + json.dumps({"last_event_id": gap_after, "detail": (
+            "events after this id were trimmed from the stream before they were read: read the"
+            " history (GET /api/v1/users/{user_id}/transactions) for what happened meanwhile")}) + "\n\n")
     for delivery in deliveries:
         if delivery.entry_id is None:
             yield ": heartbeat\n\n"
@@ -94,18 +79,26 @@ def events():
     subscription = _subscription(settings)
     after_id = event_feed.parse_last_event_id(
         request.headers.get("Last-Event-ID", request.args.get("last_event_id")))
-    slots, reader = _state()
+    reader = _reader()
     try:
         # Resolved now, before the client sees a response: everything published after it has
         # its headers reaches it.
+        asked_after = after_id
         after_id = after_id or reader.last_id(subscription.stream)
+        # "0" asks for the oldest entry kept, whatever was trimmed before it.
+        gap = asked_after not in (None, "0") and reader.trimmed_after(subscription.stream, asked_after)
     except redis.RedisError as error:
         raise HttpProblem(503, "temporarily_unavailable", f"the event streams are unreachable: {type(error).__name__}")
-    if not slots.acquire(blocking=False):
-        raise HttpProblem(503, "too_many_event_streams",
-                          f"this process already serves {settings.events_feeds_per_process_max} event streams")
+    budget = stream_slots.slots()
+    release = budget.take()
+    if release is None:
+        return problem_response(
+            problem(503, "too_many_event_streams", f"this process already serves {budget.capacity} streams;"
+                                                   f" try again in {BUSY_RETRY_AFTER_S} s"),
+            {"Retry-After": str(BUSY_RETRY_AFTER_S)})
     limits = event_feed.FeedLimits(settings.events_feed_duration_max_s, settings.events_feed_block_ms,
                                    settings.events_feed_read_count_max)
-    body = _Feed(_sse(event_feed.follow(reader, subscription, after_id, limits)), slots.release)
+    body = stream_slots.SlotBody(_sse(event_feed.follow(reader, subscription, after_id, limits),
+                                     asked_after if gap else None), release)
     return Response(body, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

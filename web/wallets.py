@@ -110,23 +110,38 @@ def user_history(user_id):
                     "next_cursor": page.next_cursor})
 
 
-@blueprint.get("/transactions/<entry_id>")
-@authenticated
-def get_transaction(entry_id):
-    entry = statements.transaction(services().uow(), wallets.parse_user_id(entry_id, "id"))
-    parties = {entry["from_user_id"], entry["to_user_id"]} - {None}
-    if not (g.principal.may_operate() or g.principal.user_id in parties):
-        raise HttpProblem(404, "not_found", f"no transaction {entry_id}")
-    code = entry["currency"]
-    return jsonify({
-        "id": entry["id"], "kind": entry["kind"], "amount": money(entry["amount"], code),
+def render_posting(posting: dict, code: str) -> dict:
+    return {"id": posting["id"], "wallet_id": posting["wallet_id"], "user_id": posting["user_id"],
+            "system_wallet": posting["system_name"], "amount": money(posting["amount"], code),
+            "balance_after": money(posting["balance_after"], code)}
+
+
+def render_transaction(view: statements.EntryView, viewer_user_id: str | None) -> dict:
+    """The entry as its reader may see it. A `user:` key sees its own postings only, and of a
+    movement it is not named in (a bulk chunk's entry, which credits many users) the amount
+    that reached it rather than the whole chunk's."""
+    entry, code = view.entry, view.entry["currency"]
+    named = viewer_user_id is None or viewer_user_id in (entry["from_user_id"], entry["to_user_id"])
+    amount = entry["amount"] if named else abs(view.postings_amount)
+    return {
+        "id": entry["id"], "kind": entry["kind"], "amount": money(amount, code),
         "fee": money(entry["fee"], code), "currency": code, "from_user_id": entry["from_user_id"],
         "to_user_id": entry["to_user_id"], "reference": entry["reference"], "activity_id": entry["activity_id"],
         "created_at": rfc3339(entry["created_at"]),
-        "postings": [{"id": p["id"], "wallet_id": p["wallet_id"], "user_id": p["user_id"],
-                      "system_wallet": p["system_name"], "amount": money(p["amount"], code),
-                      "balance_after": money(p["balance_after"], code)} for p in entry["postings"]],
-    })
+        "postings": [render_posting(posting, code) for posting in view.postings],
+        "postings_total": view.postings_total, "postings_next_cursor": view.postings_next_cursor,
+    }
+
+
+@blueprint.get("/transactions/<entry_id>")
+@authenticated
+def get_transaction(entry_id):
+    """Keys that read everything see every posting; a `user:` key only its own side, and a 404
+    for an entry it has no posting in, as for one that does not exist."""
+    viewer = g.principal.user_id
+    view = statements.transaction(services().uow(), wallets.parse_user_id(entry_id, "id"), viewer,
+                                  request.args.get("postings_cursor"))
+    return jsonify(render_transaction(view, viewer))
 
 
 def _idempotent(command, act, render):

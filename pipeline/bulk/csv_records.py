@@ -71,7 +71,7 @@ class Records:
         self.record_line = 1
         self._record_chars = 0
         csv.field_size_limit(FIELD_LENGTH_MAX)  # process-wide, so set here where it matters
-        self._reader = csv.reader(self._lines(), dialect="excel", strict=True, skipinitialspace=True)
+        self._reader = csv.reader(self._lines(), dialect="excel", strict=True, skipinitialspace=False)
 
     def __iter__(self) -> "Records":
         return self

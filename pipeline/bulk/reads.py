@@ -124,8 +124,12 @@ def export_rows(uow_factory: Callable, activity_id: str, status: str | None) -> 
         header = inputs + list(CORRECTION_COLUMNS)
 
         def cells_of(outcome: dict[str, Any]) -> list:
-            return [outcome["raw"].get(column, "") for column in inputs] + [
-                outcome[field] for field in CORRECTION_COLUMNS]
+            raw, corrections = outcome["raw"], [outcome[field] for field in CORRECTION_COLUMNS]
+            if len(raw) != len(columns):
+                # A row of the wrong width keeps every cell it had, in order, so that the file
+                # as exported refuses it again: never padded or cut into a row that would pay.
+                return list(raw.values()) + corrections
+            return [raw.get(column, "") for column in inputs] + corrections
     else:
         header = list(REPORT_COLUMNS)
 

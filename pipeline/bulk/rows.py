@@ -102,8 +102,12 @@ def parse_header(fields: list[str]) -> Header:
     errors = []
     unknown = [name for name in names if name not in INPUT_COLUMNS + ANNOTATION_COLUMNS]
     if unknown:
+        delimiter = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"))
+                          if any(mark in column for column in unknown)), None)
         hint = (": a file of row outcomes cannot be uploaded again; export ?status=INVALID for a file to correct"
-                if "status" in unknown else "")
+                if "status" in unknown else
+                f": the file seems to separate its cells with {delimiter}; save it as CSV with commas"
+                if delimiter else "")
         errors.append(FieldError("file", f"unknown columns {[name[:40] for name in unknown[:10]]}: allowed are "
                                          f"uuid, amount, currency, reference{hint}"))
     missing = [name for name in REQUIRED_COLUMNS if name not in names]

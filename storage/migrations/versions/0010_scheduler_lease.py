@@ -9,7 +9,7 @@ fencing token that the leader's jobs check in their own transactions (`jobs/lead
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"  # TODO(lead): re-chain to "0009" once 0007 and 0009 are on main
+down_revision = "0008"
 
 
 def upgrade() -> None:
