@@ -3,8 +3,10 @@
 1. Seeds 100,000 users with the CLI (`users seed-and-export`) and exports their CSV.
 2. Uploads it through the API and shows progress until every row is settled.
 3. Restarts the processes with a few users in BULK_CREDIT_FAIL_USER_IDS, uploads a second
-   file that credits them among others, and shows their rows FAILED; then restarts with the
-   variable cleared and retries the activity until it is COMPLETED.
+   file that credits them among others. Nothing funds it yet: it waits in AWAITING_FUNDS
+   until the demo tops the `default` funding account up, then pays out, and shows the
+   rows of those users FAILED; then restarts with the variable cleared and retries the
+   activity until it is COMPLETED.
 4. Prints a summary (rows, seconds, rows/s) and whether the credited wallets reconcile:
    each balance equals the sum of its postings, and a full reconciliation run is clean.
 
@@ -57,8 +59,8 @@ class Api:
         response.raise_for_status()
         return response.json()
 
-    def post(self, path: str, body: dict) -> requests.Response:
-        return self.session.post(f"{self.url}{path}", json=body, timeout=30)
+    def post(self, path: str, body: dict, headers: dict | None = None) -> requests.Response:
+        return self.session.post(f"{self.url}{path}", json=body, headers=headers, timeout=30)
 
     def activity(self, activity_id: str) -> dict:
         return self.get(f"/api/v1/wallet/bulk-credit/{activity_id}")
@@ -137,6 +139,14 @@ def main() -> int:
     restart_processes(",".join(failing))
     SECOND_CSV.write_text("uuid,amount\n" + "".join(f"{user},25.00\n" for user in users[:SECOND_FILE_USERS]))
     second_id = api.upload(SECOND_CSV)["activity_id"]
+    waiting = api.activity(second_id)
+    account = api.get("/api/v1/funding-accounts/default")
+    click.echo(f"  {waiting['status']}: the default funding account holds {account['balances']}")
+    required = f"{SECOND_FILE_USERS * 25}.00"
+    topped = api.post("/api/v1/funding-accounts/default/top-up", {"amount": required, "currency": "SGD",
+                                                                  "reference": f"demo {uuid.uuid4()}"},
+                      headers={"Idempotency-Key": f"demo-top-up-{second_id}"})
+    click.echo(f"  topped up {required} SGD: {topped.status_code}; the scheduler releases the file")
     second = follow(api, second_id, "  crediting")
     failed_rows = api.get(f"/api/v1/wallet/bulk-credit/{second_id}/rows?status=FAILED")["data"]
     for row in failed_rows:
