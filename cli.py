@@ -23,7 +23,7 @@ def db_upgrade():
 
 
 @keys.command("create")
-@click.option("--scope", required=True, help="admin, operator or user:<uuid>")
+@click.option("--scope", required=True, help="admin, operator, approver or user:<uuid>")
 def keys_create(scope):
     """Prints a new token once; only its hash is stored."""
     try:

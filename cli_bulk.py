@@ -13,7 +13,7 @@ import click
 from flask.cli import AppGroup
 
 from bootstrap import app_services as services
-from pipeline.bulk import chunks, reads
+from pipeline.bulk import chunks, reads, release
 from pipeline.bulk.seeding import seed_and_export
 from pipeline.bulk.ports import Actor
 from pipeline.bulk.status import SETTLED_STATUSES
@@ -114,6 +114,18 @@ def status_command(activity_id):
     """Prints an activity's status and counters."""
     try:
         _show(reads.activity(services().uow(), chunks.parse_activity_id(activity_id)))
+    except Rejected as refusal:
+        _refused(refusal)
+
+
+@bulk_credit.command("cancel")
+@click.argument("activity_id")
+@click.option("--reason", required=True, help="Why; kept in the activity's history.")
+def cancel_command(activity_id, reason):
+    """Ends the activity's rows not yet credited CANCELLED and returns their reserved money."""
+    try:
+        _show(release.cancel(services().uow, services().settings, chunks.parse_activity_id(activity_id),
+                             Actor("command_line"), reason))
     except Rejected as refusal:
         _refused(refusal)
 

@@ -17,12 +17,20 @@ class Principal:
         """Bulk credits, retries, reconciliation, and reading everything."""
         return self.scope in ("admin", "operator")
 
+    def may_read_all(self) -> bool:
+        """Reading every activity, row, user and movement: an approver reads what it approves."""
+        return self.scope in ("admin", "operator", "approver")
+
+    def may_approve(self) -> bool:
+        """Approving or rejecting bulk credits (maker-checker); never one's own upload."""
+        return self.scope in ("admin", "approver")
+
     def may_move_money(self) -> bool:
         """Ad-hoc deposits and withdrawals."""
         return self.scope == "admin"
 
     def may_read_user(self, user_id: str) -> bool:
-        return self.may_operate() or self.user_id == user_id
+        return self.may_read_all() or self.user_id == user_id
 
     def may_transfer_from(self, user_id: str) -> bool:
         return self.scope == "admin" or self.user_id == user_id

@@ -42,6 +42,8 @@ class Settings:
     bulk_credit_chunk_rows: int = 5_000
     bulk_credit_max_amount: str = "1000000.00"
     bulk_credit_fail_user_ids: frozenset[str] = field(default_factory=frozenset)
+    #: `none`, `always` or per-currency thresholds in major units (pipeline/bulk/approval.py).
+    bulk_credit_approval: str = "none"
     retry_max_attempts: int = 5
     retry_base_delay_s: float = 30.0
     reconcile_interval_s: int = 300
@@ -91,6 +93,12 @@ class Settings:
         return settings
 
     @property
+    def approval_policy(self):
+        from pipeline.bulk.approval import ApprovalPolicy  # the rule lives with the bulk credits
+
+        return ApprovalPolicy.parse(self.bulk_credit_approval)
+
+    @property
     def session_secret_key(self) -> str:
         """SECRET_KEY, or a development key derived from DATABASE_URL when it is unset.
 
@@ -112,6 +120,7 @@ class Settings:
         assert 1 <= self.bulk_credit_chunk_rows <= 50_000, "BULK_CREDIT_CHUNK_ROWS must be within 1..50000"
         assert self.bulk_credit_chunk_rows <= self.bulk_credit_max_rows <= 10_000_000
         assert 1 <= self.retry_max_attempts <= 50
+        self.approval_policy  # parses, or says what is wrong
         # One chunk's credits add up to less than half of what a bigint balance holds, so no
         # chunk total or funding debit can overflow however the rows are spread.
         largest_minor = Decimal(self.bulk_credit_max_amount) * 10 ** max(

@@ -12,7 +12,7 @@ from pipeline.ports import UnitOfWork, User
 from pipeline.text import storable
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-SCOPES = ("admin", "operator")
+SCOPES = ("admin", "operator", "approver")
 
 
 def create_user(uow: UnitOfWork, name: object, email: object, external_id: object = None) -> User:
@@ -54,7 +54,7 @@ def check_scope(scope: str) -> str:
             return f"user:{uuid.UUID(scope[5:])}"
         except ValueError:
             pass
-    raise ValidationFailed("scope must be admin, operator or user:<uuid>", [FieldError("scope", "unknown scope")])
+    raise ValidationFailed("scope must be admin, operator, approver or user:<uuid>", [FieldError("scope", "unknown scope")])
 
 
 def create_api_key(uow: UnitOfWork, scope: str) -> str:

@@ -40,8 +40,6 @@ def test_api_md_lists_the_routes_this_test_relies_on():
 #: must go once its route exists (the test below fails on a listed route that is served),
 #: so this list can only shrink towards the whole contract.
 NOT_BUILT_YET = {
-    # Issue 9: approval.
-    ("POST", "/api/v1/wallet/bulk-credit/{}/approve"), ("POST", "/api/v1/wallet/bulk-credit/{}/reject"),
     # Issue 10: reversals, holds, account lifecycle, webhooks, audit.
     ("POST", "/api/v1/wallet/bulk-credit/{}/reverse"), ("POST", "/api/v1/transactions/{}/reverse"),
     ("POST", "/api/v1/wallet/holds"), ("GET", "/api/v1/wallet/holds/{}"),

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime, timedelta, timezone
 
 from apiflask import APIBlueprint
 from flask import Response, current_app, g, jsonify, request, stream_with_context
 
 from bootstrap import app_services as services
-from pipeline.bulk import chunks, reads, release
+from pipeline.bulk import approval, chunks, reads, release
 from pipeline.bulk.ports import Activity, Actor
 from pipeline.bulk.upload import upload
 from pipeline.errors import FieldError, ValidationFailed
@@ -45,7 +46,8 @@ def render_activity(activity: Activity) -> dict:
         "valid_records": counters.valid, "invalid_records": counters.invalid,
         "successful_records": counters.successful, "failed_records": counters.failed,
         "pending_records": counters.pending, "cancelled_records": counters.cancelled, "final": activity.final,
-        "funding_account": activity.funding_account,
+        "funding_account": activity.funding_account, "uploaded_by": activity.uploaded_by,
+        "approved_by": activity.approved_by, "execute_at": moment(activity.execute_at),
         "next_retry_at": moment(activity.next_retry_at), "failed_chunks": activity.failed_chunks,
         "last_chunk_error": activity.last_chunk_error, "created_at": moment(activity.created_at),
         "started_at": moment(activity.started_at), "completed_at": moment(activity.completed_at),
@@ -73,8 +75,9 @@ def upload_file():
         if form.file is None:
             raise ValidationFailed("send the CSV as the multipart form field 'file'", [FieldError("file", "required")])
         refuse_unsupported_options(form.fields)
+        execute_at = parse_execute_at(form.fields.get("execute_at"))
         uploaded = upload(services().uow, chunk_queue(), services().settings, form.file, form.filename, key,
-                          g.principal.api_key_id)
+                          g.principal.api_key_id, execute_at)
     finally:
         form.close()
     if uploaded.created:
@@ -87,8 +90,29 @@ def upload_file():
 #: Upload form fields besides `file` (API.md), and the values this version honours. A
 #: field asked for but not honoured would pay a file the sender meant to check or hold
 #: (`dry_run=true` paid it at once), so it is refused instead (issue 9 builds them).
-UPLOAD_OPTIONS = {"funding_account": ("default",), "dry_run": ("false",), "execute_at": (),
+#: None: any value, checked where it is read.
+UPLOAD_OPTIONS = {"funding_account": ("default",), "dry_run": ("false",), "execute_at": None,
                   "allow_duplicate_content": ("false",)}
+#: How far ahead `execute_at` may be, in days.
+EXECUTE_AT_AHEAD_DAYS_MAX = 366
+
+
+def parse_execute_at(raw: str | None) -> datetime | None:
+    """`execute_at` as RFC 3339 with a UTC offset, at most EXECUTE_AT_AHEAD_DAYS_MAX ahead;
+    a moment already past releases the file at once. Raises ValidationFailed."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValidationFailed("execute_at is not valid", [FieldError(
+            "execute_at", "an RFC 3339 time with its offset, such as 2026-12-01T09:00:00Z")])
+    if moment > datetime.now(timezone.utc) + timedelta(days=EXECUTE_AT_AHEAD_DAYS_MAX):
+        raise ValidationFailed("execute_at is too far ahead", [FieldError(
+            "execute_at", f"at most {EXECUTE_AT_AHEAD_DAYS_MAX} days ahead")])
+    return moment.astimezone(timezone.utc)
 
 
 def refuse_unsupported_options(fields: dict[str, str]) -> None:
@@ -96,7 +120,7 @@ def refuse_unsupported_options(fields: dict[str, str]) -> None:
     for name, value in sorted(fields.items()):
         if name not in UPLOAD_OPTIONS:
             errors.append(FieldError(name, f"unknown form field: send file and, optionally, {', '.join(UPLOAD_OPTIONS)}"))
-        elif value.strip().lower() not in UPLOAD_OPTIONS[name]:
+        elif UPLOAD_OPTIONS[name] is not None and value.strip().lower() not in UPLOAD_OPTIONS[name]:
             allowed = " or ".join(UPLOAD_OPTIONS[name]) or "nothing"
             errors.append(FieldError(name, f"not supported by this version: send {allowed}, or leave it out"))
     if errors:
@@ -106,14 +130,14 @@ def refuse_unsupported_options(fields: dict[str, str]) -> None:
 @blueprint.get("/<activity_id>")
 @authenticated
 def get_activity(activity_id):
-    allow(g.principal.may_operate())
+    allow(g.principal.may_read_all())
     return jsonify(render_activity(reads.activity(services().uow(), chunks.parse_activity_id(activity_id))))
 
 
 @blueprint.get("/<activity_id>/rows")
 @authenticated
 def get_rows(activity_id):
-    allow(g.principal.may_operate())
+    allow(g.principal.may_read_all())
     activity_id = chunks.parse_activity_id(activity_id)
     status = reads.parse_row_status(request.args.get("status"))
     if request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv":
@@ -160,7 +184,7 @@ def retry():
 @authenticated
 def get_history(activity_id):
     """Every status change of the activity, and the moment it became final, oldest first."""
-    allow(g.principal.may_operate())
+    allow(g.principal.may_read_all())
     activity_id = chunks.parse_activity_id(activity_id)
     limit = parse_limit(request.args.get("limit"))
     page = reads.history_page(services().uow(), activity_id, limit, request.args.get("cursor"))
@@ -180,10 +204,37 @@ def cancel(activity_id):
     to the funding account; rows already credited stay credited."""
     allow(g.principal.may_operate())
     activity_id = chunks.parse_activity_id(activity_id)
+    ended = release.cancel(services().uow, services().settings, activity_id,
+                           Actor("api_key", g.principal.api_key_id), _reason())
+    return jsonify(render_activity(ended)), 202
+
+
+@blueprint.post("/<activity_id>/approve")
+@authenticated
+def approve(activity_id):
+    """Maker-checker: a key other than the uploader's, of scope approver or admin, releases
+    the file (its funds are reserved) or schedules it for its execute_at."""
+    allow(g.principal.may_approve())
+    activity_id = chunks.parse_activity_id(activity_id)
+    approval.approve(services().uow, chunk_queue(), services().settings, activity_id,
+                     Actor("api_key", g.principal.api_key_id))
+    return jsonify(render_activity(reads.activity(services().uow(), activity_id))), 202
+
+
+@blueprint.post("/<activity_id>/reject")
+@authenticated
+def reject(activity_id):
+    """Rejects a file awaiting approval: its rows end CANCELLED and nothing moves."""
+    allow(g.principal.may_approve())
+    activity_id = chunks.parse_activity_id(activity_id)
+    ended = approval.reject(services().uow, services().settings, activity_id,
+                            Actor("api_key", g.principal.api_key_id), _reason())
+    return jsonify(render_activity(ended)), 200
+
+
+def _reason() -> str:
     reason = json_body().get("reason")
     if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= CANCEL_REASON_LENGTH_MAX or not storable(reason):
         raise ValidationFailed("reason is required", [FieldError(
             "reason", f"a text of 1 to {CANCEL_REASON_LENGTH_MAX} characters saying why")])
-    ended = release.cancel(services().uow, services().settings, activity_id,
-                           Actor("api_key", g.principal.api_key_id), reason.strip())
-    return jsonify(render_activity(ended)), 202
+    return reason.strip()

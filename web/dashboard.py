@@ -17,11 +17,11 @@ from werkzeug.exceptions import HTTPException
 
 from bootstrap import app_services as services
 from pipeline import reconciliation, statements, users, wallets
-from pipeline.bulk import chunks, reads
+from pipeline.bulk import chunks, reads, release
 from pipeline.bulk.ports import Actor
 from pipeline.bulk.status import ROW_FAILED, ROW_INVALID, ROW_STATUSES
 from pipeline.bulk.upload import upload
-from pipeline.errors import Rejected
+from pipeline.errors import FieldError, Rejected, ValidationFailed
 from telemetry.metrics import BULK_ROW_RETRIES, count_rows
 from web import bulk_credit, dashboard_session, stream_slots
 from web.dashboard_events import busy_events, progress_events
@@ -207,6 +207,24 @@ def retry(activity_id):
         if refusal.status == 404:
             raise
         flash(f"Nothing was retried: {refusal.detail}", "error")
+    return redirect(url_for("dashboard.activity", activity_id=activity_id))
+
+
+@blueprint.post("/activities/<activity_id>/cancel")
+def cancel(activity_id):
+    activity_id = chunks.parse_activity_id(activity_id)
+    reason = (request.form.get("reason") or "").strip()
+    try:
+        if not 1 <= len(reason) <= bulk_credit.CANCEL_REASON_LENGTH_MAX:
+            raise ValidationFailed("say why you cancel", [FieldError("reason", "required")])
+        ended = release.cancel(services().uow, services().settings, activity_id,
+                               Actor("api_key", g.principal.api_key_id), reason)
+        flash(f"Cancelled: {ended.counters.cancelled} rows will not be paid; their money is back in the funding"
+              f" account.", "info")
+    except Rejected as refusal:
+        if refusal.status == 404:
+            raise
+        flash(f"Nothing was cancelled: {refusal.detail}", "error")
     return redirect(url_for("dashboard.activity", activity_id=activity_id))
 
 

@@ -41,7 +41,7 @@ def top_up(name):
 @blueprint.get("/<name>")
 @authenticated
 def get_account(name):
-    allow(g.principal.may_operate())
+    allow(g.principal.may_read_all())
     name = funding.parse_account_name(name, "name")
     return jsonify(render_account(name, funding.account(services().uow(), name)))
 
@@ -49,7 +49,7 @@ def get_account(name):
 @blueprint.get("")
 @authenticated
 def list_accounts():
-    allow(g.principal.may_operate())
+    allow(g.principal.may_read_all())
     page = funding.accounts_page(services().uow(), parse_limit(request.args.get("limit")), request.args.get("cursor"))
     items = [render_account(item["name"], funding.account(services().uow(), item["name"])) for item in page.items]
     return jsonify({"data": items, "next_cursor": page.next_cursor})

@@ -33,6 +33,9 @@ class Activity:
     reservation_shards: int | None = None
     #: True from the first step of a cancel on: no chunk starts, nothing is released.
     cancel_requested: bool = False
+    uploaded_by: int | None = None  #: the uploading API key's id (None: the command line)
+    approved_by: int | None = None  #: the approving API key's id
+    execute_at: datetime | None = None
 
     @property
     def final(self) -> bool:

@@ -16,13 +16,15 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable
 
 from pipeline.bulk.outcome import settle
 from pipeline.bulk.ports import SCHEDULER, Activity, Actor, ChunkQueue, send_after_commit
-from pipeline.bulk.status import (AWAITING_FUNDS, CANCELLABLE_STATUSES, CANCELLED, SYSTEM, UPLOADED)
+from pipeline.bulk.status import (AWAITING_APPROVAL, AWAITING_FUNDS, CANCELLABLE_STATUSES, CANCELLED, OPERATOR,
+                                  SCHEDULED, SYSTEM, UPLOADED)
 from pipeline.config import Settings
-from pipeline.errors import Conflict, NotFound
+from pipeline.errors import Conflict, InsufficientFunds, NotFound
 from pipeline.ledger import Movement, post
 from pipeline.ports import JournalEntry
 from pipeline.retrying import with_retries
@@ -35,6 +37,12 @@ AWAITING_PER_SWEEP_MAX = 50
 
 class InvalidState(Conflict):
     code = "invalid_state"
+
+
+#: The gate a release passes, and the statuses it starts from: none (at upload, or when a
+#: funding account is topped up), an approval, or `execute_at` reached.
+APPROVAL, SCHEDULE = "approval", "schedule"
+_RELEASABLE_FROM = {None: (UPLOADED, AWAITING_FUNDS), APPROVAL: (AWAITING_APPROVAL,), SCHEDULE: (SCHEDULED,)}
 
 
 @dataclass(frozen=True)
@@ -51,14 +59,15 @@ class Released:
     shortfalls: tuple[Shortfall, ...] = ()
 
 
-def release(uow, settings: Settings, activity_id: str, actor: Actor) -> Released:
+def release(uow, settings: Settings, activity_id: str, actor: Actor, gate: str | None = None) -> Released:
     """Reserves the activity's PENDING total and plans its chunks, inside the caller's
-    transaction; or, if the account holds less, leaves it AWAITING_FUNDS. Does nothing
-    for an activity released already, being cancelled, or not waiting to be released."""
+    transaction; or, if the account holds less, leaves it AWAITING_FUNDS (an approval is
+    refused instead: InsufficientFunds, and the activity still awaits approval). Does
+    nothing for an activity released already, being cancelled, or not at `gate`."""
     activity = uow.bulk.activity(activity_id)
     if activity is None:
         raise NotFound(f"no bulk-credit activity {activity_id}")
-    if not _releasable(activity):
+    if not _releasable(activity, gate):
         return Released(activity.status, [])
     shards, totals = uow.bulk.pending_totals(activity_id, settings.system_wallet_shards)
     required: dict[str, int] = {}
@@ -66,12 +75,20 @@ def release(uow, settings: Settings, activity_id: str, actor: Actor) -> Released
         required[currency] = required.get(currency, 0) + amount
     funding = uow.funding.lock_account(activity.funding_account, sorted(required))
     locked = uow.bulk.lock_activity(activity_id)
-    if not _releasable(locked):
+    if not _releasable(locked, gate):
         return Released(locked.status, [])
     shortfalls = tuple(Shortfall(c, amount, funding[c].balance) for c, amount in sorted(required.items())
                        if funding[c].balance < amount)
+    if shortfalls and gate == APPROVAL:
+        raise InsufficientFunds(f"the funding account {activity.funding_account} holds less than the file: "
+                                f"{_describe(shortfalls)}; top it up, then approve again")
+    if gate == APPROVAL:
+        uow.bulk.mark_approved(activity_id, actor.api_key_id)
+    if gate is not None:
+        settle(uow, activity_id, actor, status=UPLOADED, by=OPERATOR if gate == APPROVAL else SYSTEM,
+               reason="approved" if gate == APPROVAL else "execute_at reached")
     if shortfalls:
-        if locked.status != AWAITING_FUNDS:
+        if uow.bulk.activity(activity_id).status != AWAITING_FUNDS:
             settle(uow, activity_id, actor, status=AWAITING_FUNDS, by=SYSTEM, reason=_describe(shortfalls))
         return Released(AWAITING_FUNDS, [], shortfalls)
     reservation = uow.funding.lock_reservation(activity_id, [(c, shard) for c, shard, _ in totals])
@@ -91,9 +108,25 @@ def release(uow, settings: Settings, activity_id: str, actor: Actor) -> Released
     return Released(UPLOADED, chunk_ids)
 
 
-def _releasable(activity: Activity) -> bool:
+def _releasable(activity: Activity, gate: str | None) -> bool:
     return (activity.reservation_shards is None and not activity.cancel_requested
-            and activity.status in (UPLOADED, AWAITING_FUNDS) and activity.counters.pending > 0)
+            and activity.status in _RELEASABLE_FROM[gate] and activity.counters.pending > 0)
+
+
+def admit(uow, settings: Settings, activity_id: str, actor: Actor, execute_at: datetime | None) -> list[int]:
+    """At upload, in its transaction: holds the file for approval (BULK_CREDIT_APPROVAL) or
+    until `execute_at`, or releases it; returns the chunks to send after the commit."""
+    activity = uow.bulk.activity(activity_id)
+    if activity.status != UPLOADED:
+        return []  # a file with no valid row failed at once
+    _, totals = uow.bulk.pending_totals(activity_id, 1)
+    if settings.approval_policy.needs_approval({currency: amount for currency, _, amount in totals}):
+        settle(uow, activity_id, actor, status=AWAITING_APPROVAL, by=SYSTEM, reason="BULK_CREDIT_APPROVAL")
+        return []
+    if execute_at is not None and execute_at > datetime.now(timezone.utc):
+        settle(uow, activity_id, actor, status=SCHEDULED, by=SYSTEM, reason=f"execute_at {execute_at.isoformat()}")
+        return []
+    return release(uow, settings, activity_id, actor).chunk_ids
 
 
 def _describe(shortfalls: tuple[Shortfall, ...]) -> str:
@@ -102,16 +135,17 @@ def _describe(shortfalls: tuple[Shortfall, ...]) -> str:
 
 
 def release_funded(uow_factory: Callable, queue: ChunkQueue, settings: Settings) -> int:
-    """The scheduler's sweep: releases the activities whose funding account now holds
-    enough; returns how many were released."""
+    """The scheduler's sweep: releases the activities whose `execute_at` has come and those
+    whose funding account now holds enough; returns how many were released."""
     with uow_factory() as uow:
-        waiting = uow.bulk.awaiting_funds(AWAITING_PER_SWEEP_MAX)
+        waiting = [(activity_id, SCHEDULE) for activity_id in uow.bulk.due_scheduled(AWAITING_PER_SWEEP_MAX)]
+        waiting += [(activity_id, None) for activity_id in uow.bulk.awaiting_funds(AWAITING_PER_SWEEP_MAX)]
     released = 0
-    for activity_id in waiting:
+    for activity_id, gate in waiting:
         def attempt() -> Released:
             uow = uow_factory()
             with uow:
-                outcome = release(uow, settings, activity_id, SCHEDULER)
+                outcome = release(uow, settings, activity_id, SCHEDULER, gate)
                 uow.commit()
             return outcome
 

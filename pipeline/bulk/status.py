@@ -5,6 +5,9 @@
                                                                  +-> FAILED
     PARTIALLY_COMPLETED / FAILED --operator's retry--> PROCESSING
     UPLOADED <--funding account short / topped up--> AWAITING_FUNDS
+    UPLOADED --total reaches BULK_CREDIT_APPROVAL--> AWAITING_APPROVAL --approve--> UPLOADED
+                                                                     +--reject--> REJECTED
+    UPLOADED or AWAITING_APPROVAL --execute_at ahead--> SCHEDULED --execute_at reached--> UPLOADED
     UPLOADED, AWAITING_FUNDS, PROCESSING, PARTIALLY_COMPLETED, FAILED --operator's cancel--> CANCELLED
 
 An activity is *final* once no row is pending and no FAILED row waits for an automatic
@@ -25,7 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 UPLOADED = "UPLOADED"
+AWAITING_APPROVAL = "AWAITING_APPROVAL"
+SCHEDULED = "SCHEDULED"
 AWAITING_FUNDS = "AWAITING_FUNDS"
+REJECTED = "REJECTED"
 PROCESSING = "PROCESSING"
 CANCELLED = "CANCELLED"
 COMPLETED = "COMPLETED"
@@ -35,9 +41,10 @@ FAILED = "FAILED"
 #: nothing is pending or due for an automatic retry.
 SETTLED_STATUSES = (COMPLETED, PARTIALLY_COMPLETED, FAILED)
 #: Statuses in which an activity can be final.
-ENDING_STATUSES = SETTLED_STATUSES + (CANCELLED,)
+ENDING_STATUSES = SETTLED_STATUSES + (CANCELLED, REJECTED)
 #: Statuses from which an operator may cancel (rows not yet credited remain).
-CANCELLABLE_STATUSES = (UPLOADED, AWAITING_FUNDS, PROCESSING, PARTIALLY_COMPLETED, FAILED)
+CANCELLABLE_STATUSES = (UPLOADED, AWAITING_APPROVAL, SCHEDULED, AWAITING_FUNDS, PROCESSING, PARTIALLY_COMPLETED,
+                        FAILED)
 
 #: Who may move an activity from one status to another: the pipeline itself (worker,
 #: scheduler, upload) or an operator. The one table every transition is checked against.
@@ -53,6 +60,13 @@ TRANSITIONS = {
     # Release: the funding account holds less than the file's valid total, then enough.
     (UPLOADED, AWAITING_FUNDS): SYSTEM,
     (AWAITING_FUNDS, UPLOADED): SYSTEM,
+    # Gates before the release: a second pair of eyes, then the moment asked for.
+    (UPLOADED, AWAITING_APPROVAL): SYSTEM,
+    (UPLOADED, SCHEDULED): SYSTEM,
+    (AWAITING_APPROVAL, UPLOADED): OPERATOR,
+    (AWAITING_APPROVAL, SCHEDULED): OPERATOR,
+    (AWAITING_APPROVAL, REJECTED): OPERATOR,
+    (SCHEDULED, UPLOADED): SYSTEM,
     **{(before, CANCELLED): OPERATOR for before in CANCELLABLE_STATUSES},
 }
 

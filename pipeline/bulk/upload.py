@@ -13,10 +13,11 @@ import io
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO, Callable, Iterator
 
 from pipeline.bulk.ports import Activity, Actor, ChunkQueue, DuplicateContent, DuplicateKey, send_after_commit
-from pipeline.bulk.release import release
+from pipeline.bulk.release import admit
 from pipeline.bulk.rows import Row, RowChecker, read_rows, text_of
 from pipeline.bulk.status import SETTLED_STATUSES, Counters, status_after_upload
 from pipeline.config import Settings
@@ -95,7 +96,7 @@ class _Tally:
 
 def upload(uow_factory: Callable, queue: ChunkQueue, settings: Settings, source: BinaryIO,
            file_name: str | None = None, idempotency_key: str | None = None,
-           api_key_id: int | None = None) -> Uploaded:
+           api_key_id: int | None = None, execute_at: datetime | None = None) -> Uploaded:
     reader = _HashingReader(source, settings.bulk_credit_max_bytes)
     if idempotency_key is not None:
         with uow_factory() as uow:
@@ -110,7 +111,8 @@ def upload(uow_factory: Callable, queue: ChunkQueue, settings: Settings, source:
             return Uploaded(existing, created=False)
     activity_id = str(uuid.uuid4())
     try:
-        chunk_ids = _store(uow_factory(), settings, reader, activity_id, file_name, idempotency_key, api_key_id)
+        chunk_ids = _store(uow_factory(), settings, reader, activity_id, file_name, idempotency_key, api_key_id,
+                           execute_at)
     except DuplicateKey:
         with uow_factory() as uow:
             return _replay(uow.bulk.find_by_idempotency_key(api_key_id, idempotency_key), reader.drain())
@@ -147,7 +149,8 @@ def _replay(existing: Activity, content_sha256: str) -> Uploaded:
     return Uploaded(existing, created=False)
 
 
-def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, file_name, key, api_key_id):
+def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, file_name, key, api_key_id,
+           execute_at: datetime | None = None):
     text = text_of(io.BufferedReader(reader, buffer_size=READ_BYTES))
     rows = read_rows(text, lambda header: RowChecker(
         header, settings.supported_currencies, settings.default_currency, settings.bulk_credit_max_amount))
@@ -165,8 +168,11 @@ def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, fi
         uow.bulk.finish_upload(activity_id, reader.sha256.hexdigest(), reader.size_bytes, counters, status)
         uploader = Actor("api_key", api_key_id) if api_key_id is not None else Actor("command_line")
         uow.bulk.add_history(activity_id, None, status, status in SETTLED_STATUSES, uploader)
-        # Released at once: its total is reserved from the funding account, or it waits for funds.
-        chunk_ids = release(uow, settings, activity_id, uploader).chunk_ids
+        if execute_at is not None:
+            uow.bulk.set_execute_at(activity_id, execute_at)
+        # Held for approval or until execute_at, or released at once: its total is reserved
+        # from the funding account, or it waits for funds.
+        chunk_ids = admit(uow, settings, activity_id, uploader, execute_at)
         uow.commit()
     return chunk_ids
 

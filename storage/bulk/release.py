@@ -20,6 +20,12 @@ _CHUNK_COUNT = text("""
 SELECT count(DISTINCT chunk_number) FROM bulk_rows WHERE activity_id = :activity_id AND status = 'PENDING'
 """)
 
+_DUE_SCHEDULED = text("""
+SELECT id::text FROM bulk_activities
+ WHERE status = 'SCHEDULED' AND execute_at <= now() AND cancel_requested_at IS NULL
+ ORDER BY execute_at LIMIT :limit
+""")
+
 _AWAITING_FUNDS = text("""
 SELECT id::text FROM bulk_activities WHERE status = 'AWAITING_FUNDS' AND cancel_requested_at IS NULL
  ORDER BY created_at LIMIT :limit
@@ -34,7 +40,7 @@ SELECT count(*) FROM (SELECT id FROM bulk_chunks WHERE activity_id = :activity_i
 _CANCEL_ROWS = text("""
 WITH cancelled AS (
     UPDATE bulk_rows SET status = 'CANCELLED', next_attempt_at = NULL, updated_at = now(),
-           error_code = 'cancelled', error_message = left('cancelled: ' || :reason, 500)
+           error_code = :code, error_message = left(:code || ': ' || :reason, 500)
      WHERE activity_id = :activity_id AND status IN ('PENDING', 'FAILED')
     RETURNING currency, chunk_number, amount_minor, status
 )
@@ -63,6 +69,17 @@ class ReleaseSql:
         self.connection.execute(text("UPDATE bulk_activities SET reservation_shards = :shards WHERE id = :id"),
                                 {"id": activity_id, "shards": shards})
 
+    def due_scheduled(self, limit: int) -> list[str]:
+        return self.connection.execute(_DUE_SCHEDULED, {"limit": limit}).scalars().all()
+
+    def mark_approved(self, activity_id: str, api_key_id: int | None) -> None:
+        self.connection.execute(text("UPDATE bulk_activities SET approved_by = :key, approved_at = now()"
+                                     " WHERE id = :id"), {"id": activity_id, "key": api_key_id})
+
+    def set_execute_at(self, activity_id: str, execute_at) -> None:
+        self.connection.execute(text("UPDATE bulk_activities SET execute_at = :at WHERE id = :id"),
+                                {"id": activity_id, "at": execute_at})
+
     def awaiting_funds(self, limit: int) -> list[str]:
         return self.connection.execute(_AWAITING_FUNDS, {"limit": limit}).scalars().all()
 
@@ -80,10 +97,11 @@ class ReleaseSql:
     def cancellable_rows(self, activity_id: str) -> dict[str, int]:
         return dict(self.connection.execute(_COUNT_BY_STATUS, {"activity_id": activity_id}).all())
 
-    def cancel_rows(self, activity_id: str, shards: int, reason: str) -> list[tuple[str, int, int]]:
+    def cancel_rows(self, activity_id: str, shards: int, reason: str,
+                    code: str = "cancelled") -> list[tuple[str, int, int]]:
         """Ends every PENDING and FAILED row CANCELLED; [(currency, shard, amount)] they had reserved."""
         rows = self.connection.execute(_CANCEL_ROWS, {"activity_id": activity_id, "shards": shards,
-                                                      "reason": reason}).all()
+                                                      "reason": reason, "code": code}).all()
         return [(currency.strip(), shard, amount) for currency, shard, amount, _ in rows]
 
     def end_chunks(self, activity_id: str) -> None:

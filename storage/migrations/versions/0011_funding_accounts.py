@@ -63,7 +63,13 @@ ALTER TABLE bulk_activities
     ADD COLUMN cancel_reason text CHECK (length(cancel_reason) <= 500),
     DROP CONSTRAINT bulk_activities_status_check,
     ADD CONSTRAINT bulk_activities_status_check CHECK (status IN (
-        'UPLOADED', 'AWAITING_FUNDS', 'PROCESSING', 'COMPLETED', 'PARTIALLY_COMPLETED', 'FAILED', 'CANCELLED')),
+        'UPLOADED', 'AWAITING_APPROVAL', 'SCHEDULED', 'AWAITING_FUNDS', 'PROCESSING', 'COMPLETED',
+        'PARTIALLY_COMPLETED', 'FAILED', 'REJECTED', 'CANCELLED')),
+    -- Maker-checker: who approved (an API key other than the uploader's) and when; when to release.
+    ADD COLUMN approved_by bigint REFERENCES api_keys (id),
+    ADD COLUMN approved_at timestamptz,
+    ADD COLUMN execute_at timestamptz,
+    ADD CONSTRAINT bulk_activities_maker_is_not_checker CHECK (approved_by IS DISTINCT FROM api_key_id),
     DROP CONSTRAINT bulk_activities_counters_add_up,
     ADD CONSTRAINT bulk_activities_counters_add_up CHECK (
         valid_records + invalid_records = total_records
@@ -71,9 +77,14 @@ ALTER TABLE bulk_activities
         AND least(valid_records, invalid_records, successful_records, failed_records, pending_records) >= 0),
     DROP CONSTRAINT bulk_activities_final_is_settled,
     ADD CONSTRAINT bulk_activities_final_is_settled CHECK ((completed_at IS NOT NULL) = (
-        status IN ('COMPLETED', 'PARTIALLY_COMPLETED', 'FAILED', 'CANCELLED')
+        status IN ('COMPLETED', 'PARTIALLY_COMPLETED', 'FAILED', 'CANCELLED', 'REJECTED')
         AND pending_records = 0 AND next_retry_at IS NULL)) NOT VALID;
 CREATE INDEX bulk_activities_awaiting_funds ON bulk_activities (created_at) WHERE status = 'AWAITING_FUNDS';
+CREATE INDEX bulk_activities_scheduled ON bulk_activities (execute_at) WHERE status = 'SCHEDULED';
+
+ALTER TABLE api_keys
+    DROP CONSTRAINT api_keys_scope_check,
+    ADD CONSTRAINT api_keys_scope_check CHECK (scope IN ('admin', 'operator', 'approver') OR scope LIKE 'user:%');
 
 ALTER TABLE bulk_rows
     DROP CONSTRAINT bulk_rows_status_check,
