@@ -42,7 +42,7 @@ def render_activity(activity: Activity) -> dict:
     counters = activity.counters
     moment = lambda value: rfc3339(value) if value else None  # noqa: E731
     return {
-        "activity_id": activity.id, "status": activity.status, "total_records": counters.total,
+        "activity_id": activity.id, "kind": "credit", "file_name": activity.file_name, "status": activity.status, "total_records": counters.total,
         "valid_records": counters.valid, "invalid_records": counters.invalid,
         "successful_records": counters.successful, "failed_records": counters.failed,
         "pending_records": counters.pending, "cancelled_records": counters.cancelled, "final": activity.final,

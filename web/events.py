@@ -53,7 +53,7 @@ def _subscription(settings) -> event_feed.Subscription:
         allow(g.principal.may_read_user(user_id))
         return event_feed.for_user(user_id, settings.events_user_shards)
     activity_id = parse_activity_id(activity_id)
-    allow(g.principal.may_operate())
+    allow(g.principal.may_read_all())
     return event_feed.for_activity(activity_id)
 
 

@@ -45,7 +45,7 @@ def start():
 @blueprint.get("/<reconciliation_id>")
 @authenticated
 def get(reconciliation_id):
-    allow(g.principal.may_operate())
+    allow(g.principal.may_read_all())
     reconciliation_id = wallets.parse_user_id(reconciliation_id, "id")
     return jsonify(render(reconciliation.get(services().uow(), reconciliation_id)))
 
@@ -53,7 +53,7 @@ def get(reconciliation_id):
 @blueprint.get("")
 @authenticated
 def recent():
-    allow(g.principal.may_operate())
+    allow(g.principal.may_read_all())
     limit = statements.parse_limit(request.args.get("limit"))
     page = reconciliation.recent(services().uow(), limit, request.args.get("cursor"))
     return jsonify({"data": [render(run) for run in page.items], "next_cursor": page.next_cursor})

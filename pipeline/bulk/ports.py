@@ -36,6 +36,7 @@ class Activity:
     uploaded_by: int | None = None  #: the uploading API key's id (None: the command line)
     approved_by: int | None = None  #: the approving API key's id
     execute_at: datetime | None = None
+    file_name: str | None = None
 
     @property
     def final(self) -> bool:

@@ -10,7 +10,7 @@ from pipeline.bulk.status import Counters
 
 ACTIVITY_COLUMNS = """id::text, status, content_sha256, created_at, started_at, completed_at, next_retry_at,
     failed_chunks, last_chunk_error, funding_account, reservation_shards, cancel_requested_at IS NOT NULL,
-    api_key_id, approved_by, execute_at,
+    api_key_id, approved_by, execute_at, file_name,
     total_records, valid_records, invalid_records, successful_records, failed_records, pending_records,
     cancelled_records"""
 
@@ -31,10 +31,10 @@ SELECT r.row_number, r.user_id::text AS user_id, r.amount_minor, r.currency, r.r
 def activity_from(row) -> Activity:
     (activity_id, status, content_sha256, created_at, started_at, completed_at, next_retry_at, failed_chunks,
      last_chunk_error, funding_account, reservation_shards, cancel_requested, uploaded_by, approved_by, execute_at,
-     *counts) = row
+     file_name, *counts) = row
     return Activity(activity_id, status, Counters(*counts), content_sha256, created_at, started_at, completed_at,
                     next_retry_at, failed_chunks, last_chunk_error, funding_account, reservation_shards,
-                    cancel_requested, uploaded_by, approved_by, execute_at)
+                    cancel_requested, uploaded_by, approved_by, execute_at, file_name)
 
 
 class ReadSql:

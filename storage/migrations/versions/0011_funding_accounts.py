@@ -39,7 +39,8 @@ ALTER TABLE wallets
         (coalesce(system_name, '') = 'funding') = (funding_account IS NOT NULL)
         AND (coalesce(system_name, '') = 'reservation') = (activity_id IS NOT NULL)),
     DROP CONSTRAINT wallets_user_balance_not_negative,
-    ADD CONSTRAINT wallets_balance_not_negative CHECK (system_name IN {UNCAPPED} OR balance >= 0),
+    -- coalesce: a user wallet has no system name, and NULL IN (...) would pass any balance.
+    ADD CONSTRAINT wallets_balance_not_negative CHECK (coalesce(system_name, '') IN {UNCAPPED} OR balance >= 0),
     DROP CONSTRAINT wallets_one_per_system_shard;
 CREATE UNIQUE INDEX wallets_one_per_system_shard ON wallets (system_name, currency, shard)
     WHERE system_name IN {UNCAPPED};
