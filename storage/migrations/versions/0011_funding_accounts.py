@@ -40,7 +40,7 @@ ALTER TABLE wallets
         AND (coalesce(system_name, '') = 'reservation') = (activity_id IS NOT NULL)),
     DROP CONSTRAINT wallets_user_balance_not_negative,
     -- coalesce: a user wallet has no system name, and NULL IN (...) would pass any balance.
-    ADD CONSTRAINT wallets_balance_not_negative CHECK (coalesce(system_name, '') IN {UNCAPPED} OR balance >= 0),
+    ADD CONSTRAINT wallets_user_balance_not_negative CHECK (coalesce(system_name, '') IN {UNCAPPED} OR balance >= 0),
     DROP CONSTRAINT wallets_one_per_system_shard;
 CREATE UNIQUE INDEX wallets_one_per_system_shard ON wallets (system_name, currency, shard)
     WHERE system_name IN {UNCAPPED};
@@ -70,7 +70,7 @@ ALTER TABLE bulk_activities
     ADD COLUMN approved_by bigint REFERENCES api_keys (id),
     ADD COLUMN approved_at timestamptz,
     ADD COLUMN execute_at timestamptz,
-    ADD CONSTRAINT bulk_activities_maker_is_not_checker CHECK (approved_by IS DISTINCT FROM api_key_id),
+    ADD CONSTRAINT bulk_activities_maker_is_not_checker CHECK (approved_by IS NULL OR approved_by IS DISTINCT FROM api_key_id),
     DROP CONSTRAINT bulk_activities_counters_add_up,
     ADD CONSTRAINT bulk_activities_counters_add_up CHECK (
         valid_records + invalid_records = total_records
