@@ -9,6 +9,7 @@ from flask import g, jsonify, request
 from bootstrap import app_services as services
 from pipeline import reconciliation, statements, wallets
 from web.auth import allow, authenticated
+from web.inputs import json_object
 from web.problems import HttpProblem
 from web.wallets import rfc3339
 
@@ -30,8 +31,7 @@ def render(run: dict) -> dict:
 @authenticated
 def start():
     allow(g.principal.may_operate())
-    body = request.get_json(silent=True) or {}
-    full = body.get("full", False) if isinstance(body, dict) else False
+    full = json_object(required=False).get("full", False)
     if not isinstance(full, bool):
         raise HttpProblem(422, "validation_failed", "full must be true or false",
                           [{"field": "full", "message": "must be a boolean"}])
