@@ -38,9 +38,9 @@ from web import contract
 
 #: Requests per operation, generation mode and key.
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
-#: The event feed's settings for the fuzzing app: a feed ends after a second, not five minutes.
-FEED_DURATION_S = 1.0
-FEED_BLOCK_MS = 200
+#: The event feed's settings for the fuzzing app: a feed ends after 0.3 s, not five minutes.
+FEED_DURATION_S = 0.3
+FEED_BLOCK_MS = 100
 OPERATIONS = list(contract.OPERATIONS)
 #: Operations with a parameter or a body, the only ones a request can break.
 TAKE_INPUT = [(method, path) for (method, path), described in contract.OPERATIONS.items()

@@ -145,7 +145,7 @@ def test_a_csv_upload_still_takes_files_past_the_json_limit(app, client, engine,
 
 @pytest.mark.parametrize("path, name", [
     ("/api/v1/users/{user}/transactions?limit=5&limit=abc", "limit"),
-    ("/api/v1/users/{user}/transactions?cursor=a&cursor=b", "cursor"),
+    ("/api/v1/users/{user}/transactions?cursor=cDE&cursor=x", "cursor"),  # cDE: position 1
     ("/api/v1/users/{user}/balance?currency=SGD&currency=JPY", "currency"),
     ("/api/v1/reconciliations?limit=1&limit=1", "limit"),
     ("/api/v1/wallet/bulk-credit/{user}/rows?status=FAILED&status=INVALID", "status"),
