@@ -221,3 +221,12 @@ def test_an_event_stream_position_redis_cannot_read_is_refused_with_422_before_t
 
     for response in (by_query, by_header):
         assert_problem(response, 422, "validation_failed", {"Last-Event-ID"})
+
+
+@pytest.mark.parametrize("header", ["", "1700000000000-0"])
+def test_a_bad_query_position_is_refused_whatever_the_last_event_id_header_says(client, admin_headers, user_id,
+                                                                                header):
+    response = client.get(f"/api/v1/events?user_id={user_id}&last_event_id=%1E",
+                          headers={**admin_headers, "Last-Event-ID": header})
+
+    assert_problem(response, 422, "validation_failed", {"Last-Event-ID"})
