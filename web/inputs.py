@@ -2,12 +2,12 @@
 
 `register` installs a hook that runs before any view (and before any token is looked up):
 
-- Only the CSV uploads (`UPLOAD_ENDPOINTS`) take large bodies, up to app.config's
-  MAX_CONTENT_LENGTH (BULK_CREDIT_MAX_BYTES). Every other route, the dashboard's forms
-  included, takes at most `REQUEST_BODY_MAX_BYTES`: a larger Content-Length is refused with
-  413 before a byte of the body is read, and a body without one (chunked) is cut off with 413
-  as soon as reading it passes the limit (Werkzeug's LimitedStream; gunicorn sets
-  `wsgi.input_terminated`, which lets Werkzeug bound such a stream).
+- Only the CSV uploads (`UPLOAD_ENDPOINTS`) take large bodies, up to BULK_CREDIT_MAX_BYTES; they
+  bound their bodies themselves. Every other route, the dashboard's forms included, takes at most
+  `REQUEST_BODY_MAX_BYTES`: a larger Content-Length is refused with 413 before a byte of the body
+  is read, and a body without one (chunked) is read here, at most one byte past the limit, and
+  refused with 413 past it (gunicorn sets `wsgi.input_terminated`, which lets Werkzeug bound such
+  a stream).
 - No query parameter may be given twice (`?limit=5&limit=abc`): Werkzeug would read the first
   and drop the rest silently, so the request is refused with 422 naming the parameter.
 
@@ -30,7 +30,7 @@ from web.problems import HttpProblem
 #: form of this API is a few hundred bytes; 1 MiB leaves ample room and bounds what a client
 #: can make a process hold.
 REQUEST_BODY_MAX_BYTES = 1024 * 1024
-#: The routes that take a CSV file, whose limit is app.config["MAX_CONTENT_LENGTH"].
+#: The routes that take a CSV file, up to BULK_CREDIT_MAX_BYTES; they bound their bodies themselves.
 UPLOAD_ENDPOINTS = frozenset({"bulk_credit.upload_file", "dashboard.upload_file"})
 #: How deeply a JSON body may nest; the API's bodies are flat objects (depth 1).
 JSON_DEPTH_MAX = 16
@@ -44,28 +44,31 @@ def register(app: Flask) -> None:
 
 
 def body_max_bytes() -> int:
-    """The body limit of the current request's route, in bytes."""
-    upload_max_bytes = current_app.config.get("MAX_CONTENT_LENGTH") or REQUEST_BODY_MAX_BYTES
-    if request.endpoint in UPLOAD_ENDPOINTS:
-        return upload_max_bytes
-    return min(REQUEST_BODY_MAX_BYTES, upload_max_bytes)
+    """The body limit of any route but a CSV upload, in bytes (app.config may lower it, never raise it)."""
+    return min(REQUEST_BODY_MAX_BYTES, current_app.config.get("MAX_CONTENT_LENGTH") or REQUEST_BODY_MAX_BYTES)
 
 
 def check_request() -> None:
-    """Raises 413 (RequestEntityTooLarge) for a declared body past the route's limit and 422
-    `validation_failed` for a repeated query parameter; bounds any body read later."""
-    limit_bytes = request.max_content_length = body_max_bytes()
-    length = request.content_length
-    if length is not None and length > limit_bytes:
-        raise RequestEntityTooLarge(f"the body is {length} bytes; this route reads at most {limit_bytes} bytes")
-    if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower() \
-            and request.endpoint not in UPLOAD_ENDPOINTS:
-        _read_chunked_body(limit_bytes)
+    """Raises 413 (RequestEntityTooLarge) for a body past the route's limit and 422
+    `validation_failed` for a repeated query parameter. The CSV uploads bound their own bodies
+    (web/uploads.py, or Werkzeug's form parser under app.config's MAX_CONTENT_LENGTH)."""
+    if request.endpoint not in UPLOAD_ENDPOINTS:
+        _limit_body(body_max_bytes())
     repeated = sorted(name for name, values in request.args.lists()
                       if len(values) > 1 and name not in REPEATABLE_QUERY_PARAMETERS)
     if repeated:
         raise ValidationFailed(f"query parameter {repeated[0]} is given more than once",
                                [FieldError(name, "give it at most once") for name in repeated])
+
+
+def _limit_body(limit_bytes: int) -> None:
+    """Refuses a declared Content-Length past `limit_bytes` before reading, and bounds any later read."""
+    request.max_content_length = limit_bytes
+    length = request.content_length
+    if length is not None and length > limit_bytes:
+        raise RequestEntityTooLarge(f"the body is {length} bytes; this route reads at most {limit_bytes} bytes")
+    if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        _read_chunked_body(limit_bytes)
 
 
 def _read_chunked_body(limit_bytes: int) -> None:
