@@ -1,4 +1,4 @@
-"""Body limits against a real gunicorn (gthread), over raw sockets: a body past
+"""Body limits against a real gunicorn (as deployed: gunicorn.conf.py), over raw sockets: a body past
 REQUEST_BODY_MAX_BYTES is refused with 413 from its Content-Length before the rest is sent, and a
 chunked body is cut off at the limit as it is read; only the CSV upload takes more. No money
 moves on a refusal."""
@@ -29,7 +29,7 @@ ANSWER_S = 20
 def server(tmp_path, clean_database):
     port = free_port()
     web = Process(tmp_path / "web.log", [
-        sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "4",
+        sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "8",  # gunicorn.conf.py's worker class
         "--bind", f"127.0.0.1:{port}", "api:create_app()"], test_environ())
     try:
         wait_listening(f"http://127.0.0.1:{port}", web)

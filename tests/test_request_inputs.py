@@ -230,3 +230,18 @@ def test_a_bad_query_position_is_refused_whatever_the_last_event_id_header_says(
                           headers={**admin_headers, "Last-Event-ID": header})
 
     assert_problem(response, 422, "validation_failed", {"Last-Event-ID"})
+
+
+def test_the_upload_routes_the_body_limit_leaves_alone_are_routes_of_the_app(app):
+    from web.inputs import UPLOAD_ENDPOINTS
+
+    assert UPLOAD_ENDPOINTS <= set(app.view_functions)
+
+
+def test_every_operation_of_the_document_is_described_by_the_contract_so_the_fuzzer_reaches_it(client):
+    from web import contract
+
+    spec = client.get("/openapi.json").get_json()
+    operations = {(method.upper(), path) for path, methods in spec["paths"].items() for method in methods}
+
+    assert operations - set(contract.OPERATIONS) == set()

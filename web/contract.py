@@ -145,6 +145,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         parameters=({**IDEMPOTENCY_KEY, "required": False},)),
     ("GET", "/api/v1/wallet/bulk-credit/{activity_id}"): Operation(
         "A bulk-credit activity and its counters", 200, "The activity", (401, 403, 404, 422)),
+    ("GET", "/api/v1/wallet/bulk-credit/{activity_id}/history"): Operation(
+        "Every status change of the activity, and the moment it became final, oldest first", 200,
+        "`{data: [{at, from_status, to_status, final, actor: {type, api_key_id}, reason}], next_cursor}`",
+        (401, 403, 404, 422), parameters=LIST_QUERY),
     ("GET", "/api/v1/wallet/bulk-credit/{activity_id}/rows"): Operation(
         "Row outcomes; `Accept: text/csv` exports them", 200, "`{data: [...], next_cursor}` or a CSV file",
         (401, 403, 404, 422), parameters=(_query("status", "Only rows of this status",
@@ -176,14 +180,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 }
 
 
+def state_path_parameters(operation: dict) -> None:
+    """Gives the uuid path parameters of any operation, described here or not, their format."""
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "path" and parameter["name"] in UUID_PATH_PARAMETERS:
+            parameter["schema"] = dict(UUID)
+
+
 def apply(operation: dict, described: Operation) -> None:
     """Merges `described` into APIFlask's generated operation."""
     operation["summary"] = described.summary
     if described.public:
         operation["security"] = []
-    for parameter in operation.get("parameters", []):
-        if parameter["in"] == "path" and parameter["name"] in UUID_PATH_PARAMETERS:
-            parameter["schema"] = dict(UUID)
     if described.parameters:
         operation["parameters"] = [*operation.get("parameters", []), *described.parameters]
     errors = set(described.errors) | set(COMMON_ERRORS)

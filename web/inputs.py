@@ -20,7 +20,7 @@ import json
 import math
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from pipeline.errors import FieldError, ValidationFailed
@@ -43,17 +43,12 @@ def register(app: Flask) -> None:
     app.before_request(check_request)
 
 
-def body_max_bytes() -> int:
-    """The body limit of any route but a CSV upload, in bytes (app.config may lower it, never raise it)."""
-    return min(REQUEST_BODY_MAX_BYTES, current_app.config.get("MAX_CONTENT_LENGTH") or REQUEST_BODY_MAX_BYTES)
-
-
 def check_request() -> None:
     """Raises 413 (RequestEntityTooLarge) for a body past the route's limit and 422
     `validation_failed` for a repeated query parameter. The CSV uploads bound their own bodies
     (web/uploads.py, or Werkzeug's form parser under app.config's MAX_CONTENT_LENGTH)."""
     if request.endpoint not in UPLOAD_ENDPOINTS:
-        _limit_body(body_max_bytes())
+        _limit_body(REQUEST_BODY_MAX_BYTES)
     repeated = sorted(name for name, values in request.args.lists()
                       if len(values) > 1 and name not in REPEATABLE_QUERY_PARAMETERS)
     if repeated:
