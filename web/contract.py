@@ -93,15 +93,18 @@ class Operation:
     parameters: tuple[dict, ...] = ()
     public: bool = False  #: needs no token
     answer_type: str = "application/json"
+    #: A probe's 503 is its status report (JSON), not a problem.
+    probe: bool = False
     extra: dict = field(default_factory=dict)
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/healthz"): Operation("Liveness", 200, "The process is alive", public=True),
-    ("GET", "/readyz"): Operation("Readiness: database and Redis reachable", 200, "Ready", (503,), public=True),
+    ("GET", "/readyz"): Operation("Readiness: database and Redis reachable", 200, "Ready", (503,), public=True,
+                                  probe=True),
     ("GET", "/healthz/workers"): Operation(
         "Workers' health: at least one Dramatiq worker process consumed within the heartbeat TTL", 200,
-        "Workers consuming, and how many", (503,), public=True),
+        "Workers consuming, and how many", (503,), public=True, probe=True),
     ("GET", "/metrics"): Operation(
         "Prometheus metrics of the web, worker and scheduler processes", 200, "Prometheus text format 0.0.4",
         public=True, answer_type="text/plain"),
@@ -205,4 +208,7 @@ def apply(operation: dict, described: Operation) -> None:
     for status in sorted(errors):
         responses[str(status)] = {"description": ERRORS[status],
                                   "content": {"application/problem+json": {"schema": PROBLEM}}}
+    if described.probe:
+        responses["503"] = {"description": "Not ready: the same report, with the reason in `checks`",
+                            "content": {"application/json": {"schema": {"type": "object"}}}}
     operation["responses"] = responses
