@@ -1,6 +1,7 @@
 """Reconciliation runs: start one (a worker runs it), read one, list them."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from apiflask import APIBlueprint
@@ -12,6 +13,8 @@ from web.auth import allow, authenticated
 from web.inputs import json_object
 from web.problems import HttpProblem
 from web.wallets import rfc3339
+
+log = logging.getLogger(__name__)
 
 blueprint = APIBlueprint("reconciliation", __name__, url_prefix="/api/v1/reconciliations", tag="Reconciliation")
 
@@ -38,7 +41,12 @@ def start():
     reconciliation_id = reconciliation.start(services().uow(), full)
     from actors.reconciliation import reconcile  # the broker is only configured where messages are sent
 
-    reconcile.send(reconciliation_id)
+    try:
+        reconcile.send(reconciliation_id)
+    except Exception as error:  # the broker is unreachable: no run is left queued for ever
+        log.warning("could not send reconciliation %s: %s", reconciliation_id, error)
+        reconciliation.discard(services().uow(), reconciliation_id)
+        raise HttpProblem(503, "temporarily_unavailable", "the queue is unreachable; no run was started, try again")
     return jsonify({"id": reconciliation_id, "status": "queued"}), 202
 
 
