@@ -18,8 +18,11 @@ from typing import Callable, Iterator, Protocol
 from pipeline.errors import FieldError, ValidationFailed
 from pipeline.events import ACTIVITY_STREAM, USER_SHARD_STREAM, user_shard
 
-#: A Redis Stream entry id ("1700000000000-0"), or "0" for the oldest entry still kept.
-_ENTRY_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+#: A Redis Stream entry id ("1700000000000-0"), or "0" for the oldest entry still kept. ASCII
+#: digits only: Python's \d also takes other scripts' digits, which Redis refuses mid-stream.
+_ENTRY_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+#: Each part of an entry id is an unsigned 64-bit integer in Redis.
+_ENTRY_ID_PART_MAX = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ def for_activity(activity_id: str) -> Subscription:
 def parse_last_event_id(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    if not _ENTRY_ID.fullmatch(value):
+    match = _ENTRY_ID.fullmatch(value)
+    if match is None or any(int(part) > _ENTRY_ID_PART_MAX for part in match.groups() if part):
         raise ValidationFailed("Last-Event-ID is not an event id this API sent",
                                [FieldError("Last-Event-ID", "must be a stream id such as 1700000000000-0")])
     return value

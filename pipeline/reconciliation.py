@@ -95,6 +95,13 @@ def start(uow: UnitOfWork, full: bool) -> str:
     return reconciliation_id
 
 
+def discard(uow: UnitOfWork, reconciliation_id: str) -> None:
+    """Forgets a queued run whose message could not be sent: no run waits for ever."""
+    with uow:
+        uow.reconciliations.discard(reconciliation_id)
+        uow.commit()
+
+
 def run(uow: UnitOfWork, reconciliation_id: str, alert: Callable[[dict], None] | None = None) -> dict:
     """Runs the checks of a queued run, stores the result, and alerts on any mismatch."""
     with uow:

@@ -128,6 +128,10 @@ class SqlReconciliations:
             {"id": reconciliation_id, "full": full},
         )
 
+    def discard(self, reconciliation_id: str) -> None:
+        self.connection.execute(text("DELETE FROM reconciliations WHERE id = :id AND status = 'queued'"),
+                                {"id": reconciliation_id})
+
     def claim(self, reconciliation_id: str) -> dict[str, Any] | None:
         # The first statement of the transaction: every check then reads one snapshot.
         self.connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

@@ -110,10 +110,16 @@ def test_bytes_that_are_not_utf8_are_refused_naming_the_line(http, clean_databas
     assert "line 2 is not UTF-8" in response.json["detail"] and stored(clean_database) == (0, 0, 0)
 
 
-def test_a_file_name_postgresql_cannot_store_is_kept_readable_not_a_500(services, http):
+@pytest.mark.parametrize("sent, kept", [("pay\x00outs.csv", "pay\ufffdouts.csv"),
+                                        ("pay\x01outs\u202ecsv.exe", "pay\ufffdouts\ufffdcsv.exe"),
+                                        ("paie-été.csv", "paie-été.csv")])
+def test_a_file_name_is_kept_storable_and_showable_not_a_500(services, http, sent, kept):
     [user] = seed_users(services, 1)
-    response = post_file(http, f"uuid,amount\n{user},1.00\n".encode(), file_name="pay\x00outs.csv")
+    response = post_file(http, f"uuid,amount\n{user},1.00\n".encode(), file_name=sent)
     assert response.status_code == 202
+    stored_name = query(services.engine, "SELECT file_name FROM bulk_activities WHERE id = :a",
+                        a=response.json["activity_id"])[0][0]
+    assert stored_name == kept
 
 
 # --- Case 5: a `file` part without a filename ------------------------------------------------------

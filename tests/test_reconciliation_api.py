@@ -59,3 +59,20 @@ def test_a_user_scoped_key_may_not_start_or_read_reconciliations(client, service
     token = create_api_key(services.uow(), f"user:{funded_user.id}")
     response = client.post("/api/v1/reconciliations", json={}, headers={"Authorization": f"Bearer {token}"})
     assert (response.status_code, response.json["code"]) == (403, "forbidden")
+
+
+def test_a_run_whose_message_cannot_be_sent_is_a_503_and_leaves_no_run_queued(http, engine, monkeypatch):
+    import redis
+
+    from actors.reconciliation import reconcile
+
+    def unreachable(*args, **kwargs):
+        raise redis.ConnectionError("Redis is down")
+
+    monkeypatch.setattr(reconcile, "send", unreachable)
+
+    response = http.post("/api/v1/reconciliations", json={"full": True})
+
+    assert (response.status_code, response.json["code"]) == (503, "temporarily_unavailable")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM reconciliations").scalar_one() == 0

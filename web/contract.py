@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.bulk.status import ROW_STATUSES
+from pipeline.money import AMOUNT_TEXT_LENGTH_MAX
+from pipeline.wallets import REFERENCE_LENGTH_MAX
+from web.inputs import REQUEST_BODY_MAX_BYTES
+
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 SCHEMAS = {
     "Problem": {
@@ -20,18 +25,37 @@ SCHEMAS = {
                 "field": {"type": "string"}, "message": {"type": "string"}}}},
         },
     },
-    "Amount": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["12.50"],
-               "description": "A decimal string in major units, with at most the currency's digits."},
+    "Amount": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "maxLength": AMOUNT_TEXT_LENGTH_MAX,
+               "examples": ["12.50"], "description": "A decimal string in major units, greater than zero, with at"
+                                                     " most the currency's digits after the point."},
     "Currency": {"type": "string", "pattern": "^[A-Z]{3}$", "examples": ["SGD"]},
 }
 AMOUNT = {"$ref": "#/components/schemas/Amount"}
 CURRENCY = {"$ref": "#/components/schemas/Currency"}
 UUID = {"type": "string", "format": "uuid"}
+#: Path parameters that hold a uuid, by the names of the Flask URL rules; anything else is a 422.
+UUID_PATH_PARAMETERS = frozenset({"user_id", "entry_id", "activity_id", "reconciliation_id"})
+#: A user's name and external id (pipeline/users.py), and a movement's reference (pipeline/wallets.py).
+NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+EXTERNAL_ID = {"type": ["string", "null"], "minLength": 1, "maxLength": 200}
+REFERENCE = {"type": ["string", "null"], "minLength": 1, "maxLength": REFERENCE_LENGTH_MAX,
+             "description": "Your own reference; text without NUL characters."}
+#: What pipeline/users.py accepts as an email address.
+EMAIL = {"type": "string", "maxLength": 320, "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+         "examples": ["ana@example.com"]}
 
 #: What each error status means, whatever the operation.
-ERRORS = {400: "Malformed request (problem+json)", 401: "Missing or bad token", 403: "The token's scope forbids it",
-          404: "Not found", 409: "Conflict", 413: "Too large", 422: "Validation failed or refused (problem+json)",
-          503: "A dependency is unavailable"}
+ERRORS = {
+    400: "Malformed request: a missing header, or a body that is not the JSON object expected",
+    401: "Missing or bad token",
+    403: "The token's scope forbids it",
+    404: "Not found",
+    409: "Conflict",
+    413: f"The body is larger than the operation takes: {REQUEST_BODY_MAX_BYTES // 1024} KiB, or"
+         " BULK_CREDIT_MAX_BYTES for a CSV upload",
+    422: "Validation failed or refused, or a query parameter given twice",
+    503: "A dependency is unavailable",
+}
 
 
 def _object(required: tuple[str, ...], **properties) -> dict:
@@ -43,12 +67,18 @@ def _query(name: str, description: str, schema: dict | None = None) -> dict:
             "schema": schema or {"type": "string"}}
 
 
-IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": True, "schema": {"type": "string",
-                   "maxLength": 255}, "description": "Replays with the same body return the first answer."}
+#: Every operation may answer these: a body past its limit, a query parameter given twice (web/inputs.py).
+COMMON_ERRORS = (413, 422)
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": True,
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                   "description": "Replays with the same body return the first answer; missing: 400."}
 LIST_QUERY = (_query("limit", "1..100, default 20", {"type": "integer", "minimum": 1, "maximum": 100}),
               _query("cursor", "Opaque, from next_cursor"))
+CURRENCY_QUERY = {"type": "string", "pattern": "^[A-Z]{3}$"}
+#: A Redis stream id (pipeline/event_feed.py); empty means none.
+EVENT_ID = {"type": "string", "pattern": "^([0-9]{1,20}(-[0-9]{1,20})?)?$"}
 MONEY_BODY = _object(("user_id", "amount", "currency"), user_id=UUID, amount=AMOUNT, currency=CURRENCY,
-                     reference={"type": "string"})
+                     reference=REFERENCE)
 
 
 @dataclass(frozen=True)
@@ -59,18 +89,22 @@ class Operation:
     errors: tuple[int, ...] = ()
     body: dict | None = None
     body_type: str = "application/json"
+    body_required: bool = True
     parameters: tuple[dict, ...] = ()
     public: bool = False  #: needs no token
     answer_type: str = "application/json"
+    #: A probe's 503 is its status report (JSON), not a problem.
+    probe: bool = False
     extra: dict = field(default_factory=dict)
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/healthz"): Operation("Liveness", 200, "The process is alive", public=True),
-    ("GET", "/readyz"): Operation("Readiness: database and Redis reachable", 200, "Ready", (503,), public=True),
+    ("GET", "/readyz"): Operation("Readiness: database and Redis reachable", 200, "Ready", (503,), public=True,
+                                  probe=True),
     ("GET", "/healthz/workers"): Operation(
         "Workers' health: at least one Dramatiq worker process consumed within the heartbeat TTL", 200,
-        "Workers consuming, and how many", (503,), public=True),
+        "Workers consuming, and how many", (503,), public=True, probe=True),
     ("GET", "/metrics"): Operation(
         "Prometheus metrics of the web, worker and scheduler processes", 200, "Prometheus text format 0.0.4",
         public=True, answer_type="text/plain"),
@@ -79,17 +113,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/openapi.json"): Operation("This OpenAPI 3.1 document", 200, "The document", public=True),
     ("POST", "/api/v1/users"): Operation(
         "Create a user", 201, "The user", (400, 401, 403, 409, 422),
-        _object(("name", "email"), name={"type": "string"}, email={"type": "string", "format": "email"},
-                external_id={"type": "string"})),
+        _object(("name", "email"), name=NAME, email=EMAIL, external_id=EXTERNAL_ID)),
     ("GET", "/api/v1/users/{user_id}"): Operation("Read a user", 200, "The user", (401, 403, 404, 422)),
     ("GET", "/api/v1/users/{user_id}/wallets"): Operation(
         "List a user's wallets", 200, "`{data: [{currency, balance, status, updated_at}]}`", (401, 403, 404, 422)),
     ("GET", "/api/v1/users/{user_id}/balance"): Operation(
         "A user's balance in one currency", 200, "`{user_id, currency, balance}`", (401, 403, 404, 422),
-        parameters=(_query("currency", "Default DEFAULT_CURRENCY"),)),
+        parameters=(_query("currency", "Default DEFAULT_CURRENCY", CURRENCY_QUERY),)),
     ("GET", "/api/v1/users/{user_id}/transactions"): Operation(
         "A user's history, newest first", 200, "`{data: [...], next_cursor}`", (401, 403, 404, 422),
-        parameters=(_query("currency", "Only this currency"), *LIST_QUERY)),
+        parameters=(_query("currency", "Only this currency", CURRENCY_QUERY), *LIST_QUERY)),
     ("POST", "/api/v1/wallet/deposit"): Operation(
         "Deposit from the bank account", 201, "The transaction", (400, 401, 403, 404, 409, 422), MONEY_BODY,
         parameters=(IDEMPOTENCY_KEY,)),
@@ -100,7 +133,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Transfer between two users; the sender pays amount + fee", 201, "The transfer",
         (400, 401, 403, 404, 409, 422),
         _object(("from_user_id", "to_user_id", "amount", "currency"), from_user_id=UUID, to_user_id=UUID,
-                amount=AMOUNT, currency=CURRENCY, reference={"type": "string"}), parameters=(IDEMPOTENCY_KEY,)),
+                amount=AMOUNT, currency=CURRENCY, reference=REFERENCE), parameters=(IDEMPOTENCY_KEY,)),
     ("GET", "/api/v1/transactions/{entry_id}"): Operation(
         "A transaction with its ledger postings; a `user:` key sees only its own postings, and 404 for an"
         " entry it has none in", 200,
@@ -115,15 +148,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         parameters=({**IDEMPOTENCY_KEY, "required": False},)),
     ("GET", "/api/v1/wallet/bulk-credit/{activity_id}"): Operation(
         "A bulk-credit activity and its counters", 200, "The activity", (401, 403, 404, 422)),
+    ("GET", "/api/v1/wallet/bulk-credit/{activity_id}/history"): Operation(
+        "Every status change of the activity, and the moment it became final, oldest first", 200,
+        "`{data: [{at, from_status, to_status, final, actor: {type, api_key_id}, reason}], next_cursor}`",
+        (401, 403, 404, 422), parameters=LIST_QUERY),
     ("GET", "/api/v1/wallet/bulk-credit/{activity_id}/rows"): Operation(
         "Row outcomes; `Accept: text/csv` exports them", 200, "`{data: [...], next_cursor}` or a CSV file",
-        (401, 403, 404, 422), parameters=(_query("status", "PENDING, SUCCESS, FAILED or INVALID"), *LIST_QUERY)),
+        (401, 403, 404, 422), parameters=(_query("status", "Only rows of this status",
+                                                 {"type": "string", "enum": list(ROW_STATUSES)}), *LIST_QUERY)),
     ("POST", "/api/v1/wallet/bulk-credit/retry"): Operation(
         "Retry an activity's FAILED rows", 202, "`{activity_id, status, retried_records}`",
         (400, 401, 403, 404, 422), _object(("activity_id",), activity_id=UUID)),
     ("POST", "/api/v1/reconciliations"): Operation(
-        "Start a reconciliation (a worker runs it)", 202, "`{id, status}`", (401, 403, 422),
-        _object((), full={"type": "boolean", "default": False})),
+        "Start a reconciliation (a worker runs it); the body may be left out", 202, "`{id, status}`",
+        (400, 401, 403, 422), _object((), full={"type": "boolean", "default": False}), body_required=False),
     ("GET", "/api/v1/reconciliations/{reconciliation_id}"): Operation(
         "A reconciliation run and its mismatches", 200, "The run", (401, 403, 404, 422)),
     ("GET", "/api/v1/events"): Operation(
@@ -135,14 +173,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         (401, 403, 422, 503),
         parameters=(_query("user_id", "This user's events", UUID),
                     _query("activity_id", "This bulk credit's events", UUID),
-                    _query("last_event_id", "Resume after this stream id (0: the oldest kept)"),
-                    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                    _query("last_event_id", "Resume after this stream id (0: the oldest kept)", EVENT_ID),
+                    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": EVENT_ID,
                      "description": "Resume after this stream id; EventSource sends it when it reconnects."}),
         answer_type="text/event-stream"),
     ("GET", "/api/v1/reconciliations"): Operation(
         "Reconciliation runs, newest first", 200, "`{data: [...], next_cursor}`", (401, 403, 422),
         parameters=LIST_QUERY),
 }
+
+
+def state_path_parameters(operation: dict) -> None:
+    """Gives the uuid path parameters of any operation, described here or not, their format."""
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "path" and parameter["name"] in UUID_PATH_PARAMETERS:
+            parameter["schema"] = dict(UUID)
 
 
 def apply(operation: dict, described: Operation) -> None:
@@ -152,11 +197,18 @@ def apply(operation: dict, described: Operation) -> None:
         operation["security"] = []
     if described.parameters:
         operation["parameters"] = [*operation.get("parameters", []), *described.parameters]
+    errors = set(described.errors) | set(COMMON_ERRORS)
     if described.body is not None:
-        operation["requestBody"] = {"required": True, "content": {described.body_type: {"schema": described.body}}}
+        operation["requestBody"] = {"required": described.body_required,
+                                    "content": {described.body_type: {"schema": described.body}}}
+        if described.body_type == "application/json":
+            errors.add(400)
     schema = {"schema": {"type": "object"}} if described.answer_type == "application/json" else {}
     responses = {str(described.status): {"description": described.answer, "content": {described.answer_type: schema}}}
-    for status in described.errors:
+    for status in sorted(errors):
         responses[str(status)] = {"description": ERRORS[status],
                                   "content": {"application/problem+json": {"schema": PROBLEM}}}
+    if described.probe:
+        responses["503"] = {"description": "Not ready: the same report, with the reason in `checks`",
+                            "content": {"application/json": {"schema": {"type": "object"}}}}
     operation["responses"] = responses

@@ -107,6 +107,7 @@ def complete_spec(spec: dict) -> dict:
     spec.setdefault("paths", {}).setdefault("/openapi.json", {"get": {"tags": ["Operations"]}})
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
+            contract.state_path_parameters(operation)
             described = contract.OPERATIONS.get((method.upper(), path))
             if described is not None:
                 contract.apply(operation, described)

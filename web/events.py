@@ -77,8 +77,10 @@ def _sse(deliveries: Iterator[event_feed.Delivery], gap_after: str | None) -> It
 def events():
     settings = current_app.extensions["wallet"].settings
     subscription = _subscription(settings)
-    after_id = event_feed.parse_last_event_id(
-        request.headers.get("Last-Event-ID", request.args.get("last_event_id")))
+    # Both are checked, so a bad one is refused even when the other (the header, first) is used.
+    from_header, from_query = (event_feed.parse_last_event_id(request.headers.get("Last-Event-ID")),
+                               event_feed.parse_last_event_id(request.args.get("last_event_id")))
+    after_id = from_header or from_query
     reader = _reader()
     try:
         # Resolved now, before the client sees a response: everything published after it has

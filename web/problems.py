@@ -58,7 +58,9 @@ def register(app: Flask) -> None:
     def on_http_exception(error: HTTPException):
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             error.code, (error.name or "error").lower().replace(" ", "_"))
-        return problem_response(problem(error.code or 500, code, error.description or error.name))
+        # The exception's own headers (a 405's Allow, a 401's WWW-Authenticate), not its HTML's Content-Type.
+        headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+        return problem_response(problem(error.code or 500, code, error.description or error.name), headers)
 
     @app.errorhandler(Exception)
     def on_bug(error: Exception):

@@ -1,6 +1,7 @@
 """Reconciliation runs: start one (a worker runs it), read one, list them."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from apiflask import APIBlueprint
@@ -9,8 +10,11 @@ from flask import g, jsonify, request
 from bootstrap import app_services as services
 from pipeline import reconciliation, statements, wallets
 from web.auth import allow, authenticated
+from web.inputs import json_object
 from web.problems import HttpProblem
 from web.wallets import rfc3339
+
+log = logging.getLogger(__name__)
 
 blueprint = APIBlueprint("reconciliation", __name__, url_prefix="/api/v1/reconciliations", tag="Reconciliation")
 
@@ -30,15 +34,19 @@ def render(run: dict) -> dict:
 @authenticated
 def start():
     allow(g.principal.may_operate())
-    body = request.get_json(silent=True) or {}
-    full = body.get("full", False) if isinstance(body, dict) else False
+    full = json_object(required=False).get("full", False)
     if not isinstance(full, bool):
         raise HttpProblem(422, "validation_failed", "full must be true or false",
                           [{"field": "full", "message": "must be a boolean"}])
     reconciliation_id = reconciliation.start(services().uow(), full)
     from actors.reconciliation import reconcile  # the broker is only configured where messages are sent
 
-    reconcile.send(reconciliation_id)
+    try:
+        reconcile.send(reconciliation_id)
+    except Exception as error:  # the broker is unreachable: no run is left queued for ever
+        log.warning("could not send reconciliation %s: %s", reconciliation_id, error)
+        reconciliation.discard(services().uow(), reconciliation_id)
+        raise HttpProblem(503, "temporarily_unavailable", "the queue is unreachable; no run was started, try again")
     return jsonify({"id": reconciliation_id, "status": "queued"}), 202
 
 

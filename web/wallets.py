@@ -14,6 +14,7 @@ from pipeline.money import MINOR_UNITS, Currency, MoneyError, currency, format_a
 from pipeline.errors import FieldError, ValidationFailed
 from pipeline.text import storable
 from web.auth import allow, authenticated
+from web.inputs import json_object
 from web.problems import HttpProblem, problem_response, refusal_body
 
 blueprint = APIBlueprint("wallets", __name__, url_prefix="/api/v1", tag="Users and wallets")
@@ -28,10 +29,8 @@ def money(minor: int, code: str) -> str:
 
 
 def json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise HttpProblem(400, "malformed_request", "the body must be a JSON object")
-    return body
+    """The body as a JSON object; 400 `malformed_request` for anything else (see web/inputs.py)."""
+    return json_object()
 
 
 def render_user(user) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -178,11 +179,11 @@ def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, fi
 
 
 def storable_name(file_name: str | None) -> str | None:
-    """The upload's file name as PostgreSQL can store it: characters it cannot (NUL, a lone
-    surrogate from a name that was not UTF-8) become U+FFFD."""
+    """The upload's file name as PostgreSQL can store it and a page can show it: characters
+    it cannot store (NUL, a lone surrogate from a name that was not UTF-8), control and
+    format characters (a newline, U+202E that reverses the text shown after it) become U+FFFD."""
     if not file_name:
         return None
     name = file_name[:FILE_NAME_LENGTH_MAX]
-    if storable(name):
-        return name
-    return "".join(character if storable(character) else "\ufffd" for character in name)
+    return "".join(character if storable(character) and unicodedata.category(character) not in ("Cc", "Cf")
+                   else "\ufffd" for character in name)
