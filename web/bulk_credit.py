@@ -77,7 +77,8 @@ def upload_file():
         refuse_unsupported_options(form.fields)
         execute_at = parse_execute_at(form.fields.get("execute_at"))
         uploaded = upload(services().uow, chunk_queue(), services().settings, form.file, form.filename, key,
-                          g.principal.api_key_id, execute_at)
+                          g.principal.api_key_id, execute_at, funding_account=form.fields.get("funding_account"),
+                          allow_duplicate_content=form.flag("allow_duplicate_content"))
     finally:
         form.close()
     if uploaded.created:
@@ -91,8 +92,8 @@ def upload_file():
 #: field asked for but not honoured would pay a file the sender meant to check or hold
 #: (`dry_run=true` paid it at once), so it is refused instead (issue 9 builds them).
 #: None: any value, checked where it is read.
-UPLOAD_OPTIONS = {"funding_account": ("default",), "dry_run": ("false",), "execute_at": None,
-                  "allow_duplicate_content": ("false",)}
+UPLOAD_OPTIONS = {"funding_account": None, "dry_run": ("false",), "execute_at": None,
+                  "allow_duplicate_content": None}
 #: How far ahead `execute_at` may be, in days.
 EXECUTE_AT_AHEAD_DAYS_MAX = 366
 

@@ -143,7 +143,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/v1/wallet/bulk-credit"): Operation(
         "Upload a bulk-credit CSV (uuid,amount[,currency][,reference])", 202,
         "`{activity_id, status: accepted, total_records}`; the same file or key again: 200 with the activity",
-        (401, 403, 413, 422), _object(("file",), file={"type": "string", "contentMediaType": "text/csv"}),
+        (401, 403, 413, 422), _object(
+            ("file",), file={"type": "string", "contentMediaType": "text/csv"},
+            funding_account={"type": "string", "default": "default",
+                             "description": "the funding account paying the file; unknown: 422"},
+            allow_duplicate_content={"type": "string", "enum": ["true", "false"], "default": "false",
+                                     "description": "true: the same rows as an earlier file make a new activity"}),
         body_type="multipart/form-data",
         parameters=({**IDEMPOTENCY_KEY, "required": False},)),
     ("GET", "/api/v1/wallet/bulk-credit/{activity_id}"): Operation(

@@ -32,6 +32,9 @@ PARTS_MAX = 16
 #: Also the most the multipart decoder buffers at once (a part's headers, a read).
 FORM_OVERHEAD_BYTES = 1024 * 1024
 
+#: What a true/false form field may say.
+FLAG_VALUES = {"": False, "false": False, "0": False, "true": True, "1": True}
+
 assert READ_BYTES * 4 < FORM_OVERHEAD_BYTES and FIELDS_BYTES_MAX < FORM_OVERHEAD_BYTES
 
 
@@ -42,6 +45,13 @@ class Upload:
     file: BinaryIO | None = None
     filename: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
+
+    def flag(self, name: str) -> bool:
+        """A true/false form field (absent or blank: false); ValidationFailed naming it otherwise."""
+        value = self.fields.get(name, "").strip().lower()
+        if value not in FLAG_VALUES:
+            raise ValidationFailed(f"{name} must be true or false", [FieldError(name, "must be true or false")])
+        return FLAG_VALUES[value]
 
     def close(self) -> None:
         if self.file is not None:

@@ -3,17 +3,18 @@
 How a file flows (see ../shared/API.md, "Bulk credit"):
 
 1. **Upload** (`upload.py`, one database transaction). The bytes are read once, as a
-   stream: hashed (`content_sha256`), counted against `BULK_CREDIT_MAX_BYTES`, decoded
+   stream: hashed (`file_sha256`), counted against `BULK_CREDIT_MAX_BYTES`, decoded
    and parsed by `rows.py`, and written with COPY as they come. A structural error
    (`csv_records.py`: broken quoting, bytes that are not UTF-8, NUL, an oversized cell)
    refuses the whole file and rolls the transaction back. Rows that break a rule
    one line can show (bad uuid, bad amount, ...) are stored INVALID with a code and
    their original cells, so they can be exported, corrected and uploaded again; rules
-   that need the whole file or the database (unknown user, duplicate reference) run
-   afterwards as set-based SQL. Valid rows are numbered into chunks of
-   `BULK_CREDIT_CHUNK_ROWS`, the chunks are recorded, and only after the commit is one
-   message per chunk sent (`ChunkQueue`). The same bytes or the same Idempotency-Key
-   find the existing activity instead.
+   that need the whole file or the database (unknown user, a reference already used in
+   the funding account) run afterwards as set-based SQL. Valid rows are numbered into
+   chunks of `BULK_CREDIT_CHUNK_ROWS`, the chunks are recorded, and only after the commit
+   is one message per chunk sent (`ChunkQueue`). The same rows (`content.py`:
+   `content_sha256`, whatever the bytes) or the same Idempotency-Key find the existing
+   activity instead, unless `allow_duplicate_content`.
 2. **Apply** (`chunks.py`, one database transaction per chunk). Under the chunk's row
    lock, a chunk that is DONE is left alone (a message delivered twice, two workers on
    one chunk); otherwise its PENDING rows are credited with a constant number of

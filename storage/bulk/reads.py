@@ -66,7 +66,7 @@ class ReadSql:
                                   {"api_key_id": api_key_id or 0, "key": key})
 
     def find_by_content(self, content_sha256: str) -> Activity | None:
-        return self._one_activity("content_sha256 = :sha", {"sha": content_sha256})
+        return self._one_activity("content_sha256 = :sha AND NOT allow_duplicate_content", {"sha": content_sha256})
 
     def row_columns(self, activity_id: str) -> list[str] | None:
         """The activity's header columns ([] if stored before they were), or None when there is no such activity."""
