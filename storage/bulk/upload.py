@@ -125,6 +125,8 @@ class UploadSql:
                      "allow_duplicate_content": allow_duplicate_content},
                 )
         except IntegrityError as error:
+            if not isinstance(error.orig, psycopg.errors.UniqueViolation):
+                raise  # a broken CHECK is a bug to see, not another upload of the same key
             raise DuplicateKey(key) from error
         except DBAPIError as error:
             if isinstance(error.orig, psycopg.errors.LockNotAvailable):
