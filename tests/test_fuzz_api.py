@@ -63,6 +63,7 @@ def fuzz_app(settings, services):
     with services.engine.begin() as connection:  # as conftest's clean_database, once for the module
         connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
         connection.exec_driver_sql(f"TRUNCATE {', '.join(all_tables(services.engine))} RESTART IDENTITY CASCADE")
+        connection.exec_driver_sql("INSERT INTO funding_accounts (name) VALUES ('default')")  # as migrated
     app = create_app(dataclasses.replace(settings, events_feed_duration_max_s=FEED_DURATION_S,
                                          events_feed_block_ms=FEED_BLOCK_MS))
     app.extensions["wallet.chunk_queue"] = RecordingQueue()  # chunk messages stay in the test
