@@ -35,6 +35,10 @@ CURRENCY = {"$ref": "#/components/schemas/Currency"}
 UUID = {"type": "string", "format": "uuid"}
 #: Path parameters that hold a uuid, by the names of the Flask URL rules; anything else is a 422.
 UUID_PATH_PARAMETERS = frozenset({"user_id", "entry_id", "activity_id", "reconciliation_id"})
+#: A funding account's name in a path (pipeline/funding.py).
+ACCOUNT_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$", "examples": ["default"]}
+REASON_BODY = {"type": "object", "required": ["reason"], "properties": {
+    "reason": {"type": "string", "minLength": 1, "maxLength": 500, "description": "Why; kept in the history."}}}
 #: A user's name and external id (pipeline/users.py), and a movement's reference (pipeline/wallets.py).
 NAME = {"type": "string", "minLength": 1, "maxLength": 200}
 EXTERNAL_ID = {"type": ["string", "null"], "minLength": 1, "maxLength": 200}
@@ -148,7 +152,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             funding_account={"type": "string", "default": "default",
                              "description": "the funding account paying the file; unknown: 422"},
             allow_duplicate_content={"type": "string", "enum": ["true", "false"], "default": "false",
-                                     "description": "true: the same rows as an earlier file make a new activity"}),
+                                     "description": "true: the same rows as an earlier file make a new activity"},
+            execute_at={"type": "string", "format": "date-time",
+                        "description": "RFC 3339 with its offset, at most 366 days ahead: held in SCHEDULED until"
+                                       " then"},
+            dry_run={"type": "string", "enum": ["false"], "description": "the preview is not built yet: true is a 422"}),
         body_type="multipart/form-data",
         parameters=({**IDEMPOTENCY_KEY, "required": False},)),
     ("GET", "/api/v1/wallet/bulk-credit/{activity_id}"): Operation(
@@ -164,6 +172,25 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/v1/wallet/bulk-credit/retry"): Operation(
         "Retry an activity's FAILED rows", 202, "`{activity_id, status, retried_records}`",
         (400, 401, 403, 404, 422), _object(("activity_id",), activity_id=UUID)),
+    ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/approve"): Operation(
+        "Approve a file awaiting approval (approver or admin, not the uploader's key): its funds are reserved"
+        " and it is released, or scheduled for its execute_at", 202, "The activity",
+        (401, 403, 404, 409, 422), body_required=False),
+    ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/reject"): Operation(
+        "Reject a file awaiting approval (approver or admin): its rows end CANCELLED, nothing moves", 200,
+        "The activity, REJECTED", (400, 401, 403, 404, 409, 422), REASON_BODY),
+    ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/cancel"): Operation(
+        "Cancel the rows not yet credited (operator or admin); their reserved money goes back to the funding"
+        " account", 202, "The activity, CANCELLED", (400, 401, 403, 404, 409, 422, 503), REASON_BODY),
+    ("POST", "/api/v1/funding-accounts/{name}/top-up"): Operation(
+        "Top a funding account up from bank (admin); created on its first top-up", 201, "The transaction",
+        (400, 401, 403, 409, 422), _object(("amount", "currency"), amount=AMOUNT, currency=CURRENCY,
+                                             reference=REFERENCE), parameters=(IDEMPOTENCY_KEY,)),
+    ("GET", "/api/v1/funding-accounts/{name}"): Operation(
+        "A funding account: per currency, `balance` free to reserve and `reserved` for rows not yet paid", 200,
+        "`{name, balances: [{currency, balance, reserved}]}`", (401, 403, 404, 422)),
+    ("GET", "/api/v1/funding-accounts"): Operation(
+        "Funding accounts by name", 200, "`{data: [...], next_cursor}`", (401, 403, 422), parameters=LIST_QUERY),
     ("POST", "/api/v1/reconciliations"): Operation(
         "Start a reconciliation (a worker runs it); the body may be left out", 202, "`{id, status}`",
         (400, 401, 403, 422), _object((), full={"type": "boolean", "default": False}), body_required=False),
@@ -193,6 +220,8 @@ def state_path_parameters(operation: dict) -> None:
     for parameter in operation.get("parameters", []):
         if parameter["in"] == "path" and parameter["name"] in UUID_PATH_PARAMETERS:
             parameter["schema"] = dict(UUID)
+        elif parameter["in"] == "path" and parameter["name"] == "name":
+            parameter["schema"] = dict(ACCOUNT_NAME)
 
 
 def apply(operation: dict, described: Operation) -> None:
