@@ -24,6 +24,7 @@ MESSAGE_LENGTH_MAX = 500
 def credit_isolating(uow, chunk: Chunk, shard: int) -> tuple[int, int]:
     """Credits every PENDING row of `chunk` the database accepts; returns (credited, failed)."""
     credited = failed = tries = 0
+    uow.bulk.create_empty_wallets(chunk)  # once, outside the savepoints (storage/bulk/apply.py says why)
     ranges = [(chunk.first_row_id, chunk.last_row_id)]
     while ranges:
         first, last = ranges.pop()

@@ -100,6 +100,18 @@ ON CONFLICT DO NOTHING
 RETURNING id
 """)
 
+# Isolation creates the chunk's missing wallets empty, once, before its savepoints: wallets
+# made and rolled back in every try would leave dead index entries that each later try's
+# probes walk, as long as the transaction lasts (seconds per statement after hundreds of tries).
+_CREATE_EMPTY_WALLETS = text(f"""
+INSERT INTO wallets (user_id, currency)
+SELECT DISTINCT r.user_id, r.currency FROM bulk_rows r
+ WHERE {PENDING}
+   AND NOT EXISTS (SELECT 1 FROM wallets w WHERE w.user_id = r.user_id AND w.currency = r.currency)
+ ORDER BY 1, 2
+ON CONFLICT DO NOTHING
+""")
+
 _LOCK_USER_WALLETS = text(f"""
 SELECT count(*) FROM (
     SELECT w.id FROM wallets w
@@ -200,6 +212,9 @@ class ChunkSql:
 
     def settle_already_posted(self, chunk: Chunk) -> int:
         return self.connection.execute(_SETTLE_POSTED, self._pending(chunk)).rowcount
+
+    def create_empty_wallets(self, chunk: Chunk) -> int:
+        return self.connection.execute(_CREATE_EMPTY_WALLETS, self._pending(chunk)).rowcount
 
     def pending_row_ids(self, chunk: Chunk, first_row_id: int, last_row_id: int) -> list[int]:
         return self.connection.execute(text(f"SELECT r.id FROM bulk_rows r WHERE {PENDING} ORDER BY r.id"),
