@@ -13,7 +13,7 @@ import click
 from flask.cli import AppGroup
 
 from bootstrap import app_services as services
-from pipeline.bulk import chunks, reads, release
+from pipeline.bulk import chunks, preview, reads, release
 from pipeline.bulk.seeding import seed_and_export
 from pipeline.bulk.ports import Actor
 from pipeline.bulk.status import SETTLED_STATUSES
@@ -90,11 +90,20 @@ def _wait(activity_id: str) -> None:
 @click.argument("file", type=click.File("rb"))
 @click.option("--wait", is_flag=True, help="Show progress until every row is settled.")
 @click.option("--idempotency-key", default=None)
-def upload_command(file, wait, idempotency_key):
+@click.option("--funding-account", default="default", show_default=True, help="The funding account paying the file.")
+@click.option("--dry-run", is_flag=True, help="Check the file as the upload would, store nothing, print the preview.")
+def upload_command(file, wait, idempotency_key, funding_account, dry_run):
     """Uploads a CSV (uuid,amount[,currency][,reference]) and prints its activity."""
     started = time.monotonic()
     try:
-        uploaded = upload(services().uow, queue(), services().settings, file, file.name, idempotency_key)
+        if dry_run:
+            from web.bulk_credit import render_preview
+
+            checked = preview.preview(services().uow, services().settings, file, funding_account=funding_account)
+            click.echo(json.dumps(render_preview(checked), indent=2))
+            return
+        uploaded = upload(services().uow, queue(), services().settings, file, file.name, idempotency_key,
+                          funding_account=funding_account)
     except Rejected as refusal:
         _refused(refusal)
     activity = uploaded.activity

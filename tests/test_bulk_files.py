@@ -325,11 +325,11 @@ def test_a_file_part_without_a_filename_has_the_same_byte_limit(services, http, 
 
 
 @pytest.mark.parametrize("fields, named", [
-    ({"dry_run": "true"}, "dry_run"), ({"execute_at": "2027-12-31T00:00:00Z"}, "execute_at"),
+    ({"dry_run": "maybe"}, "dry_run"), ({"execute_at": "next week"}, "execute_at"),
     ({"funding_account": "other"}, "funding_account"),  # unknown (test_bulk_references.py has the rest)
     ({"dryrun": "true"}, "dryrun"),
 ])
-def test_an_upload_option_this_version_does_not_honour_is_refused_and_pays_nothing(
+def test_an_upload_option_misspelt_or_out_of_range_is_refused_and_pays_nothing(
         services, http, queue, clean_database, fields, named):
     [user] = seed_users(services, 1)
     response = http.post(URL, data={"file": (io.BytesIO(f"uuid,amount\n{user},1.00\n".encode()), "a.csv"), **fields},

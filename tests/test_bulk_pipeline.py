@@ -529,6 +529,7 @@ def test_the_command_line_seeds_users_uploads_their_file_and_shows_its_status(ap
     out = tmp_path / "seed.csv"
 
     seeded = runner.invoke(args=["users", "seed-and-export", "--total", "120", "--amount", "2.50", "--out", str(out)])
+    checked = runner.invoke(args=["bulk-credit", "upload", "--dry-run", str(out)])
     uploaded = runner.invoke(args=["bulk-credit", "upload", str(out)])
     again = runner.invoke(args=["bulk-credit", "upload", str(out)])
 
@@ -536,6 +537,9 @@ def test_the_command_line_seeds_users_uploads_their_file_and_shows_its_status(ap
     lines = out.read_text().splitlines()
     assert lines[0] == "uuid,amount" and len(lines) == 121 and lines[1].endswith(",2.50")
     assert query(services.engine, "SELECT count(*) FROM users")[0][0] == 120
+    # seed-and-export funded the default account with exactly the file's total
+    assert json.loads(checked.stdout)["funding"] == [
+        {"currency": "SGD", "required": "300.00", "available": "300.00", "sufficient": True}]
     assert uploaded.exit_code == 0, uploaded.output
     activity_id = json.loads(uploaded.stdout)["activity_id"]
     assert json.loads(again.stdout)["activity_id"] == activity_id

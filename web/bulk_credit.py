@@ -9,7 +9,7 @@ from apiflask import APIBlueprint
 from flask import Response, current_app, g, jsonify, request, stream_with_context
 
 from bootstrap import app_services as services
-from pipeline.bulk import approval, chunks, reads, release
+from pipeline.bulk import approval, chunks, preview, reads, release
 from pipeline.bulk.ports import Activity, Actor
 from pipeline.bulk.upload import upload
 from pipeline.errors import FieldError, ValidationFailed
@@ -18,7 +18,7 @@ from pipeline.text import storable
 from telemetry.metrics import BULK_ROW_RETRIES, count_rows
 from web.auth import allow, authenticated
 from web.uploads import read_upload
-from web.wallets import json_body, rfc3339
+from web.wallets import json_body, money, rfc3339
 
 #: The longest reason a cancel may give, in characters.
 CANCEL_REASON_LENGTH_MAX = 500
@@ -75,6 +75,11 @@ def upload_file():
         if form.file is None:
             raise ValidationFailed("send the CSV as the multipart form field 'file'", [FieldError("file", "required")])
         refuse_unsupported_options(form.fields)
+        if form.flag("dry_run"):
+            checked = preview.preview(services().uow, services().settings, form.file,
+                                      funding_account=form.fields.get("funding_account"),
+                                      allow_duplicate_content=form.flag("allow_duplicate_content"))
+            return jsonify(render_preview(checked)), 200
         execute_at = parse_execute_at(form.fields.get("execute_at"))
         uploaded = upload(services().uow, chunk_queue(), services().settings, form.file, form.filename, key,
                           g.principal.api_key_id, execute_at, funding_account=form.fields.get("funding_account"),
@@ -88,12 +93,27 @@ def upload_file():
     return jsonify(render_activity(uploaded.activity)), 200
 
 
-#: Upload form fields besides `file` (API.md), and the values this version honours. A
-#: field asked for but not honoured would pay a file the sender meant to check or hold
-#: (`dry_run=true` paid it at once), so it is refused instead (issue 9 builds them).
-#: None: any value, checked where it is read.
-UPLOAD_OPTIONS = {"funding_account": None, "dry_run": ("false",), "execute_at": None,
-                  "allow_duplicate_content": None}
+#: Upload form fields besides `file` (API.md); any other field is refused, so that a
+#: misspelt option never pays a file its sender meant to check or hold. None: any value,
+#: checked where it is read.
+UPLOAD_OPTIONS = {"funding_account": None, "dry_run": None, "execute_at": None, "allow_duplicate_content": None}
+
+
+def render_preview(checked: preview.Preview) -> dict:
+    as_money = lambda minor, code: money(minor, code)  # noqa: E731
+    return {
+        "dry_run": True, "total_records": checked.total_records, "valid_records": checked.valid_records,
+        "invalid_records": checked.invalid_records, "funding_account": checked.funding_account,
+        "totals": [{"currency": t.currency, "rows": t.rows, "amount": as_money(t.amount, t.currency)}
+                   for t in checked.totals],
+        "funding": [{"currency": f.currency, "required": as_money(f.required, f.currency),
+                     "available": as_money(f.available, f.currency), "sufficient": f.sufficient}
+                    for f in checked.funding],
+        "needs_approval": checked.needs_approval, "duplicate_of": checked.duplicate_of,
+        "errors": [{"row_number": n, "error_code": code, "error_message": message}
+                   for n, code, message in checked.errors],
+        "errors_shown_max": preview.PREVIEW_ERRORS_MAX,
+    }
 #: How far ahead `execute_at` may be, in days.
 EXECUTE_AT_AHEAD_DAYS_MAX = 366
 

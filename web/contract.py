@@ -156,7 +156,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             execute_at={"type": "string", "format": "date-time",
                         "description": "RFC 3339 with its offset, at most 366 days ahead: held in SCHEDULED until"
                                        " then"},
-            dry_run={"type": "string", "enum": ["false"], "description": "the preview is not built yet: true is a 422"}),
+            dry_run={"type": "string", "enum": ["true", "false"], "default": "false",
+                     "description": "true: check the file as the upload would and store nothing; answers 200"
+                                    " {dry_run, total_records, valid_records, invalid_records, totals, funding,"
+                                    " needs_approval, duplicate_of, errors (the first 100)}"}),
         body_type="multipart/form-data",
         parameters=({**IDEMPOTENCY_KEY, "required": False},)),
     ("GET", "/api/v1/wallet/bulk-credit/{activity_id}"): Operation(

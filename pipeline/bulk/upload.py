@@ -56,7 +56,7 @@ class Uploaded:
     created: bool
 
 
-class _HashingReader(io.RawIOBase):
+class HashingReader(io.RawIOBase):
     """A binary stream that hashes and counts what passes through, up to `max_bytes`."""
 
     def __init__(self, source: BinaryIO, max_bytes: int, start: int | None):
@@ -81,15 +81,15 @@ class _HashingReader(io.RawIOBase):
             pass
         return self.sha256.hexdigest()
 
-    def rewound(self) -> "_HashingReader | None":
+    def rewound(self) -> "HashingReader | None":
         """A fresh reader from the source's start, or None when the source cannot seek."""
         if self.start is None:
             return None
         self.source.seek(self.start)
-        return _HashingReader(self.source, self.max_bytes, self.start)
+        return HashingReader(self.source, self.max_bytes, self.start)
 
 
-class _Tally:
+class Tally:
     """Counts rows as they stream to COPY, numbers valid ones into chunks, and hashes them."""
 
     def __init__(self, chunk_rows: int, max_rows: int, digest: RowsDigest):
@@ -125,8 +125,8 @@ def upload(uow_factory: Callable, queue: ChunkQueue, settings: Settings, source:
     IdempotencyKeyInProgress (the same key or file still being uploaded).
     """
     funding_account = checked_funding_account(funding_account)
-    start = _start_of(source)
-    reader = _HashingReader(source, settings.bulk_credit_max_bytes, start)
+    start = start_of(source)
+    reader = HashingReader(source, settings.bulk_credit_max_bytes, start)
     file_sha256 = None if start is None else _hash_ahead(source, start, settings.bulk_credit_max_bytes)
     with uow_factory() as uow:
         if not uow.funding.account_exists(funding_account):
@@ -164,7 +164,7 @@ def checked_funding_account(name: str | None) -> str:
     return parse_account_name((name or "").strip() or DEFAULT_ACCOUNT)
 
 
-def _start_of(source: BinaryIO) -> int | None:
+def start_of(source: BinaryIO) -> int | None:
     """Where a seekable source (an upload spooled to disk, a file) starts; None otherwise."""
     try:
         return source.tell() if source.seekable() else None
@@ -185,7 +185,7 @@ def _hash_ahead(source: BinaryIO, start: int, max_bytes: int) -> str:
     return digest.hexdigest()
 
 
-def _replay(uow_factory: Callable, settings: Settings, existing: Activity, reader: _HashingReader | None,
+def _replay(uow_factory: Callable, settings: Settings, existing: Activity, reader: HashingReader | None,
             file_sha256: str | None, funding_account: str) -> Uploaded:
     """The activity an Idempotency-Key names, when this request is the same one: the same
     funding account and the same bytes, or else the same rows (parsed from `reader`, at the
@@ -213,11 +213,11 @@ def checker(settings: Settings, header) -> RowChecker:
                       settings.bulk_credit_max_amount)
 
 
-def _store(uow, settings: Settings, reader: _HashingReader, activity_id: str, file_name, key, api_key_id,
+def _store(uow, settings: Settings, reader: HashingReader, activity_id: str, file_name, key, api_key_id,
            execute_at: datetime | None, funding_account: str, allow_duplicate_content: bool) -> list[int]:
     text = text_of(io.BufferedReader(reader, buffer_size=READ_BYTES))
     rows = read_rows(text, lambda header: checker(settings, header))
-    tally = _Tally(settings.bulk_credit_chunk_rows, settings.bulk_credit_max_rows, RowsDigest(rows.columns))
+    tally = Tally(settings.bulk_credit_chunk_rows, settings.bulk_credit_max_rows, RowsDigest(rows.columns))
     with uow:
         uow.bulk.add_activity(activity_id, api_key_id, key, storable_name(file_name), rows.columns,
                               funding_account=funding_account, allow_duplicate_content=allow_duplicate_content)

@@ -10,11 +10,12 @@ from sqlalchemy import Connection
 from storage.bulk.apply import ChunkSql
 from storage.bulk.outcomes import OutcomeSql
 from storage.bulk.reads import ReadSql
+from storage.bulk.preview import PreviewSql
 from storage.bulk.recovery import RecoverySql
 from storage.bulk.release import ReleaseSql
 from storage.bulk.upload import UploadSql
 
 
-class SqlBulkCredits(UploadSql, ChunkSql, OutcomeSql, ReadSql, RecoverySql, ReleaseSql):
+class SqlBulkCredits(UploadSql, ChunkSql, OutcomeSql, ReadSql, RecoverySql, ReleaseSql, PreviewSql):
     def __init__(self, connection: Connection):
         self.connection = connection
