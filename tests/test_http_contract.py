@@ -694,3 +694,19 @@ def test_no_json_body_whatever_its_shape_makes_a_money_endpoint_answer_500(admin
     response = admin.post(path, body)
     assert response.status_code < 500, (body, response.get_json())
     assert response.mimetype in ("application/json", "application/problem+json")
+
+
+def test_a_read_that_meets_a_lost_database_connection_is_a_503_with_retry_after(admin, monkeypatch):
+    from pipeline import statements
+    from pipeline.errors import TransientFault
+
+    user = admin.user()["id"]
+
+    def lost(*args, **kwargs):
+        raise TransientFault("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(statements, "wallets_of", lost)
+    response = admin.get(f"/api/v1/users/{user}/wallets")
+
+    assert_problem(response, 503, "temporarily_unavailable")
+    assert response.headers["Retry-After"] == "1"

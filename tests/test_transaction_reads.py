@@ -122,8 +122,9 @@ def test_each_party_of_a_transfer_sees_only_its_own_posting_and_an_admin_sees_bo
         (alice_wallet, "-0.01", "9.99")]
     assert [(p["wallet_id"], p["amount"], p["balance_after"]) for p in seen[bob]["postings"]] == [
         (bob_wallet, "0.01", "50.01")]
-    assert "50.01" not in json.dumps(seen[alice])
-    assert "9.99" not in json.dumps(seen[bob])
+    # As JSON strings, amounts are quoted: a timestamp such as 07:17:59.997 never matches them.
+    assert '"50.01"' not in json.dumps(seen[alice])
+    assert '"9.99"' not in json.dumps(seen[bob])
     assert seen[alice]["postings_total"] == seen[bob]["postings_total"] == 1
     assert {(p["wallet_id"], p["balance_after"]) for p in admin["postings"]} == {
         (alice_wallet, "9.99"), (bob_wallet, "50.01")}
@@ -172,7 +173,7 @@ def test_a_users_history_lists_only_its_own_postings_with_its_own_balances(servi
         "debit", "9.99", bob)
     assert (bob_item["direction"], bob_item["balance_after"], bob_item["counterparty_user_id"]) == (
         "credit", "50.01", alice)
-    assert "50.01" not in json.dumps(history[alice]) and "9.99" not in json.dumps(history[bob])
+    assert '"50.01"' not in json.dumps(history[alice]) and '"9.99"' not in json.dumps(history[bob])
     assert client.get(f"/api/v1/users/{bob}/transactions", headers=bearer(tokens[alice])).status_code == 403
 
 

@@ -6,7 +6,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from pipeline.errors import Rejected
+from pipeline.errors import Rejected, TransientFault
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,14 @@ def register(app: Flask) -> None:
     @app.errorhandler(Rejected)
     def on_refusal(refusal: Rejected):
         return problem_response(refusal_body(refusal))
+
+    @app.errorhandler(TransientFault)
+    def on_transient_fault(fault: TransientFault):
+        # A read that met a restarting database or a lost connection: the same request
+        # is likely to work in a moment (writes retry inside their use case first).
+        log.warning("transient fault: %s", fault)
+        return problem_response(problem(503, "temporarily_unavailable", "the database is busy or restarting; try"
+                                                                        " again shortly"), {"Retry-After": "1"})
 
     @app.errorhandler(HttpProblem)
     def on_http_problem(error: HttpProblem):
