@@ -133,7 +133,8 @@ def test_a_scheduled_file_waits_for_its_execute_at_and_the_scheduler_releases_it
     assert balances(engine) == {user: 100}
 
 
-@pytest.mark.parametrize("execute_at", ["tomorrow", "2026-12-01T09:00:00", "2999-01-01T00:00:00Z"])
+@pytest.mark.parametrize("execute_at", ["tomorrow", "2026-12-01T09:00:00", "2999-01-01T00:00:00Z",
+                                        "2020-01-01T00:00:00Z"])
 def test_a_bad_execute_at_is_a_422_and_stores_nothing(app, services, queue, clean_database, execute_at):
     [user] = seed_users(services, 1)
     operator = client_for(app, services, queue, "operator", approval="none")
@@ -146,6 +147,7 @@ def test_a_bad_execute_at_is_a_422_and_stores_nothing(app, services, queue, clea
     (("approve", "reject"), {"approve", "reject"}),
     (("reject", "cancel"), {"reject", "cancel"}),
     (("approve", "approve"), {"approve"}),
+    (("cancel", "cancel"), {"cancel"}),
 ])
 def test_approve_reject_and_cancel_raced_from_separate_processes_let_exactly_one_decide(
         services, keys, engine, actions, deciders):

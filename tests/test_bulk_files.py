@@ -346,3 +346,16 @@ def test_the_default_values_of_upload_options_are_accepted(services, http, queue
     response = http.post(URL, data={"file": (io.BytesIO(f"uuid,amount\n{user},1.00\n".encode()), "a.csv"), **fields},
                          content_type="multipart/form-data")
     assert response.status_code == 202
+
+
+def test_an_option_sent_twice_or_in_the_query_is_refused_and_pays_nothing(services, http, queue, clean_database):
+    [user] = seed_users(services, 1)
+    content = f"uuid,amount\n{user},1.00\n".encode()
+    twice = http.post(URL, data={"file": (io.BytesIO(content), "a.csv"), "dry_run": ["false", "true"]},
+                      content_type="multipart/form-data")
+    in_query = http.post(f"{URL}?dry_run=true", data={"file": (io.BytesIO(content), "a.csv")},
+                         content_type="multipart/form-data")
+
+    assert (twice.status_code, [e["field"] for e in twice.json["errors"]]) == (422, ["dry_run"])
+    assert (in_query.status_code, [e["field"] for e in in_query.json["errors"]]) == (422, ["dry_run"])
+    assert stored(clean_database) == (0, 0, 0) and queue.take() == []

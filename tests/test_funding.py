@@ -203,3 +203,19 @@ def test_cancelling_in_the_middle_of_a_run_with_real_workers_leaves_the_ledger_e
     assert account_balance(engine) == 2_000_000 - paid * 100 and reserved(engine, activity_id) == 0
     assert reconcile_full(services)["status"] == "clean"
     assert_ledger_invariants(engine)
+
+
+def test_files_no_top_up_can_release_never_hold_back_another_accounts_file(services, engine, queue, clean_database,
+                                                                          monkeypatch):
+    monkeypatch.setattr(release, "AWAITING_PER_SWEEP_MAX", 2)
+    users = seed_users(services, 4, funding_minor=0)
+    fund(services, "SGD", 1, account="starved")
+    waiting = [upload(services.uow, queue, services.settings, csv_of([f"{user},1.00"]),
+                      funding_account="starved").activity.id for user in users[:3]]
+    late = upload(services.uow, queue, services.settings, csv_of([f"{users[3]},1.00"])).activity.id
+    fund(services, "SGD", 100)
+
+    released = sum(release.release_funded(services.uow, queue, services.settings) for _ in range(3))
+
+    assert released == 1 and status_of(engine, late) == "UPLOADED"
+    assert {status_of(engine, activity_id) for activity_id in waiting} == {"AWAITING_FUNDS"}

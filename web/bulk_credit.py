@@ -70,17 +70,20 @@ def upload_file():
         raise ValidationFailed("Idempotency-Key is not valid", [FieldError("Idempotency-Key", "no NUL character")])
     # The part named `file` is the file with or without a filename (curl -F 'file=<x.csv' sends
     # none); it is spooled to disk past 500 KB, so memory stays flat, and read as a stream.
+    if request.args:  # options are form fields: `?dry_run=true` must not pay the file
+        raise ValidationFailed("the upload takes its options as form fields, not in the query", [
+            FieldError(name, "send it as a multipart form field") for name in sorted(request.args)])
     form = read_upload(request, "file", services().settings.bulk_credit_max_bytes)
     try:
         if form.file is None:
             raise ValidationFailed("send the CSV as the multipart form field 'file'", [FieldError("file", "required")])
         refuse_unsupported_options(form.fields)
+        execute_at = parse_execute_at(form.fields.get("execute_at"))  # checked by a preview too
         if form.flag("dry_run"):
             checked = preview.preview(services().uow, services().settings, form.file,
                                       funding_account=form.fields.get("funding_account"),
                                       allow_duplicate_content=form.flag("allow_duplicate_content"))
             return jsonify(render_preview(checked)), 200
-        execute_at = parse_execute_at(form.fields.get("execute_at"))
         uploaded = upload(services().uow, chunk_queue(), services().settings, form.file, form.filename, key,
                           g.principal.api_key_id, execute_at, funding_account=form.fields.get("funding_account"),
                           allow_duplicate_content=form.flag("allow_duplicate_content"))
@@ -116,11 +119,13 @@ def render_preview(checked: preview.Preview) -> dict:
     }
 #: How far ahead `execute_at` may be, in days.
 EXECUTE_AT_AHEAD_DAYS_MAX = 366
+#: How far in the past `execute_at` may be, in seconds: clock skew, never a year typo that pays at once.
+EXECUTE_AT_PAST_S_MAX = 300
 
 
 def parse_execute_at(raw: str | None) -> datetime | None:
-    """`execute_at` as RFC 3339 with a UTC offset, at most EXECUTE_AT_AHEAD_DAYS_MAX ahead;
-    a moment already past releases the file at once. Raises ValidationFailed."""
+    """`execute_at` as RFC 3339 with a UTC offset, at most EXECUTE_AT_AHEAD_DAYS_MAX ahead and
+    EXECUTE_AT_PAST_S_MAX ago (a moment just past releases the file at once). Raises ValidationFailed."""
     if raw is None or not raw.strip():
         return None
     try:
@@ -130,9 +135,13 @@ def parse_execute_at(raw: str | None) -> datetime | None:
     if moment is None or moment.tzinfo is None:
         raise ValidationFailed("execute_at is not valid", [FieldError(
             "execute_at", "an RFC 3339 time with its offset, such as 2026-12-01T09:00:00Z")])
-    if moment > datetime.now(timezone.utc) + timedelta(days=EXECUTE_AT_AHEAD_DAYS_MAX):
+    now = datetime.now(timezone.utc)
+    if moment > now + timedelta(days=EXECUTE_AT_AHEAD_DAYS_MAX):
         raise ValidationFailed("execute_at is too far ahead", [FieldError(
             "execute_at", f"at most {EXECUTE_AT_AHEAD_DAYS_MAX} days ahead")])
+    if moment < now - timedelta(seconds=EXECUTE_AT_PAST_S_MAX):
+        raise ValidationFailed("execute_at is in the past", [FieldError(
+            "execute_at", f"at most {EXECUTE_AT_PAST_S_MAX} s ago; leave it out to pay now")])
     return moment.astimezone(timezone.utc)
 
 

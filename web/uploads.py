@@ -111,7 +111,10 @@ class _PartReader:
             self._write(event.data)
             if not event.more_data and self.field_name is not None:
                 value = b"".join(self.field_data).decode("utf-8", "replace")
-                self.upload.fields.setdefault(self.field_name, value)
+                if self.field_name in self.upload.fields:  # which one was meant? never guess
+                    raise ValidationFailed(f"the form field '{self.field_name}' is sent twice",
+                                           [FieldError(self.field_name, "send it once")])
+                self.upload.fields[self.field_name] = value
 
     def _start(self, part: Field | File) -> None:
         self.field_name, self.field_data = None, []

@@ -88,6 +88,7 @@ def release(uow, settings: Settings, activity_id: str, actor: Actor, gate: str |
         settle(uow, activity_id, actor, status=UPLOADED, by=OPERATOR if gate == APPROVAL else SYSTEM,
                reason="approved" if gate == APPROVAL else "execute_at reached")
     if shortfalls:
+        uow.bulk.note_release_tried(activity_id)
         if uow.bulk.activity(activity_id).status != AWAITING_FUNDS:
             settle(uow, activity_id, actor, status=AWAITING_FUNDS, by=SYSTEM, reason=_describe(shortfalls))
         return Released(AWAITING_FUNDS, [], shortfalls)
@@ -179,9 +180,12 @@ def cancel(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
     def finish() -> Activity:
         uow = uow_factory()
         with uow:
+            uow.bulk.serialize_cancels(activity_id)
             uow.bulk.lock_chunks(activity_id)
             activity = uow.bulk.activity(activity_id)
             counts = uow.bulk.cancellable_rows(activity_id)
+            if activity.status == CANCELLED or not counts:  # a cancel at the same moment did it
+                raise InvalidState(f"activity {activity_id} is {activity.status} with no row left to cancel")
             shards = activity.reservation_shards or 1
             returned = uow.bulk.cancel_rows(activity_id, shards, reason)
             uow.bulk.end_chunks(activity_id)

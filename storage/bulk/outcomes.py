@@ -53,7 +53,7 @@ WITH saved AS (
        SET status = :status, successful_records = :successful, failed_records = :failed,
            pending_records = :pending, cancelled_records = :cancelled, next_retry_at = :next_retry_at,
            completed_at = CASE WHEN :final THEN coalesce(completed_at, now()) END,
-           started_at = CASE WHEN :status NOT IN ('UPLOADED', 'AWAITING_FUNDS', 'CANCELLED')
+           started_at = CASE WHEN :status IN ('PROCESSING', 'COMPLETED', 'PARTIALLY_COMPLETED', 'FAILED')
                              THEN coalesce(started_at, now()) ELSE started_at END,
            failed_chunks = CASE WHEN :reset_chunks THEN 0 ELSE failed_chunks END + :failed_chunks,
            last_chunk_error = CASE WHEN :reset_chunks THEN NULL

@@ -26,9 +26,10 @@ SELECT id::text FROM bulk_activities
  ORDER BY execute_at LIMIT :limit
 """)
 
+# The longest untried first, so that files no top-up can release never hold the others back.
 _AWAITING_FUNDS = text("""
 SELECT id::text FROM bulk_activities WHERE status = 'AWAITING_FUNDS' AND cancel_requested_at IS NULL
- ORDER BY created_at LIMIT :limit
+ ORDER BY release_tried_at NULLS FIRST, created_at LIMIT :limit
 """)
 
 # Every chunk of the activity still to run, locked in id order (as chunk transactions lock
@@ -82,6 +83,15 @@ class ReleaseSql:
 
     def awaiting_funds(self, limit: int) -> list[str]:
         return self.connection.execute(_AWAITING_FUNDS, {"limit": limit}).scalars().all()
+
+    def note_release_tried(self, activity_id: str) -> None:
+        self.connection.execute(text("UPDATE bulk_activities SET release_tried_at = now() WHERE id = :id"),
+                                {"id": activity_id})
+
+    def serialize_cancels(self, activity_id: str) -> None:
+        """Two cancels of one activity take turns (an activity not yet released has no chunk
+        rows to lock): a transaction-scoped advisory lock on its id."""
+        self.connection.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 9))"), {"id": activity_id})
 
     def request_cancel(self, activity_id: str, reason: str) -> None:
         self.connection.execute(text(

@@ -62,6 +62,8 @@ ALTER TABLE bulk_activities
     -- Set by the first step of a cancel: from then on no chunk starts and nothing is released.
     ADD COLUMN cancel_requested_at timestamptz,
     ADD COLUMN cancel_reason text CHECK (length(cancel_reason) <= 500),
+    -- When a release last found the funding account short: the sweep tries the longest untried first.
+    ADD COLUMN release_tried_at timestamptz,
     DROP CONSTRAINT bulk_activities_status_check,
     ADD CONSTRAINT bulk_activities_status_check CHECK (status IN (
         'UPLOADED', 'AWAITING_APPROVAL', 'SCHEDULED', 'AWAITING_FUNDS', 'PROCESSING', 'COMPLETED',
@@ -80,7 +82,8 @@ ALTER TABLE bulk_activities
     ADD CONSTRAINT bulk_activities_final_is_settled CHECK ((completed_at IS NOT NULL) = (
         status IN ('COMPLETED', 'PARTIALLY_COMPLETED', 'FAILED', 'CANCELLED', 'REJECTED')
         AND pending_records = 0 AND next_retry_at IS NULL)) NOT VALID;
-CREATE INDEX bulk_activities_awaiting_funds ON bulk_activities (created_at) WHERE status = 'AWAITING_FUNDS';
+CREATE INDEX bulk_activities_awaiting_funds ON bulk_activities (release_tried_at NULLS FIRST, created_at)
+    WHERE status = 'AWAITING_FUNDS';
 CREATE INDEX bulk_activities_scheduled ON bulk_activities (execute_at) WHERE status = 'SCHEDULED';
 
 ALTER TABLE api_keys
