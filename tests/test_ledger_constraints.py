@@ -388,3 +388,16 @@ def test_an_overdraft_that_python_refuses_is_refused_by_postgresql_as_well(servi
             uow.commit()
     assert sqlstate_of(rejected) is psycopg.errors.CheckViolation
     assert count(services.engine, "postings") == 4
+
+
+def test_a_system_shard_is_found_by_index_with_any_parameters(engine):
+    """The transfer path looks bank and fees shards up with parameters, through a generic plan;
+    a partial index would not serve it and every transfer would scan every wallet."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        connection.exec_driver_sql(
+            "PREPARE shard_lookup(text, smallint, char(3)) AS SELECT id FROM wallets w"
+            " WHERE w.system_name = $1 AND w.shard = $2 AND w.currency = $3")
+        plan = "\n".join(connection.exec_driver_sql("EXPLAIN EXECUTE shard_lookup('bank', 1, 'SGD')").scalars())
+        connection.exec_driver_sql("DEALLOCATE shard_lookup")
+    assert "wallets_one_per_system_shard" in plan and "Seq Scan" not in plan, plan
