@@ -87,7 +87,9 @@
     const source = new EventSource(root.dataset.eventsUrl);
     // The rows table is read again each time every row has an outcome (and once more when
     // final): a FAILED row waiting for its automatic retry shows its code meanwhile.
-    let settled = false;
+    // A page rendered with every row settled already shows their outcomes: read it again only
+    // when that changes, or a table being read (by a person or a test) is replaced under them.
+    let settled = counter("pending_records") === 0;
     source.addEventListener("progress", (message) => {
       const activity = JSON.parse(message.data);
       show(root, activity, points);
