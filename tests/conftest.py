@@ -131,6 +131,34 @@ def workers(tmp_path, settings):
         worker.stop()
 
 
+class RecordingQueue:
+    """A chunk queue that records what is sent; tests apply the chunks themselves."""
+
+    def __init__(self):
+        self.sent: list[int] = []
+
+    def send(self, chunk_ids):
+        self.sent.extend(chunk_ids)
+
+    def take(self) -> list[int]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+@pytest.fixture
+def queue() -> RecordingQueue:
+    return RecordingQueue()
+
+
+@pytest.fixture
+def queued_http(app, admin_token, queue):
+    """The app's test client, signed in as admin, sending chunk messages to `queue`."""
+    app.extensions["wallet.chunk_queue"] = queue
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {admin_token}"
+    return client
+
+
 @pytest.fixture
 def http(app, admin_token):
     """The app's test client, signed in as admin."""

@@ -22,11 +22,6 @@ from tests.test_funding import account_balance, reserved
 URL = "/api/v1/wallet/bulk-credit"
 
 
-@pytest.fixture
-def queue():
-    return RecordingQueue()
-
-
 def client_for(app, services, queue, scope: str, approval: str = "always"):
     """A test client signed in with a new key of `scope`, on an app that needs `approval`."""
     configured = copy.copy(services)  # the same engine, another approval rule

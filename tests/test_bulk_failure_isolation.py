@@ -26,11 +26,6 @@ OPERATOR = Actor("command_line")
 
 
 @pytest.fixture
-def queue():
-    return RecordingQueue()
-
-
-@pytest.fixture
 def users(services, clean_database):
     return seed_users(services, 4)
 
@@ -108,31 +103,43 @@ def test_rows_of_one_wallet_fail_from_the_first_that_would_pass_the_limit(servic
 
 
 @pytest.fixture
-def refused_row(engine):
-    """Makes PostgreSQL refuse the posting of one bulk row, as an unforeseen constraint would."""
-    def refuse(row_id: int) -> None:
+def staged_fault(engine):
+    """Stages a fault PostgreSQL raises: `stage(table, event, condition, message)` adds a
+    trigger on `table` that raises `message` (a check violation) when `condition` holds;
+    `staged_fault.repair()` removes it, as the fixture does after the test."""
+    staged: list[str] = []
+
+    def stage(table: str, event: str, condition: str, message: str) -> None:
+        name = f"test_fault_{len(staged)}"
         with engine.begin() as connection:
             connection.execute(text(
-                "CREATE FUNCTION test_refuse_row() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation'; END$$"))
-            connection.execute(text(
-                f"CREATE TRIGGER test_refuse_row BEFORE INSERT ON postings FOR EACH ROW"
-                f" WHEN (NEW.bulk_row_id = {int(row_id)}) EXECUTE FUNCTION test_refuse_row()"))
+                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS"
+                f" $$BEGIN RAISE EXCEPTION '{message}' USING ERRCODE = 'check_violation'; END$$"))
+            connection.execute(text(f"CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW"
+                                    f" WHEN ({condition}) EXECUTE FUNCTION {name}()"))
+        staged.append(f"{name}:{table}")
 
-    yield refuse
-    with engine.begin() as connection:
-        connection.execute(text("DROP TRIGGER IF EXISTS test_refuse_row ON postings"))
-        connection.execute(text("DROP FUNCTION IF EXISTS test_refuse_row()"))
+    def repair() -> None:
+        with engine.begin() as connection:
+            while staged:
+                name, table = staged.pop().split(":")
+                connection.execute(text(f"DROP TRIGGER IF EXISTS {name} ON {table}"))
+                connection.execute(text(f"DROP FUNCTION IF EXISTS {name}()"))
+
+    stage.repair = repair
+    yield stage
+    repair()
 
 
 def test_a_row_the_database_refuses_for_an_unforeseen_reason_fails_alone_with_cannot_apply(
-        services, engine, queue, clean_database, refused_row):
+        services, engine, queue, clean_database, staged_fault):
     payees = seed_users(services, 300)
     activity_id = upload(services.uow, queue, services.settings,
                          csv_of([f"{user},1.00" for user in payees])).activity.id
     bad_user = payees[137]
-    refused_row(query(engine, "SELECT id FROM bulk_rows WHERE activity_id = :a AND user_id = :u",
-                      a=activity_id, u=bad_user)[0][0])
+    row_id = query(engine, "SELECT id FROM bulk_rows WHERE activity_id = :a AND user_id = :u",
+                   a=activity_id, u=bad_user)[0][0]
+    staged_fault("postings", "INSERT", f"NEW.bulk_row_id = {int(row_id)}", "refused by the test")
 
     [applied] = apply_all(services, services.settings, queue.take())
 
@@ -148,34 +155,13 @@ def test_a_row_the_database_refuses_for_an_unforeseen_reason_fails_alone_with_ca
     assert_ledger_invariants(engine)
 
 
-@pytest.fixture
-def failing_chunk_finish(engine):
-    """Makes every attempt to mark one chunk DONE fail, as a bug outside the rows would."""
-    def fail(chunk_id: int) -> None:
-        with engine.begin() as connection:
-            connection.execute(text(
-                "CREATE FUNCTION test_fail_chunk() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$BEGIN RAISE EXCEPTION 'chunk bug staged by the test'; END$$"))
-            connection.execute(text(
-                f"CREATE TRIGGER test_fail_chunk BEFORE UPDATE ON bulk_chunks FOR EACH ROW"
-                f" WHEN (NEW.id = {int(chunk_id)} AND NEW.state = 'DONE') EXECUTE FUNCTION test_fail_chunk()"))
-
-    def repair() -> None:
-        with engine.begin() as connection:
-            connection.execute(text("DROP TRIGGER IF EXISTS test_fail_chunk ON bulk_chunks"))
-            connection.execute(text("DROP FUNCTION IF EXISTS test_fail_chunk()"))
-
-    fail.repair = repair
-    yield fail
-    repair()
-
-
 def test_a_chunk_that_keeps_failing_is_given_up_after_its_error_limit_and_an_operator_retry_credits_it(
-        services, engine, queue, users, failing_chunk_finish):
+        services, engine, queue, users, staged_fault):
     settings = dataclasses.replace(services.settings, bulk_credit_chunk_rows=2)
     activity_id = upload(services.uow, queue, settings, csv_of([f"{user},1.00" for user in users])).activity.id
     first, second = queue.take()
-    failing_chunk_finish(second)
+    staged_fault("bulk_chunks", "UPDATE", f"NEW.id = {int(second)} AND NEW.state = 'DONE'",
+                 "chunk bug staged by the test")
     apply_all(services, settings, [first])
 
     for _ in range(chunks.CHUNK_ERRORS_MAX - 1):
@@ -191,7 +177,7 @@ def test_a_chunk_that_keeps_failing_is_given_up_after_its_error_limit_and_an_ope
     assert f"failed {chunks.CHUNK_ERRORS_MAX} times" in error and "chunk bug staged by the test" in error
     assert chunks.apply_chunk(services.uow, settings, second).skipped  # never tried again by itself
 
-    failing_chunk_finish.repair()
+    staged_fault.repair()
     chunks.retry_failed_rows(services.uow, queue, settings, activity_id, OPERATOR)
     apply_all(services, settings, queue.take())
 
@@ -238,12 +224,13 @@ def test_a_chunk_begun_more_than_its_maximum_without_finishing_is_given_up_and_a
 
 
 def test_past_the_isolation_limit_rows_not_tried_fail_as_chunk_failed_never_as_refused(
-        services, engine, queue, clean_database, refused_amount, monkeypatch):
+        services, engine, queue, clean_database, staged_fault, monkeypatch):
     monkeypatch.setattr(isolation, "ISOLATION_TRIES_MAX", 256)  # a third of the rows are refused: far past it
     payees = seed_users(services, 600)
     lines = [f"{user},{'42.42' if n % 3 == 0 else '1.00'}" for n, user in enumerate(payees)]
     activity_id = upload(services.uow, queue, services.settings, csv_of(lines)).activity.id
-    refused_amount(4242)
+    staged_fault("postings", "INSERT", "NEW.bulk_row_id IS NOT NULL AND NEW.amount = 4242",
+                 "amount refused by the test")
 
     apply_all(services, services.settings, queue.take())
 
@@ -257,25 +244,6 @@ def test_past_the_isolation_limit_rows_not_tried_fail_as_chunk_failed_never_as_r
     not_tried = query(engine, "SELECT DISTINCT error_message FROM bulk_rows WHERE error_code = 'chunk_failed'")
     assert all("not tried" in message for message, in not_tried)
     assert_ledger_invariants(engine)
-
-
-@pytest.fixture
-def refused_amount(engine):
-    """Makes PostgreSQL refuse every bulk posting of one amount."""
-    def refuse(amount_minor: int) -> None:
-        with engine.begin() as connection:
-            connection.execute(text(
-                "CREATE FUNCTION test_refuse_amount() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$BEGIN RAISE EXCEPTION 'amount refused by the test' USING ERRCODE = 'check_violation'; END$$"))
-            connection.execute(text(
-                f"CREATE TRIGGER test_refuse_amount BEFORE INSERT ON postings FOR EACH ROW"
-                f" WHEN (NEW.bulk_row_id IS NOT NULL AND NEW.amount = {int(amount_minor)})"
-                f" EXECUTE FUNCTION test_refuse_amount()"))
-
-    yield refuse
-    with engine.begin() as connection:
-        connection.execute(text("DROP TRIGGER IF EXISTS test_refuse_amount ON postings"))
-        connection.execute(text("DROP FUNCTION IF EXISTS test_refuse_amount()"))
 
 
 def test_the_scheduler_retries_what_the_worker_left_due_whatever_its_own_attempt_limit(

@@ -26,16 +26,8 @@ START_S = 30
 
 
 @pytest.fixture
-def queue():
-    return RecordingQueue()
-
-
-@pytest.fixture
-def http(app, admin_token, queue):
-    app.extensions["wallet.chunk_queue"] = queue
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {admin_token}"
-    return client
+def http(queued_http):
+    return queued_http
 
 
 def post_file(http, content: bytes, file_name: str | None = "credits.csv"):

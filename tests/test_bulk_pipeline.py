@@ -22,31 +22,15 @@ from pipeline.errors import IdempotencyKeyReused, NotFound, NotRetryable, Transi
 from pipeline.money import MINOR_UNITS, Currency
 from pipeline.users import create_api_key
 from pipeline.wallets import MoneyRequest
-from tests.conftest import assert_ledger_invariants
+from tests.conftest import RecordingQueue, assert_ledger_invariants  # noqa: F401 (imported from here too)
 
 CHUNK_ROWS = 50
 
-
-class RecordingQueue:
-    def __init__(self):
-        self.sent: list[int] = []
-
-    def send(self, chunk_ids):
-        self.sent.extend(chunk_ids)
-
-    def take(self) -> list[int]:
-        sent, self.sent = self.sent, []
-        return sent
 
 
 @pytest.fixture
 def bulk_settings(settings):
     return dataclasses.replace(settings, bulk_credit_chunk_rows=CHUNK_ROWS, retry_base_delay_s=0.0)
-
-
-@pytest.fixture
-def queue():
-    return RecordingQueue()
 
 
 #: What seed_users tops the `default` funding account up by, per currency, in minor units:
@@ -365,11 +349,8 @@ def test_an_unknown_chunk_is_not_found(services, clean_database, bulk_settings):
 # --- HTTP ----------------------------------------------------------------------------------
 
 @pytest.fixture
-def http(app, admin_token, queue):
-    app.extensions["wallet.chunk_queue"] = queue
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {admin_token}"
-    return client
+def http(queued_http):
+    return queued_http
 
 
 def post_file(http, content: bytes, **headers):

@@ -21,11 +21,6 @@ OPERATOR = Actor("command_line")
 
 
 @pytest.fixture
-def queue():
-    return RecordingQueue()
-
-
-@pytest.fixture
 def users(services, clean_database):
     return seed_users(services, 4)
 

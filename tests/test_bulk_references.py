@@ -19,16 +19,8 @@ URL = "/api/v1/wallet/bulk-credit"
 
 
 @pytest.fixture
-def queue():
-    return RecordingQueue()
-
-
-@pytest.fixture
-def http(app, admin_token, queue):
-    app.extensions["wallet.chunk_queue"] = queue
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {admin_token}"
-    return client
+def http(queued_http):
+    return queued_http
 
 
 def post_file(http, content: bytes, headers: dict | None = None, **fields: str):

@@ -23,11 +23,6 @@ OPERATOR = Actor("command_line")
 URL = "/api/v1/funding-accounts"
 
 
-@pytest.fixture
-def queue():
-    return RecordingQueue()
-
-
 def account_balance(engine, name: str = "default", code: str = "SGD") -> int:
     found = query(engine, "SELECT balance FROM wallets WHERE system_name = 'funding' AND funding_account = :n"
                           " AND currency = :c", n=name, c=code)
