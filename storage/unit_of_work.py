@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from pipeline.errors import TransientFault
 from storage import driver
 from storage.accounts import SqlApiKeys, SqlIdempotencyKeys, SqlUsers
+from storage.audit import SqlAuditTrail
 from storage.bulk import SqlBulkCredits
 from storage.engine import LOCK_TIMEOUT_INFO_KEY
 from storage.events import SqlEventOutbox
@@ -41,6 +42,7 @@ class SqlUnitOfWork:
         self.bulk = SqlBulkCredits(self.connection)
         self.reconciliations = SqlReconciliations(self.connection)
         self.events = SqlEventOutbox(self.connection)
+        self.audit = SqlAuditTrail(self.connection)
         return self
 
     @contextlib.contextmanager

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Protocol
 
+from pipeline.audit import SCHEDULER, WORKER, Actor  # noqa: F401 (re-exported)
 from pipeline.bulk.rows import Row
 from pipeline.bulk.status import Counters
 
@@ -43,16 +44,6 @@ class Activity:
         return self.completed_at is not None
 
 
-@dataclass(frozen=True)
-class Actor:
-    """Who changed an activity, for its history: an API key, the pipeline, or the command line."""
-
-    type: str  #: 'api_key', 'worker', 'scheduler' or 'command_line'
-    api_key_id: int | None = None
-
-
-WORKER = Actor("worker")
-SCHEDULER = Actor("scheduler")
 
 
 @dataclass(frozen=True)
