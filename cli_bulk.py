@@ -1,4 +1,4 @@
-"""Command line for bulk credits: `users seed-and-export` and `bulk-credit upload|status|retry`.
+"""Command line for bulk credits: `users seed-and-export` and `bulk-credit upload|status|approve|reject|cancel|retry`.
 
 The commands call the same use cases as the HTTP API, in this process; messages go to
 the Redis in REDIS_URL, where the workers of `make up` pick them up.
@@ -13,12 +13,14 @@ import click
 from flask.cli import AppGroup
 
 from bootstrap import app_services as services
-from pipeline.bulk import chunks, preview, reads, release
+from pipeline.access import Principal
+from pipeline.bulk import approval, chunks, preview, reads, release
 from pipeline.bulk.seeding import seed_and_export
 from pipeline.bulk.ports import Actor
 from pipeline.bulk.status import SETTLED_STATUSES
 from pipeline.bulk.upload import upload
 from pipeline.errors import Rejected
+from pipeline.users import find_api_key
 
 users = AppGroup("users", help="Users.")
 bulk_credit = AppGroup("bulk-credit", help="Bulk credits from a CSV file.")
@@ -38,6 +40,27 @@ def queue():
 
 def _refused(refusal: Rejected):
     raise click.ClickException(f"{refusal.code}: {refusal.detail}")
+
+
+#: `--wait` exit statuses (API.md, Command line): 0 only when every valid row was credited.
+EXIT_STATUSES = {"COMPLETED": 0, "PARTIALLY_COMPLETED": 2}
+
+
+def _actor_of(token: str | None, needs: str) -> Actor:
+    """The API key behind `token` as the actor, or the command line without one. `needs`
+    names the Principal check the key must pass. Raises ClickException for a bad token."""
+    if token is None:
+        return Actor("command_line")
+    found = find_api_key(services().uow(), token)
+    if found is None:
+        raise click.ClickException("the token is not a valid API key (WALLET_TOKEN or --token)")
+    if not getattr(Principal(*found), needs)():
+        raise click.ClickException(f"forbidden: a key of scope {found[1]} may not do this")
+    return Actor("api_key", found[0])
+
+
+TOKEN = click.option("--token", envvar="WALLET_TOKEN", default=None,
+                     help="An API key that acts (default: $WALLET_TOKEN); it is recorded as the actor.")
 
 
 @users.command("seed-and-export")
@@ -92,9 +115,13 @@ def _wait(activity_id: str) -> None:
 @click.option("--idempotency-key", default=None)
 @click.option("--funding-account", default="default", show_default=True, help="The funding account paying the file.")
 @click.option("--dry-run", is_flag=True, help="Check the file as the upload would, store nothing, print the preview.")
-def upload_command(file, wait, idempotency_key, funding_account, dry_run):
-    """Uploads a CSV (uuid,amount[,currency][,reference]) and prints its activity."""
+@TOKEN
+def upload_command(file, wait, idempotency_key, funding_account, dry_run, token):
+    """Uploads a CSV (uuid,amount[,currency][,reference]) and prints its activity. With
+    --token, that key is the uploader, which may then not approve the file (maker-checker).
+    --wait exits 0 only for COMPLETED, 2 for PARTIALLY_COMPLETED and 1 for anything else."""
     started = time.monotonic()
+    uploader = _actor_of(token, "may_operate")
     try:
         if dry_run:
             from web.bulk_credit import render_preview
@@ -103,7 +130,7 @@ def upload_command(file, wait, idempotency_key, funding_account, dry_run):
             click.echo(json.dumps(render_preview(checked), indent=2))
             return
         uploaded = upload(services().uow, queue(), services().settings, file, file.name, idempotency_key,
-                          funding_account=funding_account)
+                          uploader.api_key_id, funding_account=funding_account)
     except Rejected as refusal:
         _refused(refusal)
     activity = uploaded.activity
@@ -114,6 +141,8 @@ def upload_command(file, wait, idempotency_key, funding_account, dry_run):
         activity = reads.activity(services().uow(), activity.id)
         rate = activity.counters.valid / max(time.monotonic() - started, 1e-9)
         click.echo(f"settled in {time.monotonic() - started:.1f} s ({rate:,.0f} rows/s)", err=True)
+        _show(activity)
+        sys.exit(EXIT_STATUSES.get(activity.status, 1))
     _show(activity)
 
 
@@ -135,6 +164,37 @@ def cancel_command(activity_id, reason):
     try:
         _show(release.cancel(services().uow, services().settings, chunks.parse_activity_id(activity_id),
                              Actor("command_line"), reason))
+    except Rejected as refusal:
+        _refused(refusal)
+
+
+@bulk_credit.command("approve")
+@click.argument("activity_id")
+@TOKEN
+def approve_command(activity_id, token):
+    """Approves a file awaiting approval with an approver's or admin's key (--token or
+    $WALLET_TOKEN), never the uploader's: its funds are reserved and it is released."""
+    if token is None:
+        raise click.ClickException("maker-checker needs the approver's API key: pass --token or set WALLET_TOKEN")
+    try:
+        activity_id = chunks.parse_activity_id(activity_id)
+        approval.approve(services().uow, queue(), services().settings, activity_id, _actor_of(token, "may_approve"))
+        _show(reads.activity(services().uow(), activity_id))
+    except Rejected as refusal:
+        _refused(refusal)
+
+
+@bulk_credit.command("reject")
+@click.argument("activity_id")
+@click.option("--reason", required=True, help="Why; kept in the activity's history.")
+@TOKEN
+def reject_command(activity_id, reason, token):
+    """Rejects a file awaiting approval with an approver's or admin's key: nothing moves."""
+    if token is None:
+        raise click.ClickException("maker-checker needs the approver's API key: pass --token or set WALLET_TOKEN")
+    try:
+        _show(approval.reject(services().uow, services().settings, chunks.parse_activity_id(activity_id),
+                              _actor_of(token, "may_approve"), reason))
     except Rejected as refusal:
         _refused(refusal)
 

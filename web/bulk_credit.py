@@ -17,6 +17,7 @@ from pipeline.statements import parse_limit
 from pipeline.text import storable
 from telemetry.metrics import BULK_ROW_RETRIES, count_rows
 from web.auth import allow, authenticated
+from web.inputs import rfc3339_field
 from web.uploads import read_upload
 from web.wallets import json_body, money, rfc3339
 
@@ -51,6 +52,9 @@ def render_activity(activity: Activity) -> dict:
         "next_retry_at": moment(activity.next_retry_at), "failed_chunks": activity.failed_chunks,
         "last_chunk_error": activity.last_chunk_error, "created_at": moment(activity.created_at),
         "started_at": moment(activity.started_at), "completed_at": moment(activity.completed_at),
+        "totals": [{"currency": t.currency, "valid_amount": money(t.valid, t.currency),
+                    "credited_amount": money(t.credited, t.currency), "failed_amount": money(t.failed, t.currency),
+                    "cancelled_amount": money(t.cancelled, t.currency)} for t in activity.totals],
     }
 
 
@@ -128,13 +132,7 @@ def parse_execute_at(raw: str | None) -> datetime | None:
     EXECUTE_AT_PAST_S_MAX ago (a moment just past releases the file at once). Raises ValidationFailed."""
     if raw is None or not raw.strip():
         return None
-    try:
-        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise ValidationFailed("execute_at is not valid", [FieldError(
-            "execute_at", "an RFC 3339 time with its offset, such as 2026-12-01T09:00:00Z")])
+    moment = rfc3339_field(raw, "execute_at")
     now = datetime.now(timezone.utc)
     if moment > now + timedelta(days=EXECUTE_AT_AHEAD_DAYS_MAX):
         raise ValidationFailed("execute_at is too far ahead", [FieldError(
@@ -155,6 +153,21 @@ def refuse_unsupported_options(fields: dict[str, str]) -> None:
             errors.append(FieldError(name, f"not supported by this version: send {allowed}, or leave it out"))
     if errors:
         raise ValidationFailed("the upload asks for options this version does not support", errors)
+
+
+@blueprint.get("")
+@authenticated
+def list_activities():
+    """Activities newest first, narrowed by `status` (one or several, comma-separated), a
+    part of `file_name` (case-insensitive) and `created_after` <= created_at < `created_before`."""
+    allow(g.principal.may_read_all())
+    filters = reads.ActivityFilters.parse(
+        request.args.get("status"), request.args.get("file_name"),
+        rfc3339_field(request.args.get("created_after"), "created_after"),
+        rfc3339_field(request.args.get("created_before"), "created_before"))
+    found, next_cursor = reads.activities_page(services().uow(), filters, parse_limit(request.args.get("limit")),
+                                               request.args.get("cursor"))
+    return jsonify({"data": [render_activity(activity) for activity in found], "next_cursor": next_cursor})
 
 
 @blueprint.get("/<activity_id>")

@@ -12,6 +12,7 @@ from pipeline.bulk.status import ROW_STATUSES
 from pipeline.money import AMOUNT_TEXT_LENGTH_MAX
 from pipeline.wallets import REFERENCE_LENGTH_MAX
 from web.inputs import REQUEST_BODY_MAX_BYTES
+from web.schemas import ref
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 SCHEMAS = {
@@ -100,6 +101,10 @@ class Operation:
     #: A probe's 503 is its status report (JSON), not a problem.
     probe: bool = False
     extra: dict = field(default_factory=dict)
+    #: The success answer's schema (web/schemas.py); None: an object not described yet.
+    schema: dict | None = None
+    #: Other success answers: status -> (description, schema).
+    also: dict = field(default_factory=dict)
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -161,39 +166,54 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                     " {dry_run, total_records, valid_records, invalid_records, totals, funding,"
                                     " needs_approval, duplicate_of, errors (the first 100)}"}),
         body_type="multipart/form-data",
-        parameters=({**IDEMPOTENCY_KEY, "required": False},)),
+        parameters=({**IDEMPOTENCY_KEY, "required": False},), schema=ref("Accepted"),
+        also={200: ("The same file or Idempotency-Key again: the existing activity; or, with dry_run=true, the"
+                    " preview", {"oneOf": [ref("Activity"), ref("Preview")]})}),
+    ("GET", "/api/v1/wallet/bulk-credit"): Operation(
+        "Activities, newest first", 200, "`{data: [activity], next_cursor}`", (401, 403, 422), parameters=(
+            _query("status", "Only these statuses, separated by commas"),
+            _query("file_name", "Only files whose name contains this, whatever the case", {
+                "type": "string", "maxLength": 255}),
+            _query("created_after", "Created at or after this RFC 3339 time", {"type": "string", "format": "date-time"}),
+            _query("created_before", "Created before this RFC 3339 time", {"type": "string", "format": "date-time"}),
+            *LIST_QUERY), schema=ref("ActivityPage")),
     ("GET", "/api/v1/wallet/bulk-credit/{activity_id}"): Operation(
-        "A bulk-credit activity and its counters", 200, "The activity", (401, 403, 404, 422)),
+        "A bulk-credit activity, its counters and its totals per currency", 200, "The activity",
+        (401, 403, 404, 422), schema=ref("Activity")),
     ("GET", "/api/v1/wallet/bulk-credit/{activity_id}/history"): Operation(
         "Every status change of the activity, and the moment it became final, oldest first", 200,
         "`{data: [{at, from_status, to_status, final, actor: {type, api_key_id}, reason}], next_cursor}`",
-        (401, 403, 404, 422), parameters=LIST_QUERY),
+        (401, 403, 404, 422), parameters=LIST_QUERY, schema=ref("ChangePage")),
     ("GET", "/api/v1/wallet/bulk-credit/{activity_id}/rows"): Operation(
         "Row outcomes; `Accept: text/csv` exports them", 200, "`{data: [...], next_cursor}` or a CSV file",
         (401, 403, 404, 422), parameters=(_query("status", "Only rows of this status",
-                                                 {"type": "string", "enum": list(ROW_STATUSES)}), *LIST_QUERY)),
+                                                 {"type": "string", "enum": list(ROW_STATUSES)}), *LIST_QUERY),
+        schema=ref("RowPage")),
     ("POST", "/api/v1/wallet/bulk-credit/retry"): Operation(
         "Retry an activity's FAILED rows", 202, "`{activity_id, status, retried_records}`",
-        (400, 401, 403, 404, 422), _object(("activity_id",), activity_id=UUID)),
+        (400, 401, 403, 404, 422), _object(("activity_id",), activity_id=UUID), schema=ref("Retried")),
     ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/approve"): Operation(
         "Approve a file awaiting approval (approver or admin, not the uploader's key): its funds are reserved"
         " and it is released, or scheduled for its execute_at", 202, "The activity",
-        (401, 403, 404, 409, 422), body_required=False),
+        (401, 403, 404, 409, 422), body_required=False, schema=ref("Activity")),
     ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/reject"): Operation(
         "Reject a file awaiting approval (approver or admin): its rows end CANCELLED, nothing moves", 200,
-        "The activity, REJECTED", (400, 401, 403, 404, 409, 422), REASON_BODY),
+        "The activity, REJECTED", (400, 401, 403, 404, 409, 422), REASON_BODY, schema=ref("Activity")),
     ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/cancel"): Operation(
         "Cancel the rows not yet credited (operator or admin); their reserved money goes back to the funding"
-        " account", 202, "The activity, CANCELLED", (400, 401, 403, 404, 409, 422, 503), REASON_BODY),
+        " account", 202, "The activity, CANCELLED", (400, 401, 403, 404, 409, 422, 503), REASON_BODY,
+        schema=ref("Activity")),
     ("POST", "/api/v1/funding-accounts/{name}/top-up"): Operation(
         "Top a funding account up from bank (admin); created on its first top-up", 201, "The transaction",
         (400, 401, 403, 409, 422), _object(("amount", "currency"), amount=AMOUNT, currency=CURRENCY,
-                                             reference=REFERENCE), parameters=(IDEMPOTENCY_KEY,)),
+                                             reference=REFERENCE), parameters=(IDEMPOTENCY_KEY,),
+        schema=ref("TopUp")),
     ("GET", "/api/v1/funding-accounts/{name}"): Operation(
         "A funding account: per currency, `balance` free to reserve and `reserved` for rows not yet paid", 200,
-        "`{name, balances: [{currency, balance, reserved}]}`", (401, 403, 404, 422)),
+        "`{name, balances: [{currency, balance, reserved}]}`", (401, 403, 404, 422), schema=ref("FundingAccount")),
     ("GET", "/api/v1/funding-accounts"): Operation(
-        "Funding accounts by name", 200, "`{data: [...], next_cursor}`", (401, 403, 422), parameters=LIST_QUERY),
+        "Funding accounts by name", 200, "`{data: [...], next_cursor}`", (401, 403, 422), parameters=LIST_QUERY,
+        schema=ref("FundingAccountPage")),
     ("POST", "/api/v1/reconciliations"): Operation(
         "Start a reconciliation (a worker runs it); the body may be left out", 202, "`{id, status}`",
         (400, 401, 403, 422), _object((), full={"type": "boolean", "default": False}), body_required=False),
@@ -240,8 +260,10 @@ def apply(operation: dict, described: Operation) -> None:
                                     "content": {described.body_type: {"schema": described.body}}}
         if described.body_type == "application/json":
             errors.add(400)
-    schema = {"schema": {"type": "object"}} if described.answer_type == "application/json" else {}
+    schema = {"schema": described.schema or {"type": "object"}} if described.answer_type == "application/json" else {}
     responses = {str(described.status): {"description": described.answer, "content": {described.answer_type: schema}}}
+    for status, (description, other) in described.also.items():
+        responses[str(status)] = {"description": description, "content": {"application/json": {"schema": other}}}
     for status in sorted(errors):
         responses[str(status)] = {"description": ERRORS[status],
                                   "content": {"application/problem+json": {"schema": PROBLEM}}}

@@ -19,7 +19,7 @@ import flask_swagger_ui
 from apiflask import APIBlueprint, APIFlask
 from flask import abort, render_template_string, send_from_directory
 
-from web import contract
+from web import contract, schemas
 
 TITLE = "Wallet Pipeline"
 VERSION = "1"
@@ -100,6 +100,7 @@ def complete_spec(spec: dict) -> dict:
     components.setdefault("securitySchemes", {})["bearer"] = {
         "type": "http", "scheme": "bearer", "description": "An API key: admin, operator or user:<id> scope."}
     components.setdefault("schemas", {}).update(contract.SCHEMAS)
+    components["schemas"].update(schemas.SCHEMAS)
     spec["security"] = [{"bearer": []}]
     # Several blueprints share the tag "Operations"; the document lists each tag once.
     spec["tags"] = list({tag["name"]: tag for tag in spec.get("tags", [])}.values())

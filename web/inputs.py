@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, request
@@ -148,3 +149,18 @@ def json_object(required: bool = True) -> dict[str, Any]:
     if _depth(body) > JSON_DEPTH_MAX:
         raise _malformed(f"the body nests more than {JSON_DEPTH_MAX} levels deep")
     return body
+
+
+def rfc3339_field(raw: str | None, field: str) -> datetime | None:
+    """A time sent as RFC 3339 with its offset (`2026-12-01T09:00:00Z`), in UTC; None when
+    absent. Raises ValidationFailed naming `field`, for an empty value too."""
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValidationFailed(f"{field} is not valid", [FieldError(
+            field, "an RFC 3339 time with its offset, such as 2026-12-01T09:00:00Z")])
+    return moment.astimezone(timezone.utc)

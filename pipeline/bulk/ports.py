@@ -14,6 +14,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class CurrencyTotal:
+    """An activity's money in one currency, in minor units: the valid rows' total and how
+    much of it is credited, failed and cancelled (the rest is pending)."""
+
+    currency: str
+    valid: int
+    credited: int
+    failed: int
+    cancelled: int
+
+
+@dataclass(frozen=True)
 class Activity:
     id: str
     status: str
@@ -38,6 +50,8 @@ class Activity:
     approved_by: int | None = None  #: the approving API key's id
     execute_at: datetime | None = None
     file_name: str | None = None
+    #: Per currency, ordered by currency code (kept by the database: migration 0017).
+    totals: tuple[CurrencyTotal, ...] = ()
 
     @property
     def final(self) -> bool:
@@ -141,6 +155,8 @@ class BulkCredits(Protocol):
     def reopen_failed_rows(self, activity_id: str, lease_s: int) -> tuple[int, list[int]]: ...
     def activity(self, activity_id: str) -> Activity | None: ...
     def recent_activities(self, limit: int) -> list[Activity]: ...
+    def list_activities(self, filters: dict[str, Any], before_seq: int | None,
+                        limit: int) -> list[tuple[int, Activity]]: ...
     def row_columns(self, activity_id: str) -> list[str] | None: ...
     def rows(self, activity_id: str, status: str | None, after_row_number: int, limit: int) -> list[dict[str, Any]]: ...
     def copy_users(self, users: Iterable[tuple[str, str, str]]) -> None: ...

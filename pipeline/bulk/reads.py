@@ -12,14 +12,17 @@ credited rows cannot be uploaded again by mistake and pay twice.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Iterator
 
 from pipeline.bulk.csv_records import cell_value, spreadsheet_safe
 from pipeline.bulk.ports import Activity
 from pipeline.bulk.rows import INPUT_COLUMNS, canonical_cells
-from pipeline.bulk.status import ROW_INVALID, ROW_STATUSES
+from pipeline.bulk.status import ACTIVITY_STATUSES, ROW_INVALID, ROW_STATUSES
 from pipeline.errors import FieldError, NotFound, ValidationFailed
 from pipeline.money import MINOR_UNITS, Currency, format_amount
+from pipeline.text import storable
 from pipeline.statements import Page, decode_cursor, page_of
 
 __all__ = ["spreadsheet_safe"]
@@ -56,6 +59,55 @@ def recent_activities(uow, limit: int) -> list[Activity]:
     """The newest activities first, for the dashboard."""
     with uow:
         return uow.bulk.recent_activities(limit)
+
+
+#: The longest part of a file name the activity list searches for, in characters.
+FILE_NAME_SEARCH_LENGTH_MAX = 255
+
+
+@dataclass(frozen=True)
+class ActivityFilters:
+    """What the activity list may be narrowed to: statuses (any of), a part of the file name
+    (case-insensitive), and a creation time range [created_after, created_before)."""
+
+    statuses: tuple[str, ...] = ()
+    file_name: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    @classmethod
+    def parse(cls, status: str | None, file_name: str | None, created_after: datetime | None,
+              created_before: datetime | None) -> "ActivityFilters":
+        """`status` is one status or several separated by commas. Raises ValidationFailed."""
+        statuses = tuple(part.strip().upper() for part in (status or "").split(",") if part.strip())
+        unknown = [part for part in statuses if part not in ACTIVITY_STATUSES]
+        if unknown:
+            raise ValidationFailed("status is not valid", [FieldError(
+                "status", f"one or more of {', '.join(ACTIVITY_STATUSES)}, separated by commas")])
+        if file_name is not None and (len(file_name) > FILE_NAME_SEARCH_LENGTH_MAX or not storable(file_name)):
+            raise ValidationFailed("file_name is not valid", [FieldError(
+                "file_name", f"at most {FILE_NAME_SEARCH_LENGTH_MAX} characters, no NUL")])
+        if created_after and created_before and created_after >= created_before:
+            raise ValidationFailed("the time range is empty", [FieldError(
+                "created_before", "must be later than created_after")])
+        return cls(statuses, file_name or None, created_after, created_before)
+
+    def as_sql(self) -> dict[str, Any]:
+        pattern = None
+        if self.file_name is not None:
+            pattern = self.file_name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return {"statuses": list(self.statuses) or None, "file_name": pattern,
+                "created_after": self.created_after, "created_before": self.created_before}
+
+
+def activities_page(uow, filters: ActivityFilters, limit: int, cursor: str | None) -> tuple[list[Activity], str | None]:
+    """Activities newest first, `limit` at most, after `cursor`; and the next page's cursor.
+    Raises ValidationFailed for a cursor this API did not make."""
+    before = decode_cursor(cursor)
+    with uow:
+        found = uow.bulk.list_activities(filters.as_sql(), before, limit + 1)
+    page = page_of([{"seq": seq, "activity": activity} for seq, activity in found], limit, "seq")
+    return [item["activity"] for item in page.items], page.next_cursor
 
 
 def _columns(uow, activity_id: str) -> tuple[str, ...]:

@@ -37,6 +37,9 @@ CANCELLED = "CANCELLED"
 COMPLETED = "COMPLETED"
 PARTIALLY_COMPLETED = "PARTIALLY_COMPLETED"
 FAILED = "FAILED"
+#: Every activity status, in the order of API.md.
+ACTIVITY_STATUSES = (UPLOADED, AWAITING_APPROVAL, SCHEDULED, AWAITING_FUNDS, PROCESSING, COMPLETED,
+                     PARTIALLY_COMPLETED, FAILED, REJECTED, CANCELLED)
 #: The statuses that say how the rows came out; the activity is final in one of them once
 #: nothing is pending or due for an automatic retry.
 SETTLED_STATUSES = (COMPLETED, PARTIALLY_COMPLETED, FAILED)

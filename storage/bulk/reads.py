@@ -5,12 +5,17 @@ from typing import Any
 
 from sqlalchemy import text
 
-from pipeline.bulk.ports import Activity
+from pipeline.bulk.ports import Activity, CurrencyTotal
 from pipeline.bulk.status import Counters
 
 ACTIVITY_COLUMNS = """id::text, status, content_sha256, created_at, started_at, completed_at, next_retry_at,
     failed_chunks, last_chunk_error, funding_account, reservation_shards, cancel_requested_at IS NOT NULL,
-    api_key_id, approved_by, execute_at, file_name,
+    api_key_id, approved_by, execute_at, file_name, (
+        SELECT json_agg(json_build_array(currency, valid, credited, failed, cancelled) ORDER BY currency)
+          FROM (SELECT t.currency, sum(t.valid_amount) AS valid, sum(t.credited_amount) AS credited,
+                       sum(t.failed_amount) AS failed, sum(t.cancelled_amount) AS cancelled
+                  FROM bulk_activity_totals t WHERE t.activity_id = bulk_activities.id
+                 GROUP BY t.currency) per_currency),
     total_records, valid_records, invalid_records, successful_records, failed_records, pending_records,
     cancelled_records"""
 
@@ -31,10 +36,20 @@ SELECT r.row_number, r.user_id::text AS user_id, r.amount_minor, r.currency, r.r
 def activity_from(row) -> Activity:
     (activity_id, status, content_sha256, created_at, started_at, completed_at, next_retry_at, failed_chunks,
      last_chunk_error, funding_account, reservation_shards, cancel_requested, uploaded_by, approved_by, execute_at,
-     file_name, *counts) = row
+     file_name, totals, *counts) = row
     return Activity(activity_id, status, Counters(*counts), content_sha256, created_at, started_at, completed_at,
                     next_retry_at, failed_chunks, last_chunk_error, funding_account, reservation_shards,
-                    cancel_requested, uploaded_by, approved_by, execute_at, file_name)
+                    cancel_requested, uploaded_by, approved_by, execute_at, file_name,
+                    tuple(CurrencyTotal(currency.strip(), *map(int, amounts)) for currency, *amounts in totals or ()))
+
+
+#: The filters of the activity list, each a fragment over parameters of the same name.
+_LIST_FILTERS = {
+    "statuses": "status = ANY(:statuses)",
+    "file_name": "lower(file_name) LIKE '%' || :file_name || '%' ESCAPE '\\'",
+    "created_after": "created_at >= :created_after",
+    "created_before": "created_at < :created_before",
+}
 
 
 class ReadSql:
@@ -58,6 +73,20 @@ class ReadSql:
         ).all()
         return [activity_from(row) for row in rows]
 
+    def list_activities(self, filters: dict[str, Any], before_seq: int | None,
+                        limit: int) -> list[tuple[int, Activity]]:
+        """Activities newest first (by `seq`), with only the filters given: a statement per
+        combination, so that each plan uses the index its filter has (migration 0017).
+        `filters["file_name"]` is a lower-case part of the name, LIKE's wildcards escaped."""
+        where = [_LIST_FILTERS[name] for name in _LIST_FILTERS if filters.get(name) is not None]
+        if before_seq is not None:
+            where.append("seq < :before_seq")
+        rows = self.connection.execute(text(
+            f"SELECT seq, {ACTIVITY_COLUMNS} FROM bulk_activities"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq DESC LIMIT :limit"),
+            {**filters, "before_seq": before_seq, "limit": limit}).all()
+        return [(row[0], activity_from(row[1:])) for row in rows]
+
     def lock_activity(self, activity_id: str) -> Activity | None:
         return self._one_activity("id = :id", {"id": activity_id}, lock=True)
 
@@ -78,3 +107,4 @@ class ReadSql:
         result = self.connection.execute(_ROWS, {"activity_id": activity_id, "status": status,
                                                  "after": after_row_number, "limit": limit})
         return [dict(row) for row in result.mappings()]
+

@@ -1,0 +1,82 @@
+"""The activity list: newest first, paged by cursor, narrowed by status, a part of the file
+name and a creation time range; bad filters are a 422 naming the field. Real PostgreSQL."""
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.test_bulk_pipeline import apply_all, seed_users
+
+URL = "/api/v1/wallet/bulk-credit"
+
+
+def upload_named(http, name: str, content: str) -> str:
+    response = http.post(URL, data={"file": (io.BytesIO(content.encode()), name)}, content_type="multipart/form-data")
+    assert response.status_code == 202, response.json
+    return response.json["activity_id"]
+
+
+@pytest.fixture
+def three_files(services, queued_http, queue):
+    users = seed_users(services, 3)
+    ids = [upload_named(queued_http, name, f"uuid,amount\n{user},{n + 1}.00\n")
+           for n, (name, user) in enumerate(zip(["payroll-2026-11.csv", "Rewards_50%.csv", "payroll-2026-12.csv"],
+                                               users))]
+    apply_all(services, services.settings, queue.take()[:1])  # only the first file's chunk runs
+    return ids
+
+
+def listed(http, query: str = "") -> list[str]:
+    response = http.get(f"{URL}{query}")
+    assert response.status_code == 200, response.json
+    return [activity["activity_id"] for activity in response.json["data"]]
+
+
+def test_activities_are_listed_newest_first_with_their_totals_and_file_names(queued_http, three_files):
+    body = queued_http.get(URL).json
+    assert [a["activity_id"] for a in body["data"]] == three_files[::-1] and body["next_cursor"] is None
+    assert [a["file_name"] for a in body["data"]] == ["payroll-2026-12.csv", "Rewards_50%.csv", "payroll-2026-11.csv"]
+    assert body["data"][2]["totals"][0]["credited_amount"] == "1.00" and body["data"][2]["status"] == "COMPLETED"
+
+
+def test_the_list_pages_with_a_cursor_without_repeating_or_skipping(queued_http, three_files):
+    first = queued_http.get(f"{URL}?limit=2").json
+    second = queued_http.get(f"{URL}?limit=2&cursor={first['next_cursor']}").json
+    assert [a["activity_id"] for a in first["data"] + second["data"]] == three_files[::-1]
+    assert second["next_cursor"] is None
+
+
+def test_filters_narrow_the_list(queued_http, three_files):
+    assert listed(queued_http, "?status=COMPLETED") == three_files[:1]
+    assert listed(queued_http, "?status=uploaded, completed") == three_files[::-1]
+    assert listed(queued_http, "?file_name=PAYROLL") == [three_files[2], three_files[0]]
+    assert listed(queued_http, "?file_name=50%25") == [three_files[1]]  # % is a character, not a wildcard
+    assert listed(queued_http, "?file_name=s_5") == [three_files[1]]
+    assert listed(queued_http, "?file_name=payroll_2026") == []  # _ is not a wildcard either
+    now = datetime.now(timezone.utc)
+    later = (now + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    earlier = (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    assert listed(queued_http, f"?created_after={later}") == []
+    assert listed(queued_http, f"?created_after={earlier}&created_before={later}") == three_files[::-1]
+
+
+@pytest.mark.parametrize("query, field", [
+    ("?status=DONE", "status"), ("?created_after=yesterday", "created_after"), ("?created_before=", "created_before"),
+    ("?created_before=2026-11-30T10:00:00", "created_before"), ("?file_name=" + "x" * 256, "file_name"),
+    ("?file_name=a%00b", "file_name"), ("?limit=0", "limit"), ("?cursor=nope", "cursor"),
+    ("?created_after=2026-11-30T10:00:00Z&created_before=2026-11-30T09:00:00Z", "created_before"),
+])
+def test_a_bad_filter_is_a_422_naming_the_field(queued_http, query, field):
+    response = queued_http.get(URL + query)
+    assert response.status_code == 422 and response.json["errors"][0]["field"] == field
+
+
+def test_an_approver_lists_activities_and_a_user_key_may_not(client, services, three_files):
+    from tests.test_http_contract import Api, create_api_key
+
+    approver = Api(client, create_api_key(services.uow(), "approver"))
+    assert [a["activity_id"] for a in approver.get(f"{URL}?status=UPLOADED").json["data"]] == three_files[:0:-1]
+    user = Api(client, create_api_key(services.uow(), f"user:{three_files[0]}"))
+    assert user.get(URL).status_code == 403
