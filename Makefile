@@ -15,16 +15,23 @@ WALLET_REDIS_PORT ?= 63799
 API_URL ?= http://127.0.0.1:$(WALLET_API_PORT)
 DATABASE_URL ?= postgresql+psycopg://wallet@127.0.0.1:$(WALLET_PG_PORT)/wallet
 REDIS_URL ?= redis://127.0.0.1:$(WALLET_REDIS_PORT)/0
-# Tests get their own database and Redis database, whatever DATABASE_URL and REDIS_URL say.
-TEST_DATABASE_URL ?= postgresql+psycopg://wallet@127.0.0.1:$(WALLET_PG_PORT)/wallet_test
-TEST_REDIS_URL ?= redis://127.0.0.1:$(WALLET_REDIS_PORT)/1
-TEST_ENV = DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)'
+# Tests get a PostgreSQL and a Redis of their own (ports and folder), whatever DATABASE_URL
+# and REDIS_URL say: a `make test` (whose chaos tests restart its servers and whose workers
+# flush their Redis) never touches the stack of a `make up` running beside it.
+WALLET_TEST_PG_PORT ?= 54339
+WALLET_TEST_REDIS_PORT ?= 63809
+TEST_RUN_DIR ?= $(CURDIR)/.run/test
+TEST_DATABASE_URL ?= postgresql+psycopg://wallet@127.0.0.1:$(WALLET_TEST_PG_PORT)/wallet_test
+TEST_REDIS_URL ?= redis://127.0.0.1:$(WALLET_TEST_REDIS_PORT)/1
+TEST_SERVICES_ENV = WALLET_RUN_DIR='$(TEST_RUN_DIR)' WALLET_PG_PORT='$(WALLET_TEST_PG_PORT)' \
+  WALLET_REDIS_PORT='$(WALLET_TEST_REDIS_PORT)'
+TEST_ENV = $(TEST_SERVICES_ENV) DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)'
 PYTEST_ARGS ?=
 # The rest of the environment (TRANSFER_FEE_BPS, BULK_CREDIT_FAIL_USER_IDS, ...) reaches the
 # processes unchanged, since make passes its own environment on.
 export WALLET_API_PORT WALLET_PG_PORT WALLET_REDIS_PORT API_URL DATABASE_URL REDIS_URL
 
-.PHONY: help venv services migrate up down test demo bench chaos clean
+.PHONY: help venv services test-services migrate up down test demo bench chaos clean
 
 help:
 	@echo "make up | down | test | demo | bench | chaos | migrate | services | venv | clean" >&2
@@ -41,6 +48,9 @@ $(VENV)/.installed: requirements.txt
 services:
 	@scripts/services.sh start >&2
 
+test-services:
+	@$(TEST_SERVICES_ENV) scripts/services.sh start >&2
+
 migrate: venv services
 	@$(VENV)/bin/flask --app api db upgrade >&2
 
@@ -53,16 +63,17 @@ up: venv services migrate
 down:
 	@scripts/processes.sh stop
 	@scripts/services.sh stop
+	@$(TEST_SERVICES_ENV) scripts/services.sh stop
 
 # pytest exits 5 when it collected no tests; that is a failure here, not a pass.
-test: venv services
+test: venv test-services
 	@scripts/browser.sh >&2
 	@status=0; $(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS) || status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$status
 
 # The chaos suite starts and kills its own processes, so it needs the servers but not `make up`.
-chaos: venv services
+chaos: venv test-services
 	@$(TEST_ENV) $(VENV)/bin/pytest tests -m chaos --run-chaos $(PYTEST_ARGS)
 
 demo: venv up
@@ -77,7 +88,7 @@ bench: venv up
 # PostgreSQL's data may sit under /tmp when .run is not reachable by its system user
 # (see scripts/services.sh); .run/pg-data points at it either way.
 clean: down
-	@data=$$(readlink -f .run/pg-data 2>/dev/null || true); \
-	  case "$$data" in /tmp/wallet-pipeline-*/pg) rm -rf "$$(dirname "$$data")" ;; esac
+	@for link in .run/pg-data .run/test/pg-data; do data=$$(readlink -f $$link 2>/dev/null || true); \
+	  case "$$data" in /tmp/wallet-pipeline-*/pg) rm -rf "$$(dirname "$$data")" ;; esac; done
 	@rm -rf .run
 	@echo "make: removed .run" >&2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts and stops the local PostgreSQL and Redis that development, tests and benchmarks use.
-# Data lives under .run/ (git-ignored); each server's pid is its own pid file, so `stop`
-# stops exactly what `start` started. Running `start` twice is harmless.
+# Data lives under .run/ (git-ignored), or WALLET_RUN_DIR (`make test` uses .run/test with
+# ports of its own); each server's pid is its own pid file, so `stop` stops exactly what
+# `start` started. Running `start` twice is harmless.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,10 +48,11 @@ choose_pg_os_user() {
 
 pg_data_dir() {
   # The server's user must be able to reach the data folder; a project under a private home
-  # folder falls back to /tmp, keyed by the project path.
-  local dir="$run_dir/pg"
+  # folder falls back to /tmp, keyed by the run folder (the tests' servers have their own).
+  local dir="$run_dir/pg" key="$root"
+  [ "$run_dir" = "$root/.run" ] || key="$run_dir"
   if [ "$(id -u)" = 0 ] && ! runuser -u "$pg_os_user" -- test -x "$run_dir"; then
-    dir="/tmp/wallet-pipeline-$(echo "$root" | md5sum | cut -c1-8)/pg"
+    dir="/tmp/wallet-pipeline-$(echo "$key" | md5sum | cut -c1-8)/pg"
   fi
   echo "$dir"
 }

@@ -17,8 +17,8 @@ from pipeline.config import Settings
 from pipeline.users import create_api_key
 from storage.migrate import upgrade
 
-TEST_DATABASE_URL = "postgresql+psycopg://wallet@127.0.0.1:54329/wallet_test"
-TEST_REDIS_URL = "redis://127.0.0.1:63799/1"
+TEST_DATABASE_URL = "postgresql+psycopg://wallet@127.0.0.1:54339/wallet_test"  # make test-services
+TEST_REDIS_URL = "redis://127.0.0.1:63809/1"
 # Code under test that reads the environment itself (the `actors` broker) must see the
 # test servers too, when pytest runs without `make test`.
 os.environ.setdefault("DATABASE_URL", TEST_DATABASE_URL)

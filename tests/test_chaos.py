@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from actors import redis_broker
@@ -72,12 +73,22 @@ def kill_every_worker(stack: Stack) -> None:
     stack.start_workers()
 
 
+def services_script(command: str, timeout_s: int) -> None:
+    """Runs scripts/services.sh on the servers this test uses: the ports of its DATABASE_URL
+    and REDIS_URL, the folder of WALLET_RUN_DIR (`make test` sets it to .run/test)."""
+    environ = test_environ()
+    ports = {"WALLET_PG_PORT": make_url(environ["DATABASE_URL"]).port,
+             "WALLET_REDIS_PORT": redis.connection.parse_url(environ["REDIS_URL"]).get("port", 6379)}
+    subprocess.run(["bash", "scripts/services.sh", command], cwd=ROOT, check=True, timeout=timeout_s,
+                   env={**environ, **{name: str(port) for name, port in ports.items()}})
+
+
 def restart_redis(stack: Stack) -> None:
-    subprocess.run(["bash", "scripts/services.sh", "restart-redis"], cwd=ROOT, check=True, timeout=60)
+    services_script("restart-redis", 60)
 
 
 def restart_postgres(stack: Stack) -> None:
-    subprocess.run(["bash", "scripts/services.sh", "restart-postgres"], cwd=ROOT, check=True, timeout=120)
+    services_script("restart-postgres", 120)
 
 
 FAULTS = {"kill_every_worker": kill_every_worker, "restart_redis": restart_redis, "restart_postgres": restart_postgres}
