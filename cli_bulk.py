@@ -53,10 +53,10 @@ def _actor_of(token: str | None, needs: str) -> Actor:
         return Actor("command_line")
     found = find_api_key(services().uow(), token)
     if found is None:
-        raise click.ClickException("the token is not a valid API key (WALLET_TOKEN or --token)")
-    if not getattr(Principal(*found), needs)():
-        raise click.ClickException(f"forbidden: a key of scope {found[1]} may not do this")
-    return Actor("api_key", found[0])
+        raise click.ClickException("the token is not a valid API key, or it is revoked or expired (WALLET_TOKEN or --token)")
+    if not getattr(Principal(found.id, found.scope), needs)():
+        raise click.ClickException(f"forbidden: a key of scope {found.scope} may not do this")
+    return Actor("api_key", found.id)
 
 
 TOKEN = click.option("--token", envvar="WALLET_TOKEN", default=None,

@@ -22,6 +22,19 @@ class User:
 
 
 @dataclass(frozen=True)
+class ApiKey:
+    """An API key as stored: never its token, only the token's hash (not here)."""
+
+    id: int
+    scope: str
+    label: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
 class JournalEntry:
     id: str
     kind: str
@@ -71,8 +84,11 @@ class IdempotencyKeys(Protocol):
 
 
 class ApiKeys(Protocol):
-    def add(self, token_sha256: str, scope: str) -> int: ...
-    def find(self, token_sha256: str) -> tuple[int, str] | None: ...
+    def add(self, token_sha256: str, scope: str, label: str | None = None,
+            expires_in_s: int | None = None) -> ApiKey: ...
+    def find(self, token_sha256: str) -> ApiKey | None: ...
+    def all(self) -> list[ApiKey]: ...
+    def revoke(self, key_id: int) -> ApiKey | None: ...
 
 
 class Reconciliations(Protocol):

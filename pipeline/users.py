@@ -7,8 +7,10 @@ import secrets
 import uuid
 from datetime import datetime, timezone
 
+from pipeline import audit
+from pipeline.audit import COMMAND_LINE, Actor
 from pipeline.errors import FieldError, NotFound, ValidationFailed
-from pipeline.ports import UnitOfWork, User
+from pipeline.ports import ApiKey, UnitOfWork, User
 from pipeline.text import storable
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -57,21 +59,59 @@ def check_scope(scope: str) -> str:
     raise ValidationFailed("scope must be admin, operator, approver or user:<uuid>", [FieldError("scope", "unknown scope")])
 
 
-def create_api_key(uow: UnitOfWork, scope: str) -> str:
-    """Stores a new key's hash and returns the token, which is never stored."""
+#: The longest lifetime `keys create --expires-in` gives a key, in days (about ten years).
+KEY_EXPIRY_DAYS_MAX = 3_650
+#: The longest label of a key, in characters.
+KEY_LABEL_LENGTH_MAX = 200
+
+
+def create_api_key(uow: UnitOfWork, scope: str, label: str | None = None, expires_in_days: int | None = None,
+                   actor: Actor = COMMAND_LINE) -> str:
+    """Stores a new key's hash and returns the token, which is never stored. `expires_in_days`
+    (1..KEY_EXPIRY_DAYS_MAX) or None for a key that does not expire. Raises ValidationFailed."""
     scope = check_scope(scope)
+    if label is not None and (not 1 <= len(label.strip()) <= KEY_LABEL_LENGTH_MAX or not storable(label)):
+        raise ValidationFailed("the label is not valid", [FieldError(
+            "label", f"1 to {KEY_LABEL_LENGTH_MAX} characters, no NUL")])
+    if expires_in_days is not None and not 1 <= expires_in_days <= KEY_EXPIRY_DAYS_MAX:
+        raise ValidationFailed("the expiry is out of range", [FieldError(
+            "expires_in", f"from 1 to {KEY_EXPIRY_DAYS_MAX} days")])
     token = "wp_" + secrets.token_urlsafe(32)
     with uow:
-        uow.api_keys.add(token_sha256(token), scope)
+        key = uow.api_keys.add(token_sha256(token), scope, label.strip() if label else None,
+                               expires_in_days * 86_400 if expires_in_days else None)
+        audit.record(uow, actor, "api_key.create", "api_key", key.id, scope=scope, label=key.label,
+                     expires_at=key.expires_at)
         uow.commit()
     return token
 
 
-def find_api_key(uow: UnitOfWork, token: str) -> tuple[int, str] | None:
+def find_api_key(uow: UnitOfWork, token: str) -> ApiKey | None:
     return find_api_key_by_sha256(uow, token_sha256(token))
 
 
-def find_api_key_by_sha256(uow: UnitOfWork, digest: str) -> tuple[int, str] | None:
-    """The key whose token hashes to `digest`: what a dashboard session remembers instead of the token."""
+def find_api_key_by_sha256(uow: UnitOfWork, digest: str) -> ApiKey | None:
+    """The live key (neither revoked nor expired) whose token hashes to `digest`, noting that
+    it was used now; what a dashboard session remembers instead of the token."""
     with uow:
-        return uow.api_keys.find(digest)
+        key = uow.api_keys.find(digest)
+        uow.commit()
+    return key
+
+
+def api_keys(uow: UnitOfWork) -> list[ApiKey]:
+    """Every key ever made, revoked and expired ones included, oldest first."""
+    with uow:
+        return uow.api_keys.all()
+
+
+def revoke_api_key(uow: UnitOfWork, key_id: int, actor: Actor = COMMAND_LINE) -> ApiKey:
+    """Revokes the key: it stops authenticating in every process within TOKEN_CACHE_S
+    (web/auth.py). Revoking a revoked key changes nothing. Raises NotFound."""
+    with uow:
+        key = uow.api_keys.revoke(key_id)
+        if key is None:
+            raise NotFound(f"no API key {key_id}")
+        audit.record(uow, actor, "api_key.revoke", "api_key", key_id)
+        uow.commit()
+    return key

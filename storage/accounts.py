@@ -9,7 +9,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.errors import Conflict, IdempotencyKeyInProgress
-from pipeline.ports import StoredResponse, User
+from pipeline.ports import ApiKey, StoredResponse, User
 from storage import driver
 
 
@@ -48,21 +48,39 @@ class SqlUsers:
         return {row[0] for row in rows}
 
 
+_KEY_COLUMNS = "id, scope, label, created_at, expires_at, last_used_at, revoked_at"
+
+
 class SqlApiKeys:
     def __init__(self, connection: Connection):
         self.connection = connection
 
-    def add(self, token_sha256: str, scope: str) -> int:
-        return self.connection.execute(
-            text("INSERT INTO api_keys (token_sha256, scope) VALUES (:hash, :scope) RETURNING id"),
-            {"hash": token_sha256, "scope": scope},
-        ).scalar_one()
+    def add(self, token_sha256: str, scope: str, label: str | None = None,
+            expires_in_s: int | None = None) -> ApiKey:
+        return ApiKey(*self.connection.execute(text(
+            "INSERT INTO api_keys (token_sha256, scope, label, expires_at)"
+            " VALUES (:hash, :scope, :label, now() + make_interval(secs => CAST(:expires_in_s AS bigint)))"
+            f" RETURNING {_KEY_COLUMNS}"),
+            {"hash": token_sha256, "scope": scope, "label": label, "expires_in_s": expires_in_s}).one())
 
-    def find(self, token_sha256: str) -> tuple[int, str] | None:
-        row = self.connection.execute(
-            text("SELECT id, scope FROM api_keys WHERE token_sha256 = :hash"), {"hash": token_sha256}
-        ).one_or_none()
-        return (row[0], row[1]) if row else None
+    def find(self, token_sha256: str) -> ApiKey | None:
+        """The live key (not revoked, not expired) with this hash; notes that it was used."""
+        row = self.connection.execute(text(
+            "UPDATE api_keys SET last_used_at = now() WHERE token_sha256 = :hash AND revoked_at IS NULL"
+            f" AND (expires_at IS NULL OR expires_at > now()) RETURNING {_KEY_COLUMNS}"),
+            {"hash": token_sha256}).one_or_none()
+        return ApiKey(*row) if row else None
+
+    def all(self) -> list[ApiKey]:
+        return [ApiKey(*row) for row in self.connection.execute(text(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id"))]
+
+    def revoke(self, key_id: int) -> ApiKey | None:
+        """Revokes the key (kept as it is if already revoked); None for an unknown id."""
+        row = self.connection.execute(text(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = :id"
+            f" RETURNING {_KEY_COLUMNS}"), {"id": key_id}).one_or_none()
+        return ApiKey(*row) if row else None
 
 
 # Both run on every money movement, so on the driver's cursor (see storage.driver).

@@ -1,9 +1,12 @@
-"""Bearer tokens: API keys stored hashed, looked up once a minute at most per process."""
+"""Bearer tokens: API keys stored hashed, looked up once a minute at most per process, so a
+revoked key stops working in every process within TOKEN_CACHE_S, and an expiring key at its
+expiry."""
 from __future__ import annotations
 
 import functools
 import threading
 import time
+from datetime import datetime, timezone
 
 from flask import current_app, g, request
 
@@ -31,11 +34,14 @@ def principal_for_sha256(digest: str) -> Principal | None:
     if cached and cached[0] > now:
         return cached[1]
     found = find_api_key_by_sha256(current_app.extensions["wallet"].uow(), digest)
-    principal = Principal(*found) if found else None
+    principal = Principal(found.id, found.scope) if found else None
+    trusted_s = TOKEN_CACHE_S
+    if found is not None and found.expires_at is not None:  # an expiring key is not trusted past its expiry
+        trusted_s = min(trusted_s, (found.expires_at - datetime.now(timezone.utc)).total_seconds())
     with _cache_lock:
         if len(_cache) >= TOKEN_CACHE_ENTRIES_MAX:
             _cache.clear()
-        _cache[digest] = (now + TOKEN_CACHE_S, principal)
+        _cache[digest] = (now + trusted_s, principal)
     return principal
 
 
