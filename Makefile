@@ -54,8 +54,11 @@ test-services:
 migrate: venv services
 	@$(VENV)/bin/flask --app api db upgrade >&2
 
+# .flaskenv (git-ignored) lets `flask --app api ...` in this checkout use the stack just started.
 up: venv services migrate
 	@scripts/processes.sh start
+	@printf '%s\n' "# written by make up" "API_URL=$(API_URL)" "DATABASE_URL=$(DATABASE_URL)" \
+	  "REDIS_URL=$(REDIS_URL)" > .flaskenv
 	@token=$$(scripts/admin_token.sh); \
 	  printf '%s\n' "API_URL=$(API_URL)" "DATABASE_URL=$(DATABASE_URL)" "REDIS_URL=$(REDIS_URL)" \
 	  "ADMIN_TOKEN=$$token"

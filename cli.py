@@ -1,15 +1,20 @@
 """Command line: `flask --app api db upgrade`, `keys create|list|revoke`, and the operator's commands."""
 from __future__ import annotations
 
+import functools
 import json
+import os
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from bootstrap import app_services as services
 import cli_bulk
-from pipeline.errors import Rejected
+from pipeline.errors import Rejected, TransientFault
 from pipeline.users import KEY_EXPIRY_DAYS_MAX, api_keys, create_api_key, revoke_api_key
 from storage.migrate import upgrade
 
@@ -74,6 +79,35 @@ def register(app: Flask) -> None:
     app.cli.add_command(keys)
     cli_bulk.register(app)
     app.cli.add_command(reconcile_command)
+    for command in (db, keys, cli_bulk.users, cli_bulk.bulk_credit, reconcile_command):
+        for each in getattr(command, "commands", {}).values() or [command]:
+            each.callback = plainly(each.callback)
+
+
+def _where(url: str, name: str) -> str:
+    """`url` without its password, and where it came from."""
+    source = "from the environment or .flaskenv" if name in os.environ else f"the default: {name} is not set"
+    return f"{make_url(url).render_as_string(hide_password=True)} ({source})"
+
+
+def plainly(callback):
+    """Runs a command after saying on stderr which database and Redis it uses; a server that
+    cannot be reached is one line naming it (exit status 1), not a traceback."""
+    @functools.wraps(callback)
+    @with_appcontext
+    def run(*args, **kwargs):
+        settings = services().settings
+        click.echo(f"database {_where(settings.database_url, 'DATABASE_URL')};"
+                   f" redis {_where(settings.redis_url, 'REDIS_URL')}", err=True)
+        try:
+            return callback(*args, **kwargs)
+        except (OperationalError, TransientFault) as error:
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            raise click.ClickException(f"cannot reach PostgreSQL at {make_url(settings.database_url).host}:"
+                                       f"{make_url(settings.database_url).port} (DATABASE_URL): {reason}")
+        except RedisConnectionError as error:
+            raise click.ClickException(f"cannot reach Redis at {settings.redis_url} (REDIS_URL): {error}")
+    return run
 
 
 @click.command("reconcile")

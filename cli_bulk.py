@@ -32,9 +32,12 @@ WAIT_S_MAX = 3600
 
 
 def queue():
+    """The chunk queue on REDIS_URL, checked first: a command that would queue work fails
+    before it writes anything when Redis cannot be reached."""
     from actors import redis_broker
     from actors.bulk_credit import ChunkMessages
 
+    services().redis.ping()
     return ChunkMessages(redis_broker(services().settings.redis_url))
 
 

@@ -6,9 +6,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import subprocess
+import uuid
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from pipeline.users import create_api_key
+from tests.conftest import test_environ
 from tests.test_bulk_pipeline import balances, seed_users
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path, name: str, lines: list[str]) -> str:
@@ -27,6 +35,7 @@ def test_upload_wait_exits_0_2_or_1_by_how_the_file_came_out(app, services, tmp_
                                   write(tmp_path, "b.csv", [f"{users[1]},2.00", f"{users[2]},3.00"])])
     failed = runner.invoke(args=["bulk-credit", "upload", "--wait", write(tmp_path, "c.csv", [f"{users[2]},4.00"])])
 
+    assert whole.exit_code == 0, (whole.output, whole.exception)
     assert (whole.exit_code, json.loads(whole.stdout)["status"]) == (0, "COMPLETED")
     assert (partial.exit_code, json.loads(partial.stdout)["status"]) == (2, "PARTIALLY_COMPLETED")
     assert (failed.exit_code, json.loads(failed.stdout)["status"]) == (1, "FAILED")
@@ -63,3 +72,40 @@ def test_approve_and_reject_need_an_approvers_key_other_than_the_uploaders(app, 
     rejected = runner.invoke(args=["bulk-credit", "reject", second, "--reason", "wrong month", "--token", checker])
     assert same.exit_code == 1 and "same_approver" in same.output
     assert rejected.exit_code == 0 and json.loads(rejected.stdout)["status"] == "REJECTED"
+
+
+def flask_command(*args: str, cwd=ROOT, **environ: str) -> subprocess.CompletedProcess:
+    env = {name: value for name, value in test_environ().items() if name not in ("DATABASE_URL", "REDIS_URL")}
+    return subprocess.run([str(ROOT / ".venv/bin/flask"), "--app", str(ROOT / "api.py"), *args], cwd=cwd,
+                          env={**env, **environ}, capture_output=True, text=True, timeout=120)
+
+
+def test_an_unreachable_database_or_redis_is_one_line_naming_it(services, tmp_path, clean_database):
+    down = flask_command("keys", "list", DATABASE_URL="postgresql+psycopg://wallet:secret@127.0.0.1:1/wallet",
+                         REDIS_URL=services.settings.redis_url)
+    file = tmp_path / "a.csv"
+    file.write_text(f"uuid,amount\n{uuid.uuid4()},1.00\n")
+    redis_down = flask_command("bulk-credit", "upload", str(file), DATABASE_URL=services.settings.database_url,
+                               REDIS_URL="redis://127.0.0.1:1/0")
+
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert down.stderr.splitlines()[-1].startswith("Error: cannot reach PostgreSQL at 127.0.0.1:1 (DATABASE_URL)")
+    assert "secret" not in down.stderr  # the password is never printed
+    assert redis_down.returncode == 1 and "Traceback" not in redis_down.stderr
+    assert redis_down.stderr.splitlines()[-1].startswith("Error: cannot reach Redis at redis://127.0.0.1:1/0")
+    with clean_database.connect() as connection:  # refused before anything was written
+        assert connection.exec_driver_sql("SELECT count(*) FROM bulk_activities").scalar_one() == 0
+
+
+def test_the_command_line_reads_flaskenv_and_says_which_database_it_uses(services, tmp_path, clean_database):
+    (tmp_path / ".flaskenv").write_text(f"DATABASE_URL={services.settings.database_url}\n"
+                                        f"REDIS_URL={services.settings.redis_url}\n")
+    listed = flask_command("keys", "list", cwd=tmp_path)
+    unset = flask_command("keys", "list", cwd=tmp_path / "..", DATABASE_URL="postgresql+psycopg://wallet@127.0.0.1:1/x")
+
+    assert listed.returncode == 0, listed.stderr
+    shown = make_url(services.settings.database_url).render_as_string(hide_password=True)
+    assert f"database {shown} (from the environment or .flaskenv)" in listed.stderr
+    assert listed.stdout.startswith("id\tscope")
+    assert "redis redis://127.0.0.1:63799/0 (the default: REDIS_URL is not set)" in unset.stderr or (
+        "REDIS_URL is not set" in unset.stderr)
