@@ -8,7 +8,7 @@ import cli
 from pipeline.config import Settings
 from telemetry import logs, metrics
 from web import events as event_feeds
-from web import bulk_credit, docs, funding, inputs, observability, operations, problems, reconciliation, wallets
+from web import bulk_credit, docs, funding, inputs, observability, operations, problems, reconciliation, search, wallets
 from web import dashboard
 
 
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     observability.register(app)
     inputs.register(app)
     for blueprint in (operations.blueprint, wallets.blueprint, reconciliation.blueprint, bulk_credit.blueprint,
-                      funding.blueprint, dashboard.blueprint):
+                      funding.blueprint, search.blueprint, dashboard.blueprint):
         app.register_blueprint(blueprint)
     app.register_blueprint(event_feeds.blueprint)
     cli.register(app)

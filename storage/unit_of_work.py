@@ -21,6 +21,7 @@ from storage.faults import is_transient
 from storage.funding import SqlFunding
 from storage.ledger import SqlLedger
 from storage.reconciliation import SqlReconciliations
+from storage.search import SqlSearch
 
 class SqlUnitOfWork:
     def __init__(self, engine: Engine, lock_timeout_ms: int = 5_000):
@@ -43,6 +44,7 @@ class SqlUnitOfWork:
         self.reconciliations = SqlReconciliations(self.connection)
         self.events = SqlEventOutbox(self.connection)
         self.audit = SqlAuditTrail(self.connection)
+        self.search = SqlSearch(self.connection)
         return self
 
     @contextlib.contextmanager

@@ -123,6 +123,24 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/v1/users"): Operation(
         "Create a user", 201, "The user", (400, 401, 403, 409, 422),
         _object(("name", "email"), name=NAME, email=EMAIL, external_id=EXTERNAL_ID)),
+    ("GET", "/api/v1/users"): Operation(
+        "Find users, newest first (admin, operator, approver)", 200, "`{data: [user], next_cursor}`",
+        (401, 403, 422), parameters=(_query("email", "This email, whatever its case", {"type": "string", "minLength": 1,
+                                                                                     "maxLength": 320}),
+                                     _query("external_id", "This external id, exactly",
+                                            {"type": "string", "minLength": 1, "maxLength": 320}), *LIST_QUERY)),
+    ("GET", "/api/v1/transactions"): Operation(
+        "Find transactions (journal entries), newest first (admin, operator, approver)", 200,
+        "`{data: [{id, kind, amount, fee, currency, from_user_id, to_user_id, reference, activity_id,"
+        " funding_account, created_at}], next_cursor}`", (401, 403, 422), parameters=(
+            _query("reference", "The movement's own reference, exactly",
+                   {"type": "string", "minLength": 1, "maxLength": 320}),
+            _query("activity_id", "Written by this bulk-credit activity", UUID),
+            _query("user_id", "With a posting on this user's wallets", UUID),
+            _query("kind", "deposit, withdrawal, transfer, bulk_credit, ...", {"type": "string", "pattern": "^[a-z_]{1,40}$"}),
+            _query("created_after", "Created at or after this RFC 3339 time", {"type": "string", "format": "date-time"}),
+            _query("created_before", "Created before this RFC 3339 time", {"type": "string", "format": "date-time"}),
+            *LIST_QUERY)),
     ("GET", "/api/v1/users/{user_id}"): Operation("Read a user", 200, "The user", (401, 403, 404, 422)),
     ("GET", "/api/v1/users/{user_id}/wallets"): Operation(
         "List a user's wallets", 200, "`{data: [{currency, balance, status, updated_at}]}`", (401, 403, 404, 422)),
