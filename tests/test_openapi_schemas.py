@@ -30,12 +30,24 @@ class Documented:
         return response.json
 
 
-def test_examples_in_the_document_match_their_schemas(client):
+def test_examples_in_the_document_match_their_schemas_and_every_operation_has_a_unique_id(client):
     spec = client.get("/openapi.json").json
-    for name, schema in spec["components"]["schemas"].items():
+    schemas = [(name, schema) for name, schema in spec["components"]["schemas"].items()]
+    operations = [(method, path, operation) for path, methods in spec["paths"].items()
+                  for method, operation in methods.items()]
+    for method, path, operation in operations:
+        for media in operation.get("requestBody", {}).get("content", {}).values():
+            schemas.append((f"{method} {path}", media["schema"]))
+    checked = 0
+    for name, schema in schemas:
         validator = Draft202012Validator({**schema, "components": spec["components"]}, format_checker=FormatChecker())
         for example in schema.get("examples", []):
             assert list(validator.iter_errors(example)) == [], (name, example)
+            checked += 1
+    transfer = spec["paths"]["/api/v1/wallet/transfer"]["post"]["requestBody"]["content"]["application/json"]
+    assert all(e["from_user_id"] != e["to_user_id"] for e in transfer["schema"]["examples"])
+    ids = [operation["operationId"] for *_, operation in operations]
+    assert checked >= 4 and len(ids) == len(set(ids)) and all(ids)
 
 
 def test_bulk_credit_and_funding_answers_match_their_documented_schemas(app, services, queue, clean_database):
@@ -74,3 +86,35 @@ def test_bulk_credit_and_funding_answers_match_their_documented_schemas(app, ser
 
     typed = {(method, path) for method, path, _ in doc.checked}
     assert len(typed) == 12 and {status for *_, status in doc.checked} == {200, 201, 202}
+
+
+def test_user_wallet_movement_and_reconciliation_answers_match_their_documented_schemas(
+        client, admin_token, services, clean_database):
+    from pipeline import reconciliation
+
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    doc = Documented(client.get("/openapi.json").json)
+    post = lambda path, body, key=None: client.post(  # noqa: E731
+        path, json=body, headers={**admin, **({"Idempotency-Key": key} if key else {})})
+    ana = doc.check("POST", "/api/v1/users", post("/api/v1/users", {"name": "Ana", "email": "a@example.com"}))["id"]
+    bo = doc.check("POST", "/api/v1/users", post("/api/v1/users", {"name": "Bo", "email": "b@example.com",
+                                                                   "external_id": "crm-2"}))["id"]
+    doc.check("POST", "/api/v1/wallet/deposit", post("/api/v1/wallet/deposit", {
+        "user_id": ana, "amount": "100.00", "currency": "SGD", "reference": "wire-1"}, "d1"))
+    doc.check("POST", "/api/v1/wallet/withdraw", post("/api/v1/wallet/withdraw", {
+        "user_id": ana, "amount": "1.00", "currency": "SGD"}, "w1"))
+    moved = doc.check("POST", "/api/v1/wallet/transfer", post("/api/v1/wallet/transfer", {
+        "from_user_id": ana, "to_user_id": bo, "amount": "10.00", "currency": "SGD"}, "t1"))
+    get = lambda path: client.get(path, headers=admin)  # noqa: E731
+    doc.check("GET", "/api/v1/users", get("/api/v1/users?email=a@example.com"))
+    doc.check("GET", "/api/v1/users/{user_id}", get(f"/api/v1/users/{ana}"))
+    doc.check("GET", "/api/v1/users/{user_id}/wallets", get(f"/api/v1/users/{ana}/wallets"))
+    doc.check("GET", "/api/v1/users/{user_id}/balance", get(f"/api/v1/users/{ana}/balance?currency=SGD"))
+    doc.check("GET", "/api/v1/users/{user_id}/transactions", get(f"/api/v1/users/{ana}/transactions"))
+    doc.check("GET", "/api/v1/transactions", get(f"/api/v1/transactions?user_id={ana}"))
+    doc.check("GET", "/api/v1/transactions/{entry_id}", get(f"/api/v1/transactions/{moved['id']}"))
+    started = doc.check("POST", "/api/v1/reconciliations", post("/api/v1/reconciliations", {"full": True}))
+    reconciliation.run(services.uow(), started["id"])
+    doc.check("GET", "/api/v1/reconciliations/{reconciliation_id}", get(f"/api/v1/reconciliations/{started['id']}"))
+    doc.check("GET", "/api/v1/reconciliations", get("/api/v1/reconciliations"))
+    assert len({(method, path) for method, path, _ in doc.checked}) == 14

@@ -13,6 +13,7 @@ from pipeline.money import AMOUNT_TEXT_LENGTH_MAX
 from pipeline.wallets import REFERENCE_LENGTH_MAX
 from web.inputs import REQUEST_BODY_MAX_BYTES
 from web.schemas import ref
+from web.wallet_schemas import ref as wref
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 SCHEMAS = {
@@ -82,6 +83,10 @@ LIST_QUERY = (_query("limit", "1..100, default 20", {"type": "integer", "minimum
 CURRENCY_QUERY = {"type": "string", "pattern": "^[A-Z]{3}$"}
 #: A Redis stream id (pipeline/event_feed.py); empty means none.
 EVENT_ID = {"type": "string", "pattern": "^([0-9]{1,20}(-[0-9]{1,20})?)?$"}
+#: Two different users: Swagger UI's generated example would use one uuid for both (422 same_wallet).
+TRANSFER_EXAMPLE = {"from_user_id": "5b6f0f9e-3c1a-4a57-9a0e-2f5a3c1d7e21",
+                    "to_user_id": "a3e1c7d2-4b5f-4e6a-8c9d-0f1e2d3c4b5a", "amount": "10.00", "currency": "SGD",
+                    "reference": "invoice-42"}
 MONEY_BODY = _object(("user_id", "amount", "currency"), user_id=UUID, amount=AMOUNT, currency=CURRENCY,
                      reference=REFERENCE)
 
@@ -122,13 +127,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/openapi.json"): Operation("This OpenAPI 3.1 document", 200, "The document", public=True),
     ("POST", "/api/v1/users"): Operation(
         "Create a user", 201, "The user", (400, 401, 403, 409, 422),
-        _object(("name", "email"), name=NAME, email=EMAIL, external_id=EXTERNAL_ID)),
+        _object(("name", "email"), name=NAME, email=EMAIL, external_id=EXTERNAL_ID), schema=wref("User")),
     ("GET", "/api/v1/users"): Operation(
         "Find users, newest first (admin, operator, approver)", 200, "`{data: [user], next_cursor}`",
         (401, 403, 422), parameters=(_query("email", "This email, whatever its case", {"type": "string", "minLength": 1,
                                                                                      "maxLength": 320}),
                                      _query("external_id", "This external id, exactly",
-                                            {"type": "string", "minLength": 1, "maxLength": 320}), *LIST_QUERY)),
+                                            {"type": "string", "minLength": 1, "maxLength": 320}), *LIST_QUERY),
+        schema=wref("UserPage")),
     ("GET", "/api/v1/transactions"): Operation(
         "Find transactions (journal entries), newest first (admin, operator, approver)", 200,
         "`{data: [{id, kind, amount, fee, currency, from_user_id, to_user_id, reference, activity_id,"
@@ -140,33 +146,39 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             _query("kind", "deposit, withdrawal, transfer, bulk_credit, ...", {"type": "string", "pattern": "^[a-z_]{1,40}$"}),
             _query("created_after", "Created at or after this RFC 3339 time", {"type": "string", "format": "date-time"}),
             _query("created_before", "Created before this RFC 3339 time", {"type": "string", "format": "date-time"}),
-            *LIST_QUERY)),
-    ("GET", "/api/v1/users/{user_id}"): Operation("Read a user", 200, "The user", (401, 403, 404, 422)),
+            *LIST_QUERY), schema=wref("TransactionPage")),
+    ("GET", "/api/v1/users/{user_id}"): Operation("Read a user", 200, "The user", (401, 403, 404, 422),
+                                                  schema=wref("User")),
     ("GET", "/api/v1/users/{user_id}/wallets"): Operation(
-        "List a user's wallets", 200, "`{data: [{currency, balance, status, updated_at}]}`", (401, 403, 404, 422)),
+        "List a user's wallets", 200, "`{data: [{currency, balance, status, updated_at}]}`", (401, 403, 404, 422),
+        schema=wref("Wallets")),
     ("GET", "/api/v1/users/{user_id}/balance"): Operation(
         "A user's balance in one currency", 200, "`{user_id, currency, balance}`", (401, 403, 404, 422),
-        parameters=(_query("currency", "Default DEFAULT_CURRENCY", CURRENCY_QUERY),)),
+        parameters=(_query("currency", "Default DEFAULT_CURRENCY", CURRENCY_QUERY),), schema=wref("Balance")),
     ("GET", "/api/v1/users/{user_id}/transactions"): Operation(
         "A user's history, newest first", 200, "`{data: [...], next_cursor}`", (401, 403, 404, 422),
-        parameters=(_query("currency", "Only this currency", CURRENCY_QUERY), *LIST_QUERY)),
+        parameters=(_query("currency", "Only this currency", CURRENCY_QUERY), *LIST_QUERY),
+        schema=wref("HistoryPage")),
     ("POST", "/api/v1/wallet/deposit"): Operation(
         "Deposit from the bank account", 201, "The transaction", (400, 401, 403, 404, 409, 422), MONEY_BODY,
-        parameters=(IDEMPOTENCY_KEY,)),
+        parameters=(IDEMPOTENCY_KEY,), schema=wref("Movement")),
     ("POST", "/api/v1/wallet/withdraw"): Operation(
         "Withdraw to the bank account", 201, "The transaction; not enough money: 422 insufficient_funds",
-        (400, 401, 403, 404, 409, 422), MONEY_BODY, parameters=(IDEMPOTENCY_KEY,)),
+        (400, 401, 403, 404, 409, 422), MONEY_BODY, parameters=(IDEMPOTENCY_KEY,), schema=wref("Movement")),
     ("POST", "/api/v1/wallet/transfer"): Operation(
         "Transfer between two users; the sender pays amount + fee", 201, "The transfer",
         (400, 401, 403, 404, 409, 422),
-        _object(("from_user_id", "to_user_id", "amount", "currency"), from_user_id=UUID, to_user_id=UUID,
-                amount=AMOUNT, currency=CURRENCY, reference=REFERENCE), parameters=(IDEMPOTENCY_KEY,)),
+        {**_object(("from_user_id", "to_user_id", "amount", "currency"), from_user_id=UUID, to_user_id=UUID,
+                   amount=AMOUNT, currency=CURRENCY, reference=REFERENCE), "examples": [TRANSFER_EXAMPLE]},
+        parameters=(IDEMPOTENCY_KEY,),
+        schema=wref("Transfer")),
     ("GET", "/api/v1/transactions/{entry_id}"): Operation(
         "A transaction with its ledger postings; a `user:` key sees only its own postings, and 404 for an"
         " entry it has none in", 200,
         "The transaction with at most 1,000 `postings` in id order, `postings_total` (all of them, on every"
         " page) and `postings_next_cursor` (null on the last page)", (401, 404, 422),
-        parameters=(_query("postings_cursor", "Opaque, from postings_next_cursor"),)),
+        parameters=(_query("postings_cursor", "Opaque, from postings_next_cursor"),),
+        schema=wref("TransactionDetail")),
     ("POST", "/api/v1/wallet/bulk-credit"): Operation(
         "Upload a bulk-credit CSV (uuid,amount[,currency][,reference])", 202,
         "`{activity_id, status: accepted, total_records}`; the same file or key again: 200 with the activity",
@@ -234,9 +246,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         schema=ref("FundingAccountPage")),
     ("POST", "/api/v1/reconciliations"): Operation(
         "Start a reconciliation (a worker runs it); the body may be left out", 202, "`{id, status}`",
-        (400, 401, 403, 422), _object((), full={"type": "boolean", "default": False}), body_required=False),
+        (400, 401, 403, 422), _object((), full={"type": "boolean", "default": False}), body_required=False,
+        schema=wref("ReconciliationStarted")),
     ("GET", "/api/v1/reconciliations/{reconciliation_id}"): Operation(
-        "A reconciliation run and its mismatches", 200, "The run", (401, 403, 404, 422)),
+        "A reconciliation run and its mismatches", 200, "The run", (401, 403, 404, 422),
+        schema=wref("Reconciliation")),
     ("GET", "/api/v1/events"): Operation(
         "Follow events as Server-Sent Events: a user's (admin, operator or that user) or an activity's"
         " (admin or operator); give exactly one filter", 200,
@@ -252,7 +266,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         answer_type="text/event-stream"),
     ("GET", "/api/v1/reconciliations"): Operation(
         "Reconciliation runs, newest first", 200, "`{data: [...], next_cursor}`", (401, 403, 422),
-        parameters=LIST_QUERY),
+        parameters=LIST_QUERY, schema=wref("ReconciliationPage")),
 }
 
 

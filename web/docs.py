@@ -13,13 +13,14 @@ this app under /docs/assets/, so the page loads nothing from the internet.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import flask_swagger_ui
 from apiflask import APIBlueprint, APIFlask
-from flask import abort, render_template_string, send_from_directory
+from flask import abort, current_app, render_template_string, send_from_directory
 
-from web import contract, schemas
+from web import contract, schemas, wallet_schemas
 
 TITLE = "Wallet Pipeline"
 VERSION = "1"
@@ -95,19 +96,43 @@ def configure(app: APIFlask) -> None:
     app.spec_processor(complete_spec)
 
 
+#: Views whose own names would say little to a client's user.
+OPERATION_IDS = {"docs.page": "docs", "openapi.spec": "openapi_document"}
+#: Blueprints that serve pages, not the API.
+UNDOCUMENTED = ("dashboard", "docs.asset", "static")
+
+
+def _operation_ids() -> dict[tuple[str, str], str]:
+    """(method, OpenAPI path) -> the view function's name, such as `list_activities`: what a
+    generated client calls the operation. A name two documented operations share gets its
+    blueprint's name in front."""
+    views = {}
+    for rule in current_app.url_map.iter_rules():
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            views[(method, path)] = OPERATION_IDS.get(rule.endpoint, rule.endpoint)
+    views = {key: endpoint for key, endpoint in views.items() if not endpoint.startswith(UNDOCUMENTED)}
+    names = [endpoint.rpartition(".")[2] for endpoint in views.values()]
+    return {key: (name if names.count(name) == 1 else endpoint.replace(".", "_"))
+            for key, endpoint in views.items() for name in [endpoint.rpartition(".")[2]]}
+
+
 def complete_spec(spec: dict) -> dict:
     components = spec.setdefault("components", {})
     components.setdefault("securitySchemes", {})["bearer"] = {
         "type": "http", "scheme": "bearer", "description": "An API key: admin, operator or user:<id> scope."}
     components.setdefault("schemas", {}).update(contract.SCHEMAS)
     components["schemas"].update(schemas.SCHEMAS)
+    components["schemas"].update(wallet_schemas.SCHEMAS)
     spec["security"] = [{"bearer": []}]
     # Several blueprints share the tag "Operations"; the document lists each tag once.
     spec["tags"] = list({tag["name"]: tag for tag in spec.get("tags", [])}.values())
     # APIFlask leaves its own spec route out of the document; the contract describes it.
     spec.setdefault("paths", {}).setdefault("/openapi.json", {"get": {"tags": ["Operations"]}})
+    operation_ids = _operation_ids()
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
+            operation["operationId"] = operation_ids.get((method.upper(), path), f"{method}_{path}")
             contract.state_path_parameters(operation)
             described = contract.OPERATIONS.get((method.upper(), path))
             if described is not None:

@@ -74,7 +74,7 @@ def _sse(deliveries: Iterator[event_feed.Delivery], gap_after: str | None) -> It
 
 @blueprint.get("/events")
 @authenticated
-def events():
+def follow_events():
     settings = current_app.extensions["wallet"].settings
     subscription = _subscription(settings)
     # Both are checked, so a bad one is refused even when the other (the header, first) is used.

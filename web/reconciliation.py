@@ -32,7 +32,7 @@ def render(run: dict) -> dict:
 
 @blueprint.post("")
 @authenticated
-def start():
+def start_reconciliation():
     allow(g.principal.may_operate())
     full = json_object(required=False).get("full", False)
     if not isinstance(full, bool):
@@ -52,7 +52,7 @@ def start():
 
 @blueprint.get("/<reconciliation_id>")
 @authenticated
-def get(reconciliation_id):
+def get_reconciliation(reconciliation_id):
     allow(g.principal.may_read_all())
     reconciliation_id = wallets.parse_user_id(reconciliation_id, "id")
     return jsonify(render(reconciliation.get(services().uow(), reconciliation_id)))
@@ -60,7 +60,7 @@ def get(reconciliation_id):
 
 @blueprint.get("")
 @authenticated
-def recent():
+def list_reconciliations():
     allow(g.principal.may_read_all())
     limit = statements.parse_limit(request.args.get("limit"))
     page = reconciliation.recent(services().uow(), limit, request.args.get("cursor"))
