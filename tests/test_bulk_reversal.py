@@ -4,6 +4,8 @@ below zero. Chunk messages are recorded and applied here, so each case is staged
 worker processes are in test_bulk_reversal_end_to_end.py)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -209,3 +211,25 @@ def test_the_reverse_endpoint_answers_404_409_422_and_403_by_scope_and_replays_i
     assert query(engine, "SELECT count(*) FROM bulk_activities WHERE kind = 'reversal'") == [(1,)]
     of_reversal = reverse(operator, first.json["activity_id"], key="k2")
     assert (of_reversal.status_code, of_reversal.json["code"]) == (409, "invalid_state")
+
+
+def test_the_command_line_reverses_named_rows_and_reconciliation_catches_a_reversal_row_changed_by_hand(
+        app, services, queued_http, queue, engine):
+    users = seed_users(services, 2)
+    credit_id = credited(services, queued_http, queue, [f"{users[0]},10.00,a", f"{users[1]},20.00,b"])
+
+    done = app.test_cli_runner().invoke(args=["bulk-credit", "reverse", credit_id, "--reason", "duplicate bonus",
+                                              "--reference", "b"])
+
+    assert done.exit_code == 0, done.output
+    reversal_id = json.loads(done.stdout)["activity_id"]
+    chunk_ids = [chunk_id for (chunk_id,) in query(engine, "SELECT id FROM bulk_chunks WHERE activity_id = :a",
+                                                   a=reversal_id)]
+    apply_all(services, services.settings, chunk_ids)
+    assert balances(engine) == {users[0]: 1_000, users[1]: 0}
+    assert query(engine, "SELECT actor_type, action FROM audit_events") == [("command_line", "bulk_credit.reverse")]
+    assert reconcile_full(services)["status"] == "clean"
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE bulk_rows SET amount_minor = 1 WHERE activity_id = :a"), {"a": reversal_id})
+    run = reconcile_full(services)
+    assert "reversal_row_differs_from_credit_row" in {mismatch["kind"] for mismatch in run["mismatches"]}

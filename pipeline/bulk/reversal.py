@@ -23,11 +23,14 @@ import uuid
 from dataclasses import dataclass
 
 from pipeline import audit
-from pipeline.bulk.ports import Activity, Actor
+from typing import Callable
+
+from pipeline.bulk.ports import Activity, Actor, ChunkQueue, send_after_commit
 from pipeline.bulk.release import InvalidState
 from pipeline.bulk.status import SETTLED_STATUSES, Counters, status_after_upload
 from pipeline.config import Settings
 from pipeline.errors import FieldError, NotFound, ValidationFailed
+from pipeline.retrying import with_retries
 from pipeline.text import storable
 
 CREDIT, REVERSAL = "credit", "reversal"
@@ -111,6 +114,21 @@ def reverse(uow, settings: Settings, *, activity_id: str, actor: Actor, reason: 
     audit.record(uow, actor, "bulk_credit.reverse", "bulk_activity", credit.id, reversal_activity_id=reversal_id,
                  reason=reason, reversible_rows=valid, not_reversible_rows=invalid)
     return Reversal(uow.bulk.activity(reversal_id), chunk_ids)
+
+
+def reverse_and_send(uow_factory: Callable, queue: ChunkQueue, settings: Settings, **request) -> Activity:
+    """`reverse` in a transaction of its own (the command line's; the API's is its request's,
+    with the Idempotency-Key), then its chunks sent once committed. Raises as `reverse`."""
+    def attempt() -> Reversal:
+        uow = uow_factory()
+        with uow:
+            done = reverse(uow, settings, **request)
+            uow.commit()
+        return done
+
+    done = with_retries(settings.transaction_attempts_max, attempt)
+    send_after_commit(queue, done.chunk_ids)
+    return done.activity
 
 
 def _refuse_unknown(uow, credit_id: str, row_numbers: list[int], references: list[str]) -> None:
