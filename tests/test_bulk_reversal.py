@@ -233,3 +233,34 @@ def test_the_command_line_reverses_named_rows_and_reconciliation_catches_a_rever
         connection.execute(text("UPDATE bulk_rows SET amount_minor = 1 WHERE activity_id = :a"), {"a": reversal_id})
     run = reconcile_full(services)
     assert "reversal_row_differs_from_credit_row" in {mismatch["kind"] for mismatch in run["mismatches"]}
+
+
+def test_worked_example_a_reversal_after_a_partial_spend_posts_the_ledger_an_accountant_expects(
+        services, queued_http, queue, engine, withdraw):
+    ana, ben = seed_users(services, 2)
+    credit_id = credited(services, queued_http, queue, [f"{ana},10.00,a", f"{ben},20.00,b"])
+    withdraw(ben, 500)  # Ben spends 5.00 of his 20.00
+    reversal_id = reverse(queued_http, credit_id).json["activity_id"]
+    apply_all(services, services.settings, queue.take())
+    move(services, wallets.deposit, ben, 500)  # Ben is paid 5.00 again; the operator retries his row
+    queued_http.post(f"{URL}/retry", json={"activity_id": reversal_id})
+    apply_all(services, services.settings, queue.take())
+
+    names = {ana: "ana", ben: "ben"}
+    ledger = query(engine, """
+        SELECT j.kind, array_agg(coalesce(w.user_id::text, w.system_name) || ' ' || p.amount) FROM postings p
+          JOIN journal_entries j ON j.id = p.journal_entry_id JOIN wallets w ON w.id = p.wallet_id
+         WHERE j.kind <> 'funding_top_up' AND p.currency = 'SGD'
+         GROUP BY j.id, j.kind ORDER BY min(p.id)""")
+    entries = [(kind, {(names.get(owner, owner), int(amount)) for owner, amount in map(str.split, postings)})
+               for kind, postings in ledger]
+    assert entries == [
+        ("reservation", {("funding", -3_000), ("reservation", 3_000)}),
+        ("bulk_credit", {("reservation", -3_000), ("ana", 1_000), ("ben", 2_000)}),
+        ("withdrawal", {("ben", -500), ("bank", 500)}),
+        ("bulk_reversal", {("ana", -1_000), ("funding", 1_000)}),  # Ben's row: FAILED insufficient_funds
+        ("deposit", {("bank", -500), ("ben", 500)}),
+        ("bulk_reversal", {("ben", -2_000), ("funding", 2_000)}),  # the retry
+    ]
+    assert balances(engine) == {ana: 0, ben: 0}
+    assert reconcile_full(services)["status"] == "clean"
