@@ -5,6 +5,7 @@ worker processes are in test_bulk_reversal_end_to_end.py)."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from sqlalchemy import text
@@ -263,4 +264,28 @@ def test_worked_example_a_reversal_after_a_partial_spend_posts_the_ledger_an_acc
         ("bulk_reversal", {("ben", -2_000), ("funding", 2_000)}),  # the retry
     ]
     assert balances(engine) == {ana: 0, ben: 0}
+    assert reconcile_full(services)["status"] == "clean"
+
+
+def test_reversals_of_one_credit_raced_from_many_requests_claim_each_row_once(
+        app, services, queued_http, queue, engine, admin_token):
+    users = seed_users(services, 50)
+    credit_id = credited(services, queued_http, queue, [f"{user},1.00,r{n}" for n, user in enumerate(users)])
+    answers: list[dict] = []
+
+    def race(n: int) -> None:
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {admin_token}"
+        answers.append(reverse(client, credit_id, key=f"race-{n}").json)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    apply_all(services, services.settings, queue.take())
+
+    assert sorted(answer["valid_records"] for answer in answers) == [0, 0, 0, 50]
+    assert query(engine, "SELECT count(*), count(DISTINCT credit_row_id) FROM bulk_reversal_claims") == [(50, 50)]
+    assert balances(engine) == {user: 0 for user in users}
     assert reconcile_full(services)["status"] == "clean"

@@ -13,7 +13,7 @@ from pipeline.config import Settings
 from pipeline.users import create_api_key
 from tests import conftest
 from tests.conftest import assert_ledger_invariants
-from tests.test_bulk_pipeline import balances, post_file, query, seed_users
+from tests.test_bulk_pipeline import apply_all, balances, post_file, query, seed_users
 from tests.test_funding import reconcile_full
 
 MOVE = "/api/v1/wallet"
@@ -160,9 +160,8 @@ def test_the_reverse_endpoint_answers_404_422_and_403_by_scope(app, services, ht
         other = app.test_client()
         other.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {create_api_key(services.uow(), scope)}"
         assert reverse(other, paid_in, f"scope-{scope}").status_code == 403, scope
-    seed_users(services, 0, funding_minor=10_000)
+    seed_users(services, 0, funding_minor=10_000)  # funds the default account; a bulk chunk's entry next
     post_file(queued_http, f"uuid,amount\n{ana},1.00\n".encode())
-    from tests.test_bulk_pipeline import apply_all
     apply_all(services, services.settings, queue.take())
     [chunk_entry] = query(services.engine, "SELECT id::text FROM journal_entries WHERE kind = 'bulk_credit'")[0]
     refused = reverse(http, chunk_entry, "bulk")

@@ -6,9 +6,9 @@ credit's SUCCESS rows back to its funding account, through the same chunked pipe
   was never credited (PENDING, FAILED, INVALID, CANCELLED), or that a reversal already holds,
   is INVALID `not_reversible`, saying why; a second reversal of the same rows reverses nothing.
 - **A row is reversed at most once, by the database.** Each reversible row claims its credit
-  row in `bulk_reversal_claims`, whose primary key refuses a second claim; the credit
-  activity's row lock makes two reversals of one credit judge the claims in turn. A
-  cancelled reversal row gives its claim back.
+  row in `bulk_reversal_claims`, whose primary key refuses a second claim; a lock on the
+  credit's id (not its row, which its chunks still being applied need) makes two reversals
+  of one credit judge the claims in turn. A cancelled reversal row gives its claim back.
 - **No balance below zero.** A chunk locks its payees' wallets and fails with
   `insufficient_funds` the rows of a wallet that no longer holds their money (from the first
   one whose running total passes the balance). They are not retried on a timer; an
@@ -87,7 +87,8 @@ def reverse(uow, settings: Settings, *, activity_id: str, actor: Actor, reason: 
     with no credited row when none is named), and ValidationFailed (422) naming
     `row_numbers` or `references` when some name no row of the credit.
     """
-    credit = uow.bulk.lock_activity(activity_id)
+    uow.bulk.serialize_reversals(activity_id)
+    credit = uow.bulk.activity(activity_id)
     if credit is None:
         raise NotFound(f"no bulk-credit activity {activity_id}")
     if credit.kind != CREDIT:

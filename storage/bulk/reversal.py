@@ -43,8 +43,8 @@ SELECT ref FROM unnest(CAST(:references AS text[])) ref
 # One reversal row per credit row named (or per SUCCESS row when none is named), under the
 # same row number. A row is reversible when it was credited (SUCCESS) and no reversal holds
 # it; the others are INVALID `not_reversible`, saying why. The reversible rows are numbered
-# into chunks in row order. Run while the credit activity's row is locked, so two
-# reversals of one credit judge its claims one after the other.
+# into chunks in row order. Run under `serialize_reversals`, so two reversals of one credit
+# judge its claims one after the other.
 _COPY_ROWS = text("""
 WITH named AS (
     SELECT r.id, r.row_number, r.user_id, r.amount_minor, r.currency, r.reference, r.status,
@@ -203,6 +203,11 @@ class ReversalSql:
         numbers = self.connection.execute(_UNKNOWN_ROW_NUMBERS, {**params, "row_numbers": row_numbers}).scalars()
         names = self.connection.execute(_UNKNOWN_REFERENCES, {**params, "references": references}).scalars()
         return list(numbers), list(names)
+
+    def serialize_reversals(self, credit_id: str) -> None:
+        """Two reversals of one credit take turns until commit: a transaction-scoped advisory lock
+        on its id, rather than the credit's row, which its chunks still being applied need."""
+        self.connection.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 14))"), {"id": credit_id})
 
     def add_reversal(self, reversal_id: str, credit: Activity, api_key_id: int | None) -> None:
         self.connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
