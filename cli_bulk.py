@@ -225,12 +225,14 @@ def retry_command(activity_id, wait):
 @click.option("--row", "row_numbers", type=int, multiple=True, help="A row number to reverse (repeatable).")
 @click.option("--reference", "references", multiple=True, help="A row reference to reverse (repeatable).")
 @click.option("--wait/--no-wait", default=False, show_default=True)
-def reverse_command(activity_id, reason, row_numbers, references, wait):
-    """Takes the money of a credit's SUCCESS rows (all, or those named) back to its funding account."""
+@TOKEN
+def reverse_command(activity_id, reason, row_numbers, references, wait, token):
+    """Takes the money of a credit's SUCCESS rows (all, or those named) back to its funding account;
+    with --token (or WALLET_TOKEN), that operator's or admin's key is the actor."""
     try:
         activity = reversal.reverse_and_send(
             services().uow, queue(), services().settings, activity_id=chunks.parse_activity_id(activity_id),
-            actor=Actor("command_line"), reason=reason, row_numbers=sorted(set(row_numbers)) or None,
+            actor=_actor_of(token, "may_operate"), reason=reason, row_numbers=sorted(set(row_numbers)) or None,
             references=sorted(set(references)) or None)
     except Rejected as refusal:
         _refused(refusal)
