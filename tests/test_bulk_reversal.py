@@ -84,7 +84,8 @@ def test_reversing_every_row_takes_each_credit_back_to_the_funding_account_and_s
     history = queued_http.get(f"{URL}/{body['activity_id']}/history").json["data"]
     assert (history[0]["to_status"], history[0]["reason"], history[-1]["to_status"], history[-1]["final"]) == (
         "UPLOADED", "wrong file", "COMPLETED", True)
-    assert query(engine, "SELECT actor_type, action, object_id, detail->>'reversal_activity_id' FROM audit_events") == [
+    assert query(engine, "SELECT actor_type, action, object_id, detail->>'reversal_activity_id' FROM audit_events"
+                        " WHERE action LIKE '%.reverse'") == [
         ("api_key", "bulk_credit.reverse", credit_id, body["activity_id"])]
     assert reconcile_full(services)["status"] == "clean"
     assert_ledger_invariants(engine)
@@ -228,7 +229,8 @@ def test_the_command_line_reverses_named_rows_and_reconciliation_catches_a_rever
                                                    a=reversal_id)]
     apply_all(services, services.settings, chunk_ids)
     assert balances(engine) == {users[0]: 1_000, users[1]: 0}
-    assert query(engine, "SELECT actor_type, action FROM audit_events") == [("command_line", "bulk_credit.reverse")]
+    assert query(engine, "SELECT actor_type, action FROM audit_events"
+                        " WHERE action LIKE '%.reverse'") == [("command_line", "bulk_credit.reverse")]
     assert reconcile_full(services)["status"] == "clean"
     with engine.begin() as connection:
         connection.execute(text("UPDATE bulk_rows SET amount_minor = 1 WHERE activity_id = :a"), {"a": reversal_id})
