@@ -20,7 +20,7 @@ Revision ID: 0014
 from alembic import op
 
 revision = "0014"
-down_revision = "0018"  # "0013" in the brief; main has 0013 -> 0017 -> 0018 since
+down_revision = "0019"  # "0013" in the brief; main has 0013 -> 0017 -> 0018 -> 0019 since
 
 KINDS = ("'deposit', 'withdrawal', 'transfer', 'bulk_credit', 'funding_top_up', 'reservation', "
          "'reservation_return'")
