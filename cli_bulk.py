@@ -14,7 +14,7 @@ from flask.cli import AppGroup
 
 from bootstrap import app_services as services
 from pipeline.access import Principal
-from pipeline.bulk import approval, chunks, preview, reads, release
+from pipeline.bulk import approval, chunks, preview, reads, release, reversal
 from pipeline.bulk.seeding import seed_and_export
 from pipeline.bulk.ports import Actor
 from pipeline.bulk.status import SETTLED_STATUSES
@@ -217,6 +217,31 @@ def retry_command(activity_id, wait):
     if wait:
         _wait(activity_id)
     _show(reads.activity(services().uow(), activity_id))
+
+
+@bulk_credit.command("reverse")
+@click.argument("activity_id")
+@click.option("--reason", required=True, help="Why; kept in the reversal's history and the audit trail.")
+@click.option("--row", "row_numbers", type=int, multiple=True, help="A row number to reverse (repeatable).")
+@click.option("--reference", "references", multiple=True, help="A row reference to reverse (repeatable).")
+@click.option("--wait/--no-wait", default=False, show_default=True)
+@TOKEN
+def reverse_command(activity_id, reason, row_numbers, references, wait, token):
+    """Takes the money of a credit's SUCCESS rows (all, or those named) back to its funding account;
+    with --token (or WALLET_TOKEN), that operator's or admin's key is the actor."""
+    try:
+        activity = reversal.reverse_and_send(
+            services().uow, queue(), services().settings, activity_id=chunks.parse_activity_id(activity_id),
+            actor=_actor_of(token, "may_operate"), reason=reason, row_numbers=sorted(set(row_numbers)) or None,
+            references=sorted(set(references)) or None)
+    except Rejected as refusal:
+        _refused(refusal)
+    click.echo(f"reversal {activity.id} of {activity_id}: {activity.counters.valid} rows to reverse,"
+               f" {activity.counters.invalid} not reversible", err=True)
+    if wait:
+        _wait(activity.id)
+        activity = reads.activity(services().uow(), activity.id)
+    _show(activity)
 
 
 def register(app) -> None:

@@ -42,6 +42,18 @@ class Conflict(Rejected):
     status = 409
 
 
+class AlreadyReversed(Conflict):
+    """The movement was reversed already: a movement is undone at most once."""
+
+    code = "already_reversed"
+
+
+class NotReversible(Rejected):
+    """The movement is of a kind that cannot be undone on its own (a bulk chunk, a reservation)."""
+
+    code = "not_reversible"
+
+
 class InsufficientFunds(Rejected):
     code = "insufficient_funds"
 

@@ -39,6 +39,8 @@ EVENT_TYPES = {
     ("transfer", "debit"): "transfer.sent",
     ("transfer", "credit"): "transfer.received",
     ("bulk_credit", "credit"): "bulk_credit.credited",
+    # A reversal row takes a credit back; a single movement undone is reversal.debit / .credit.
+    ("bulk_reversal", "debit"): "bulk_credit.reversed",
 }
 
 

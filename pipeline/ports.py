@@ -48,6 +48,8 @@ class JournalEntry:
     #: The bulk-credit activity and funding account an entry moves money for, if any.
     activity_id: str | None = None
     funding_account: str | None = None
+    #: The movement a `reversal` entry undoes (UNIQUE: a movement is reversed at most once).
+    reverses_entry_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,10 @@ class Ledger(Protocol):
     def lock_wallets(self, keys: list[WalletKey], create: list[WalletKey] = ()) -> dict[WalletKey, Wallet]: ...
     def record(self, entry: JournalEntry, postings: list[Posting]) -> datetime: ...
     def entry(self, entry_id: str) -> dict[str, Any] | None: ...
+    def entry_wallets(self, entry_id: str, limit: int) -> list[tuple[WalletKey, int]]:
+        """The entry's first `limit` postings as (the wallet's key, signed amount in minor units)."""
+    def reversal_of(self, entry_id: str) -> str | None:
+        """The id of the entry that reversed `entry_id`, if any."""
     def entry_postings(self, entry_id: str, user_id: str | None, after_id: int | None,
                        limit: int) -> tuple[int, int, list[dict[str, Any]]]: ...
     def wallets_of(self, user_id: str) -> list[dict[str, Any]]: ...

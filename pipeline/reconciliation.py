@@ -1,13 +1,16 @@
 """Reconciliation: proof that every balance equals its ledger.
 
-Six checks, each over one consistent snapshot of the database:
+Seven checks, each over one consistent snapshot of the database:
   (a) every wallet's balance equals the sum of its postings and its latest `balance_after`;
   (b) every journal entry sums to zero per currency;
   (c) per currency, all wallets, system wallets included, sum to zero;
   (d) every bulk-credit activity's counters equal its rows' statuses;
   (e) every SUCCESS row has exactly one posting, and no FAILED, INVALID or CANCELLED row has any;
-  (f) what every released activity's reservation holds equals what its unpaid rows are owed
-      (reserved, less paid, less returned).
+  (f) what every released credit activity's reservation holds equals what its unpaid rows are
+      owed (reserved, less paid, less returned);
+  (g) every SUCCESS row of a reversal took back exactly the credit row it claims (same payee,
+      amount and currency, a SUCCESS row of the credit it reverses). A reversal reserves
+      nothing (its money goes from the payees to the funding account), so (f) leaves it out.
 
 A run is incremental by default: (a), (b), (d) and (e) look only at what changed since
 the last clean run; `full` looks at everything. A run never changes a balance: it reports.
@@ -57,6 +60,8 @@ class Evidence:
     row_postings: list[tuple[int, str, int]] = ()
     #: (activity id, currency, owed to unpaid rows, held by the reservation) for check (f)
     reservations: list[tuple[str, str, int, int]] = ()
+    #: bulk row ids of SUCCESS reversal rows that do not match the credit row they claim, for check (g)
+    reversal_rows: list[int] = ()
 
 
 def _money(minor: int, code: str) -> str:
@@ -83,6 +88,9 @@ def mismatches_in(evidence: Evidence) -> list[Mismatch]:
     for activity_id, code, owed, held in evidence.reservations:
         found.append(Mismatch(f"activity:{activity_id}", "reservation_differs_from_unpaid_rows",
                               f"{_money(owed, code)} {code}", f"{_money(held, code)} {code}"))
+    for row_id in evidence.reversal_rows:
+        found.append(Mismatch(f"bulk_row:{row_id}", "reversal_row_differs_from_credit_row", "the credit row it claims",
+                              "another payee, amount, currency or status"))
     return found
 
 

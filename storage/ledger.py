@@ -5,7 +5,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import IntegrityError
 
+from pipeline.errors import AlreadyReversed
 from pipeline.ledger import Posting, Wallet, WalletKey
 from pipeline.ports import JournalEntry
 from storage import driver
@@ -67,9 +69,9 @@ SELECT w.id, w.user_id::text, w.system_name, w.shard, w.currency, w.balance
 _RECORD = driver.statement("""
 WITH entry AS (
     INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, fee,
-                                 from_user_id, to_user_id, reference, activity_id, funding_account)
+                                 from_user_id, to_user_id, reference, activity_id, funding_account, reverses_entry_id)
     VALUES (:id, :kind, :idempotency_key, :currency, :amount, :fee,
-            :from_user_id, :to_user_id, :reference, :activity_id, :funding_account)
+            :from_user_id, :to_user_id, :reference, :activity_id, :funding_account, :reverses_entry_id)
     RETURNING created_at
 ), posted AS (
     INSERT INTO postings (journal_entry_id, wallet_id, currency, amount, balance_after)
@@ -162,6 +164,16 @@ class SqlLedger:
         return wallets
 
     def record(self, entry: JournalEntry, postings: list[Posting]) -> datetime:
+        """Writes the entry and its postings and moves the balances. Raises AlreadyReversed when
+        `entry.reverses_entry_id` was reversed already (its UNIQUE key, behind the use case's check)."""
+        try:
+            return self._record(entry, postings)
+        except IntegrityError as error:
+            if entry.reverses_entry_id is not None and "reverses_entry_id" in str(error.orig):
+                raise AlreadyReversed(f"transaction {entry.reverses_entry_id} is already reversed") from error
+            raise
+
+    def _record(self, entry: JournalEntry, postings: list[Posting]) -> datetime:
         ((created_at,),) = driver.execute(self.connection, _RECORD, {
             **vars(entry),
             "wallet_ids": [posting.wallet_id for posting in postings],
@@ -174,10 +186,24 @@ class SqlLedger:
     def entry(self, entry_id: str) -> dict[str, Any] | None:
         row = self.connection.execute(
             text("SELECT id::text, kind, currency, amount, fee, from_user_id::text, to_user_id::text,"
-                 " reference, activity_id::text, created_at FROM journal_entries WHERE id = :id"),
+                 " reference, activity_id::text, created_at, reverses_entry_id::text AS reverses,"
+                 " (SELECT r.id::text FROM journal_entries r WHERE r.reverses_entry_id = j.id) AS reversed_by"
+                 " FROM journal_entries j WHERE id = :id"),
             {"id": entry_id},
         ).mappings().one_or_none()
         return dict(row) if row else None
+
+    def entry_wallets(self, entry_id: str, limit: int) -> list[tuple[WalletKey, int]]:
+        rows = self.connection.execute(text(
+            "SELECT w.currency, w.user_id::text, w.system_name, w.shard, coalesce(w.funding_account,"
+            " w.activity_id::text), p.amount FROM postings p JOIN wallets w ON w.id = p.wallet_id"
+            " WHERE p.journal_entry_id = :id ORDER BY p.id LIMIT :limit"), {"id": entry_id, "limit": limit})
+        return [(WalletKey(currency.strip(), user_id, system_name, shard if system_name else 0, owner), amount)
+                for currency, user_id, system_name, shard, owner, amount in rows]
+
+    def reversal_of(self, entry_id: str) -> str | None:
+        return self.connection.execute(text("SELECT id::text FROM journal_entries WHERE reverses_entry_id = :id"),
+                                       {"id": entry_id}).scalar_one_or_none()
 
     def entry_postings(self, entry_id: str, user_id: str | None, after_id: int | None,
                        limit: int) -> tuple[int, int, list[dict[str, Any]]]:

@@ -113,7 +113,24 @@ SELECT a.id::text, coalesce(o.currency, h.currency), coalesce(o.amount, 0), coal
   FROM bulk_activities a JOIN scope ON scope.id = a.id
   JOIN (owed o FULL JOIN held h ON h.activity_id = o.activity_id AND h.currency = o.currency)
     ON a.id = coalesce(o.activity_id, h.activity_id)
- WHERE a.reservation_shards IS NOT NULL AND coalesce(o.amount, 0) <> coalesce(h.amount, 0)
+ WHERE a.kind = 'credit' AND a.reservation_shards IS NOT NULL AND coalesce(o.amount, 0) <> coalesce(h.amount, 0)
+ LIMIT 1000
+"""
+
+# (g) A SUCCESS reversal row took back exactly a SUCCESS row of the credit it reverses: the same
+# payee, amount and currency, and it holds that row's claim. (A reversal reserves nothing: its
+# money goes from the payees to the funding account, so (f) is about credits only.)
+_REVERSAL_ROWS = """
+WITH scope AS ({scope})
+SELECT r.id
+  FROM bulk_activities a JOIN scope ON scope.id = a.id
+  JOIN bulk_rows r ON r.activity_id = a.id
+  LEFT JOIN bulk_rows o ON o.id = r.reverses_row_id
+  LEFT JOIN bulk_reversal_claims c ON c.reversal_row_id = r.id
+ WHERE a.kind = 'reversal' AND r.status = 'SUCCESS'
+   AND (o.id IS NULL OR o.status <> 'SUCCESS' OR o.activity_id <> a.reverses_activity_id
+        OR o.user_id <> r.user_id OR o.amount_minor <> r.amount_minor OR o.currency <> r.currency
+        OR c.credit_row_id IS DISTINCT FROM o.id)
  LIMIT 1000
 """
 
@@ -168,6 +185,7 @@ class SqlReconciliations:
             row_postings=self._rows(_ROW_POSTINGS, since, params),
             reservations=[(a, c.strip(), int(owed), int(held))
                           for a, c, owed, held in self._rows(_RESERVATIONS, since, params)],
+            reversal_rows=[row_id for (row_id,) in self._rows(_REVERSAL_ROWS, since, params)],
         )
 
     def _rows(self, query: str, since, params) -> list[tuple]:

@@ -9,8 +9,8 @@ from apiflask import APIBlueprint
 from flask import Response, current_app, g, jsonify, request, stream_with_context
 
 from bootstrap import app_services as services
-from pipeline.bulk import approval, chunks, preview, reads, release
-from pipeline.bulk.ports import Activity, Actor
+from pipeline.bulk import approval, chunks, preview, reads, release, reversal
+from pipeline.bulk.ports import Activity, Actor, send_after_commit
 from pipeline.bulk.upload import upload
 from pipeline.errors import FieldError, ValidationFailed
 from pipeline.statements import parse_limit
@@ -19,7 +19,7 @@ from telemetry.metrics import BULK_ROW_RETRIES, count_rows
 from web.auth import allow, authenticated
 from web.inputs import rfc3339_field
 from web.uploads import read_upload
-from web.wallets import json_body, money, rfc3339
+from web.wallets import idempotent, json_body, money, reason_in, rfc3339
 
 #: The longest reason a cancel may give, in characters.
 CANCEL_REASON_LENGTH_MAX = 500
@@ -43,7 +43,7 @@ def render_activity(activity: Activity) -> dict:
     counters = activity.counters
     moment = lambda value: rfc3339(value) if value else None  # noqa: E731
     return {
-        "activity_id": activity.id, "kind": "credit", "file_name": activity.file_name, "status": activity.status, "total_records": counters.total,
+        "activity_id": activity.id, "kind": activity.kind, "reverses": activity.reverses, "file_name": activity.file_name, "status": activity.status, "total_records": counters.total,
         "valid_records": counters.valid, "invalid_records": counters.invalid,
         "successful_records": counters.successful, "failed_records": counters.failed,
         "pending_records": counters.pending, "cancelled_records": counters.cancelled, "final": activity.final,
@@ -276,8 +276,34 @@ def reject(activity_id):
 
 
 def _reason() -> str:
-    reason = json_body().get("reason")
-    if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= CANCEL_REASON_LENGTH_MAX or not storable(reason):
-        raise ValidationFailed("reason is required", [FieldError(
-            "reason", f"a text of 1 to {CANCEL_REASON_LENGTH_MAX} characters saying why")])
-    return reason.strip()
+    return _reason_in(json_body())
+
+
+def _reason_in(body: dict) -> str:
+    return reason_in(body, CANCEL_REASON_LENGTH_MAX)
+
+
+@blueprint.post("/<activity_id>/reverse")
+@authenticated
+def reverse(activity_id):
+    """A new activity of kind `reversal` taking the money of the credit's SUCCESS rows (every
+    one, or those named by `row_numbers` or `references`) back to its funding account; with an
+    Idempotency-Key, replayed like every money movement (pipeline/bulk/reversal.py)."""
+    allow(g.principal.may_operate())
+    activity_id = chunks.parse_activity_id(activity_id)
+    actor, settings, planned = Actor("api_key", g.principal.api_key_id), services().settings, []
+
+    def command(body: dict):
+        return _reason_in(body), *reversal.parse_named_rows(body)
+
+    def act(uow, parsed) -> Activity:
+        reason, row_numbers, references = parsed
+        done = reversal.reverse(uow, settings, activity_id=activity_id, actor=actor, reason=reason,
+                                row_numbers=row_numbers, references=references)
+        planned[:] = done.chunk_ids  # a transient fault runs this again: the last run's chunks
+        return done.activity
+
+    response = idempotent(command, act, render_activity, status=202)
+    if planned:
+        send_after_commit(chunk_queue(), planned)
+    return response

@@ -233,6 +233,25 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Cancel the rows not yet credited (operator or admin); their reserved money goes back to the funding"
         " account", 202, "The activity, CANCELLED", (400, 401, 403, 404, 409, 422, 503), REASON_BODY,
         schema=ref("Activity")),
+    ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/reverse"): Operation(
+        "Reverse a bulk credit (operator or admin): a new activity of kind `reversal` whose rows take the money of"
+        " the named (default: every) SUCCESS row back to the funding account; a row never credited or already"
+        " reversed is INVALID `not_reversible`, a payee no longer holding the money FAILED `insufficient_funds`",
+        202, "The reversal activity `{activity_id, kind: reversal, reverses, status, total_records, ...}`",
+        (400, 401, 403, 404, 409, 422), _object(
+            ("reason",), reason=REASON_BODY["properties"]["reason"],
+            row_numbers={"type": "array", "minItems": 1, "maxItems": 100_000,
+                         "items": {"type": "integer", "minimum": 2, "maximum": 2**31 - 1},
+                         "description": "Rows as a spreadsheet shows them; unknown: 422"},
+            references={"type": "array", "minItems": 1, "maxItems": 100_000,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 4_096},
+                        "description": "The rows' own references; unknown: 422"}),
+        parameters=(IDEMPOTENCY_KEY,), schema=ref("Activity")),
+    ("POST", "/api/v1/transactions/{entry_id}/reverse"): Operation(
+        "Undo a deposit, withdrawal or transfer in full, fee included, in one journal entry (admin)", 201,
+        "The transaction `{id, kind: reversal, reverses, reversed_kind, from_user_id, to_user_id, amount, fee,"
+        " currency, reference, created_at}`; again: 409 already_reversed; a wallet no longer holding the money:"
+        " 422 insufficient_funds", (400, 401, 403, 404, 409, 422), REASON_BODY, parameters=(IDEMPOTENCY_KEY,)),
     ("POST", "/api/v1/funding-accounts/{name}/top-up"): Operation(
         "Top a funding account up from bank (admin); created on its first top-up", 201, "The transaction",
         (400, 401, 403, 409, 422), _object(("amount", "currency"), amount=AMOUNT, currency=CURRENCY,

@@ -33,6 +33,8 @@ SCHEMAS = {
                              failed_amount=MONEY_OR_ZERO, cancelled_amount=MONEY_OR_ZERO),
     "Activity": {**_object(
         activity_id=UUID, kind={"type": "string", "enum": ["credit", "reversal"]},
+        reverses={"type": ["string", "null"], "format": "uuid",
+                  "description": "A reversal's credit activity; null for a credit"},
         status={"type": "string", "enum": list(ACTIVITY_STATUSES)},
         final={"type": "boolean", "description": "No automatic retry is due: only an operator changes it now."},
         file_name={"type": ["string", "null"]}, total_records=COUNT, valid_records=COUNT, invalid_records=COUNT,
@@ -42,7 +44,7 @@ SCHEMAS = {
         created_at=TIME, started_at=MAYBE_TIME, completed_at=MAYBE_TIME,
         totals={"type": "array", "items": {"$ref": "#/components/schemas/ActivityTotal"},
                 "description": "Per currency, by currency code; pending = valid - credited - failed - cancelled"}),
-        "examples": [{"activity_id": "0b9f4ad2-52c4-4c5e-9d43-1f0a3d3c8a11", "kind": "credit",
+        "examples": [{"activity_id": "0b9f4ad2-52c4-4c5e-9d43-1f0a3d3c8a11", "kind": "credit", "reverses": None,
                       "status": "PROCESSING", "final": False, "file_name": "payroll-2026-11.csv",
                       "total_records": 3, "valid_records": 2, "invalid_records": 1, "successful_records": 1,
                       "failed_records": 0, "pending_records": 1, "cancelled_records": 0,
@@ -77,6 +79,10 @@ SCHEMAS = {
         reference={"type": ["string", "null"]}, status={"type": "string", "enum": list(ROW_STATUSES)},
         error_code={"type": ["string", "null"]}, error_message={"type": ["string", "null"]}, attempts=COUNT,
         transaction_id={"type": ["string", "null"], "format": "uuid"}, posting_id={"type": ["integer", "null"]},
+        reversed_by={"type": ["object", "null"], "description": "The reversal row holding a credit row",
+                     "required": ["activity_id", "row_number", "status"], "properties": {
+                         "activity_id": UUID, "row_number": {"type": "integer", "minimum": 2},
+                         "status": {"type": "string", "enum": list(ROW_STATUSES)}}},
         raw={"type": "object", "additionalProperties": {"type": "string"},
              "description": "The row's original cells by column name"})},
     "RowPage": page_of("RowOutcome"),

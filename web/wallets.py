@@ -8,7 +8,8 @@ from apiflask import APIBlueprint
 from flask import g, jsonify, request
 
 from bootstrap import app_services as services
-from pipeline import statements, users, wallets
+from pipeline import reversals, statements, users, wallets
+from pipeline.audit import Actor
 from pipeline.idempotency import IdempotentRequest, answer_once, request_sha256
 from pipeline.money import MINOR_UNITS, Currency, MoneyError, currency, format_amount
 from pipeline.errors import FieldError, ValidationFailed
@@ -126,7 +127,8 @@ def render_transaction(view: statements.EntryView, viewer_user_id: str | None) -
         "id": entry["id"], "kind": entry["kind"], "amount": money(amount, code),
         "fee": money(entry["fee"], code), "currency": code, "from_user_id": entry["from_user_id"],
         "to_user_id": entry["to_user_id"], "reference": entry["reference"], "activity_id": entry["activity_id"],
-        "created_at": rfc3339(entry["created_at"]),
+        "created_at": rfc3339(entry["created_at"]), "reverses": entry["reverses"],
+        "reversed_by": entry["reversed_by"],
         "postings": [render_posting(posting, code) for posting in view.postings],
         "postings_total": view.postings_total, "postings_next_cursor": view.postings_next_cursor,
     }
@@ -143,9 +145,9 @@ def get_transaction(entry_id):
     return jsonify(render_transaction(view, viewer))
 
 
-def _idempotent(command, act, render):
+def idempotent(command, act, render, status: int = 201):
     """Validates first (a malformed request is refused without using up its key), then
-    moves the money at most once per key."""
+    moves the money at most once per key; answers `status` with the rendered result."""
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key:
         raise HttpProblem(400, "idempotency_key_missing", "send an Idempotency-Key header with every money movement")
@@ -155,15 +157,30 @@ def _idempotent(command, act, render):
         raise ValidationFailed("Idempotency-Key is not valid", [FieldError("Idempotency-Key", "must not contain NUL")])
     body = json_body()
     parsed = command(body)
-    idempotent = IdempotentRequest(g.principal.api_key_id, key, request_sha256(request.method, request.path, body))
-    (status, answer), replayed = answer_once(
-        services().uow, services().settings.transaction_attempts_max, idempotent,
-        lambda uow: act(uow, parsed), lambda moved: (201, render(moved)),
+    once = IdempotentRequest(g.principal.api_key_id, key, request_sha256(request.method, request.path, body))
+    (answered, answer), replayed = answer_once(
+        services().uow, services().settings.transaction_attempts_max, once,
+        lambda uow: act(uow, parsed), lambda moved: (status, render(moved)),
         lambda refusal: (refusal.status, refusal_body(refusal)))
     headers = {"Idempotency-Replayed": "true"} if replayed else {}
-    if status >= 400:
+    if answered >= 400:
         return problem_response(answer, headers)
-    return jsonify(answer), status, headers
+    return jsonify(answer), answered, headers
+
+
+_idempotent = idempotent  # its name before bulk reversals used it too
+
+#: The longest reason an operator's action (a cancel, a reversal) may give, in characters.
+REASON_LENGTH_MAX = 500
+
+
+def reason_in(body: dict, length_max: int = REASON_LENGTH_MAX) -> str:
+    """The body's `reason`, stripped; ValidationFailed naming `reason` unless 1..length_max characters."""
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= length_max or not storable(reason):
+        raise ValidationFailed("reason is required", [FieldError(
+            "reason", f"a text of 1 to {length_max} characters saying why")])
+    return reason.strip()
 
 
 def _journal_key() -> str:
@@ -187,7 +204,7 @@ def _single_movement(kind: str, use_case):
     def command(body):
         return wallets.parse_user_id(body.get("user_id"), "user_id"), wallets.parse_money_request(body, settings, _journal_key())
 
-    return _idempotent(command, lambda uow, parsed: use_case(uow, settings, *parsed),
+    return idempotent(command, lambda uow, parsed: use_case(uow, settings, *parsed),
                        lambda moved: _render_single(moved, kind))
 
 
@@ -221,4 +238,34 @@ def transfer():
                 "fee": money(entry.fee, entry.currency), "currency": entry.currency,
                 "reference": entry.reference, "created_at": rfc3339(moved.created_at)}
 
-    return _idempotent(command, lambda uow, parsed: wallets.transfer(uow, settings, *parsed), render)
+    return idempotent(command, lambda uow, parsed: wallets.transfer(uow, settings, *parsed), render)
+
+
+@blueprint.post("/transactions/<entry_id>/reverse")
+@authenticated
+def reverse_transaction(entry_id):
+    """Undoes a deposit, withdrawal or transfer in full, fee included, in one journal entry.
+
+    Admin only, like the ad-hoc movements it undoes: an operator moves no money by hand, and a
+    `user:` key that could reverse its own transfer would take money back from its payee."""
+    allow(g.principal.may_move_money())
+    entry_id = wallets.parse_user_id(entry_id, "id")
+    actor = Actor("api_key", g.principal.api_key_id)
+
+    def command(body):
+        return reason_in(body), _journal_key()
+
+    def act(uow, parsed):
+        reason, journal_key = parsed
+        return reversals.reverse_movement(uow, entry_id=entry_id, actor=actor, reason=reason,
+                                          idempotency_key=journal_key)
+
+    def render(done: reversals.ReversedMovement) -> dict:
+        entry, moved = done.moved.entry, done.moved
+        return {"id": entry.id, "kind": "reversal", "reverses": entry.reverses_entry_id,
+                "reversed_kind": done.reversed_kind, "from_user_id": entry.from_user_id,
+                "to_user_id": entry.to_user_id, "amount": money(entry.amount, entry.currency),
+                "fee": money(entry.fee, entry.currency), "currency": entry.currency, "reference": entry.reference,
+                "created_at": rfc3339(moved.created_at)}
+
+    return idempotent(command, act, render)

@@ -160,7 +160,17 @@ def row_outcome(columns: tuple[str, ...], row: dict[str, Any]) -> dict[str, Any]
     return {"row_number": row["row_number"], "user_id": user_id, "amount": amount, "currency": currency,
             "reference": row["reference"], "status": row["status"], "error_code": row["error_code"],
             "error_message": row["error_message"], "attempts": row["attempts"],
-            "transaction_id": row["transaction_id"], "posting_id": row["posting_id"], "raw": raw}
+            "transaction_id": row["transaction_id"], "posting_id": row["posting_id"],
+            "reversed_by": _reversed_by(row), "raw": raw}
+
+
+def _reversed_by(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The reversal row that holds a credit row (PENDING, SUCCESS, or FAILED and waiting for a
+    retry), or None. Rows read without it (before reversals existed) have none."""
+    if row.get("reversed_by_activity_id") is None:
+        return None
+    return {"activity_id": row["reversed_by_activity_id"], "row_number": row["reversed_by_row_number"],
+            "status": row["reversed_by_status"]}
 
 
 def export_rows(uow_factory: Callable, activity_id: str, status: str | None) -> tuple[list[str], Iterator[list[list[str]]]]:

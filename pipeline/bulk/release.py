@@ -189,7 +189,9 @@ def cancel(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
             shards = activity.reservation_shards or 1
             returned = uow.bulk.cancel_rows(activity_id, shards, reason)
             uow.bulk.end_chunks(activity_id)
-            if activity.reservation_shards is not None and returned:
+            if activity.kind == "reversal":  # nothing was reserved; its rows give their credit rows back
+                uow.bulk.release_reversal_claims(activity_id)
+            elif activity.reservation_shards is not None and returned:
                 _give_back(uow, activity, returned)
             ended = settle(uow, activity_id, actor, pending=-counts.get("PENDING", 0),
                            failed=-counts.get("FAILED", 0), cancelled=sum(counts.values()), status=CANCELLED,

@@ -13,9 +13,11 @@ from storage.bulk.reads import ReadSql
 from storage.bulk.preview import PreviewSql
 from storage.bulk.recovery import RecoverySql
 from storage.bulk.release import ReleaseSql
+from storage.bulk.reversal import ReversalSql
 from storage.bulk.upload import UploadSql
 
 
-class SqlBulkCredits(UploadSql, ChunkSql, OutcomeSql, ReadSql, RecoverySql, ReleaseSql, PreviewSql):
+class SqlBulkCredits(UploadSql, ChunkSql, OutcomeSql, ReadSql, RecoverySql, ReleaseSql, PreviewSql,
+                     ReversalSql):
     def __init__(self, connection: Connection):
         self.connection = connection

@@ -31,7 +31,8 @@ PENDING = """r.id BETWEEN :first_row_id AND :last_row_id AND r.activity_id::text
 # The activity is read, not locked: it is locked last, for the moment before commit.
 _LOCK_CHUNK = text("""
 SELECT c.id, c.activity_id::text, c.number, c.first_row_id, c.last_row_id, c.state, c.attempts, c.error_count,
-       c.sent_count, coalesce(a.reservation_shards, 1), a.cancel_requested_at IS NOT NULL
+       c.sent_count, coalesce(a.reservation_shards, 1), a.cancel_requested_at IS NOT NULL, a.kind,
+       a.funding_account
   FROM bulk_chunks c JOIN bulk_activities a ON a.id = c.activity_id
  WHERE c.id = :id FOR UPDATE OF c
 """)
@@ -222,13 +223,18 @@ class ChunkSql:
 
     def credit_pending(self, chunk: Chunk, funding_shard: int, first_row_id: int | None = None,
                        last_row_id: int | None = None) -> tuple[int, int]:
-        """Credits the PENDING rows of the chunk (or of its rows first_row_id..last_row_id).
+        """Credits the PENDING rows of the chunk (or of its rows first_row_id..last_row_id); of a
+        reversal's chunk, takes their money back to the funding account instead.
 
-        Returns (rows credited, rows failed with amount_out_of_range). Raises RowsRefused
+        Returns (rows credited, rows failed with amount_out_of_range), or for a reversal
+        (rows reversed, rows failed with insufficient_funds). Raises RowsRefused
         when PostgreSQL refuses the statements for a reason that is not transient.
         """
+        pending = self._pending(chunk, first_row_id, last_row_id)
         try:
-            return self._credit(chunk, funding_shard, self._pending(chunk, first_row_id, last_row_id))
+            if chunk.kind == "reversal":  # storage/bulk/reversal.py: the money goes back, same pipeline
+                return self._reverse(chunk, pending)
+            return self._credit(chunk, funding_shard, pending)
         except DBAPIError as error:
             if is_transient(error):
                 raise

@@ -137,12 +137,13 @@ class OutcomeSql:
             "actor_type": actor.type if actor else None, "api_key_id": actor.api_key_id if actor else None,
             "reason": reason}).one())
 
-    def add_history(self, activity_id: str, from_status: str | None, status: str, final: bool, actor: Actor) -> None:
+    def add_history(self, activity_id: str, from_status: str | None, status: str, final: bool, actor: Actor,
+                    reason: str | None = None) -> None:
         self.connection.execute(text(
-            "INSERT INTO bulk_activity_history (activity_id, from_status, to_status, final, actor_type, api_key_id)"
-            " VALUES (:activity_id, :from_status, :status, :final, :actor_type, :api_key_id)"), {
+            "INSERT INTO bulk_activity_history (activity_id, from_status, to_status, final, actor_type, api_key_id,"
+            " reason) VALUES (:activity_id, :from_status, :status, :final, :actor_type, :api_key_id, left(:reason, 500))"), {
             "activity_id": activity_id, "from_status": from_status, "status": status, "final": final,
-            "actor_type": actor.type, "api_key_id": actor.api_key_id})
+            "actor_type": actor.type, "api_key_id": actor.api_key_id, "reason": reason})
 
     def history(self, activity_id: str, after_id: int, limit: int) -> list[dict[str, Any]]:
         rows = self.connection.execute(_HISTORY, {"activity_id": activity_id, "after": after_id, "limit": limit})

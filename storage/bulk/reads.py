@@ -16,6 +16,7 @@ ACTIVITY_COLUMNS = """id::text, status, content_sha256, created_at, started_at, 
                        sum(t.failed_amount) AS failed, sum(t.cancelled_amount) AS cancelled
                   FROM bulk_activity_totals t WHERE t.activity_id = bulk_activities.id
                  GROUP BY t.currency) per_currency),
+    kind, reverses_activity_id::text,
     total_records, valid_records, invalid_records, successful_records, failed_records, pending_records,
     cancelled_records"""
 
@@ -23,9 +24,14 @@ ACTIVITY_COLUMNS = """id::text, status, content_sha256, created_at, started_at, 
 # per row read and never multiplies rows.
 _ROWS = text("""
 SELECT r.row_number, r.user_id::text AS user_id, r.amount_minor, r.currency, r.reference, r.raw, r.status,
-       r.error_code, r.error_message, r.attempts, r.journal_entry_id::text AS transaction_id, p.id AS posting_id
+       r.error_code, r.error_message, r.attempts, r.journal_entry_id::text AS transaction_id, p.id AS posting_id,
+       c.reversal_activity_id::text AS reversed_by_activity_id, reverser.row_number AS reversed_by_row_number,
+       reverser.status AS reversed_by_status
   FROM bulk_rows r
   LEFT JOIN postings p ON p.bulk_row_id = r.id
+  -- The reversal row holding this credit row, if any (primary key probes, as the posting's).
+  LEFT JOIN bulk_reversal_claims c ON c.credit_row_id = r.id
+  LEFT JOIN bulk_rows reverser ON reverser.id = c.reversal_row_id
  WHERE r.activity_id = :activity_id AND r.row_number > :after
    AND (CAST(:status AS text) IS NULL OR r.status = :status)
  ORDER BY r.row_number
@@ -36,11 +42,12 @@ SELECT r.row_number, r.user_id::text AS user_id, r.amount_minor, r.currency, r.r
 def activity_from(row) -> Activity:
     (activity_id, status, content_sha256, created_at, started_at, completed_at, next_retry_at, failed_chunks,
      last_chunk_error, funding_account, reservation_shards, cancel_requested, uploaded_by, approved_by, execute_at,
-     file_name, totals, *counts) = row
+     file_name, totals, kind, reverses, *counts) = row
     return Activity(activity_id, status, Counters(*counts), content_sha256, created_at, started_at, completed_at,
                     next_retry_at, failed_chunks, last_chunk_error, funding_account, reservation_shards,
                     cancel_requested, uploaded_by, approved_by, execute_at, file_name,
-                    tuple(CurrencyTotal(currency.strip(), *map(int, amounts)) for currency, *amounts in totals or ()))
+                    tuple(CurrencyTotal(currency.strip(), *map(int, amounts)) for currency, *amounts in totals or ()),
+                    kind, reverses)
 
 
 #: The filters of the activity list, each a fragment over parameters of the same name.
