@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from apiflask import APIFlask
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 import bootstrap
 import cli
@@ -19,7 +20,13 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     app = APIFlask(__name__, title=docs.TITLE, version=docs.VERSION, json_errors=False, docs_path=None,
                    spec_path="/openapi.json")
     docs.configure(app)
-    services = bootstrap.services(settings)
+    try:
+        services = bootstrap.services(settings)
+    except (AssertionError, ValueError, ArgumentError, NoSuchModuleError, ImportError) as error:
+        # One line, for the command line and gunicorn alike: the setting and what is wrong.
+        raise SystemExit(f"wallet-pipeline: a setting is wrong: {str(error).splitlines()[0] or type(error).__name__}"
+                         " (see .env.example; DATABASE_URL looks like"
+                         " postgresql+psycopg://wallet@127.0.0.1:54329/wallet)")
     app.extensions["wallet"] = services
     # The CSV uploads' limit; web/inputs.py holds every other route to REQUEST_BODY_MAX_BYTES.
     app.config["MAX_CONTENT_LENGTH"] = services.settings.bulk_credit_max_bytes

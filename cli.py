@@ -10,7 +10,8 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from psycopg.errors import UndefinedColumn, UndefinedTable
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from bootstrap import app_services as services
 import cli_bulk
@@ -86,7 +87,8 @@ def register(app: Flask) -> None:
 
 def _where(url: str, name: str) -> str:
     """`url` without its password, and where it came from."""
-    source = "from the environment or .flaskenv" if name in os.environ else f"the default: {name} is not set"
+    source = ("from the environment or .flaskenv" if os.environ.get(name, "").strip()
+              else f"the default: {name} is not set")
     return f"{make_url(url).render_as_string(hide_password=True)} ({source})"
 
 
@@ -105,6 +107,12 @@ def plainly(callback):
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
             raise click.ClickException(f"cannot reach PostgreSQL at {make_url(settings.database_url).host}:"
                                        f"{make_url(settings.database_url).port} (DATABASE_URL): {reason}")
+        except ProgrammingError as error:
+            if not isinstance(error.orig, (UndefinedTable, UndefinedColumn)):
+                raise
+            raise click.ClickException(f"the database at {make_url(settings.database_url).host}:"
+                                       f"{make_url(settings.database_url).port} is not migrated to this version:"
+                                       " run `flask --app api db upgrade` (or `make migrate`)")
         except RedisConnectionError as error:
             raise click.ClickException(f"cannot reach Redis at {settings.redis_url} (REDIS_URL): {error}")
     return run

@@ -17,7 +17,8 @@ from pipeline.access import Principal
 from pipeline.bulk import approval, chunks, preview, reads, release, reversal
 from pipeline.bulk.seeding import seed_and_export
 from pipeline.bulk.ports import Actor
-from pipeline.bulk.status import SETTLED_STATUSES
+from pipeline.bulk.status import (AWAITING_APPROVAL, AWAITING_FUNDS, CANCELLED, PROCESSING, REJECTED, SCHEDULED,
+                                  UPLOADED)
 from pipeline.bulk.upload import upload
 from pipeline.errors import Rejected
 from pipeline.users import find_api_key
@@ -45,6 +46,8 @@ def _refused(refusal: Rejected):
     raise click.ClickException(f"{refusal.code}: {refusal.detail}")
 
 
+#: Statuses an activity leaves only when someone acts (an approver, a top-up, time).
+WAITING_FOR_SOMEONE = (AWAITING_APPROVAL, SCHEDULED, AWAITING_FUNDS, REJECTED, CANCELLED)
 #: `--wait` exit statuses (API.md, Command line): 0 only when every valid row was credited.
 EXIT_STATUSES = {"COMPLETED": 0, "PARTIALLY_COMPLETED": 2}
 
@@ -94,9 +97,11 @@ def _show(activity) -> None:
 
 
 def _settled(activity) -> bool:
-    """Every row has its outcome for now (a FAILED row may still be due an automatic retry:
-    `final` in the activity says when none is)."""
-    return activity.status in SETTLED_STATUSES and activity.counters.pending == 0
+    """Nothing will change without someone acting: every row has its outcome for now (a
+    FAILED row may still be due an automatic retry: `final` says when none is), or the file
+    waits for an approver, its execute_at or a top-up, or it was rejected or cancelled."""
+    return activity.status not in (UPLOADED, PROCESSING) and activity.counters.pending == 0 or (
+        activity.status in WAITING_FOR_SOMEONE)
 
 
 def _wait(activity_id: str) -> None:
@@ -143,7 +148,11 @@ def upload_command(file, wait, idempotency_key, funding_account, dry_run, token)
         _wait(activity.id)
         activity = reads.activity(services().uow(), activity.id)
         rate = activity.counters.valid / max(time.monotonic() - started, 1e-9)
-        click.echo(f"settled in {time.monotonic() - started:.1f} s ({rate:,.0f} rows/s)", err=True)
+        if activity.status in WAITING_FOR_SOMEONE:
+            click.echo(f"activity {activity.id} is {activity.status}: nothing more happens until someone acts",
+                       err=True)
+        else:
+            click.echo(f"settled in {time.monotonic() - started:.1f} s ({rate:,.0f} rows/s)", err=True)
         _show(activity)
         sys.exit(EXIT_STATUSES.get(activity.status, 1))
     _show(activity)

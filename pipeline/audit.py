@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pipeline.errors import Rejected
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -22,6 +24,21 @@ class Actor:
 WORKER = Actor("worker")
 SCHEDULER = Actor("scheduler")
 COMMAND_LINE = Actor("command_line")
+
+
+class KeyNotLive(Rejected):
+    """The acting key was revoked or has expired since the request's token was looked up."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+def must_be_live(uow: Any, actor: Actor) -> None:
+    """Checks, in the action's own transaction, that an API key actor is still live: a key
+    revoked a moment ago may still be trusted by a process's token cache (web/auth.py, up
+    to TOKEN_CACHE_S), and an approval must not release money on its word. Raises KeyNotLive."""
+    if actor.api_key_id is not None and not uow.api_keys.is_live(actor.api_key_id):
+        raise KeyNotLive("this API key has been revoked or has expired")
 
 
 class AuditTrail(Protocol):

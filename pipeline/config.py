@@ -84,7 +84,7 @@ class Settings:
         values = {}
         for spec in fields(cls):
             raw = environ.get(spec.name.upper())
-            if raw is None:
+            if raw is None or not raw.strip():  # empty means not set (.env.example)
                 continue
             default = spec.default if spec.default_factory is MISSING else spec.default_factory()
             values[spec.name] = _PARSERS.get(type(default), str)(raw)
@@ -120,7 +120,8 @@ class Settings:
         assert 1 <= self.bulk_credit_chunk_rows <= 50_000, "BULK_CREDIT_CHUNK_ROWS must be within 1..50000"
         assert self.bulk_credit_chunk_rows <= self.bulk_credit_max_rows <= 10_000_000
         assert 1 <= self.retry_max_attempts <= 50
-        self.approval_policy  # parses, or says what is wrong
+        unsupported = self.approval_policy.thresholds.keys() - self.supported_currencies  # parses, or says why not
+        assert not unsupported, f"BULK_CREDIT_APPROVAL names unsupported currencies: {sorted(unsupported)}"
         # One chunk's credits add up to less than half of what a bigint balance holds, so no
         # chunk total or funding debit can overflow however the rows are spread.
         largest_minor = Decimal(self.bulk_credit_max_amount) * 10 ** max(

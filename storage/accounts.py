@@ -71,6 +71,12 @@ class SqlApiKeys:
             {"hash": token_sha256}).one_or_none()
         return ApiKey(*row) if row else None
 
+    def is_live(self, key_id: int) -> bool:
+        """Neither revoked nor expired; the row is locked against a revocation until commit."""
+        return self.connection.execute(text(
+            "SELECT true FROM api_keys WHERE id = :id AND revoked_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > now()) FOR SHARE"), {"id": key_id}).scalar_one_or_none() is True
+
     def all(self) -> list[ApiKey]:
         return [ApiKey(*row) for row in self.connection.execute(text(
             f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id"))]

@@ -1,9 +1,11 @@
-"""Reproductions from a break-it session on issue 9 (payout controls). Each test states what
-API.md / issue 9 lead an operator to expect; each FAILS on the code it was written against.
-They reproduce findings; they fix nothing."""
+"""Findings of the break-it pass on issue 9's payout controls, each a test that failed on the
+code it was found on: what API.md and issue 9 lead an operator to expect."""
 from __future__ import annotations
 
 import io
+from datetime import datetime, timedelta, timezone
+
+import pytest
 
 import cli_bulk
 from pipeline.bulk import reads
@@ -15,6 +17,20 @@ URL = "/api/v1/wallet/bulk-credit"
 
 def stored_activities(engine) -> int:
     return query(engine, "SELECT count(*) FROM bulk_activities")[0][0]
+
+
+@pytest.mark.parametrize("field, value", [("dry_run", ""), ("dry_run", " "), ("dry_run", "1"), ("dry_run", "TRUE"),
+                                          ("allow_duplicate_content", ""), ("execute_at", ""), ("execute_at", "  ")])
+def test_a_blank_or_loose_option_is_refused_and_never_pays_the_file(services, app, engine, clean_database, field,
+                                                                     value):
+    queue = RecordingQueue()
+    client = client_for(app, services, queue, "operator", approval="none")
+    [user] = seed_users(services, 1)
+
+    answer = upload_file(client, f"uuid,amount\n{user},1.00\n", **{field: value})
+
+    assert answer.status_code == 422 and answer.json["errors"][0]["field"] == field
+    assert stored_activities(engine) == 0 and queue.take() == []
 
 
 def test_an_empty_dry_run_field_never_pays_the_file(services, app, engine, clean_database):
@@ -87,3 +103,82 @@ def test_upload_wait_stops_waiting_once_the_file_is_rejected_or_cancelled(servic
 
     assert rejected.status == "REJECTED" and rejected.final
     assert cli_bulk._settled(rejected)
+
+
+def test_a_currency_without_a_threshold_waits_for_approval_and_a_threshold_list_is_checked(
+        services, app, clean_database):
+    from pipeline.bulk.approval import ApprovalPolicy
+
+    policy = ApprovalPolicy.parse("SGD:1000.00")
+    assert policy.needs_approval({"USD": 1}) and not policy.needs_approval({"SGD": 99_999})
+    assert policy.needs_approval({"SGD": 100_000}) and not ApprovalPolicy.parse("none").needs_approval({"USD": 10**9})
+    with pytest.raises(ValueError, match="two thresholds"):
+        ApprovalPolicy.parse("SGD:1000,SGD:5")
+    queue = RecordingQueue()
+    maker = client_for(app, services, queue, "operator", approval="SGD:1000.00")
+    [user] = seed_users(services, 1)
+    waiting = upload_file(maker, f"uuid,amount,currency\n{user},1.00,USD\n").json["activity_id"]
+    assert maker.get(f"{URL}/{waiting}").json["status"] == "AWAITING_APPROVAL" and queue.take() == []
+
+
+def test_an_unsupported_currency_in_the_thresholds_is_a_setting_error():
+    import dataclasses
+
+    from pipeline.config import Settings
+
+    with pytest.raises(AssertionError, match="unsupported currencies"):
+        dataclasses.replace(Settings(), bulk_credit_approval="EUR:10").check()
+
+
+def test_a_revoked_approver_key_approves_nothing_even_while_a_process_still_trusts_it(services, app, clean_database):
+    from pipeline.users import revoke_api_key
+
+    queue = RecordingQueue()
+    maker = client_for(app, services, queue, "operator", approval="always")
+    checker = client_for(app, services, queue, "approver", approval="always")
+    [user] = seed_users(services, 1)
+    activity_id = upload_file(maker, f"uuid,amount\n{user},1.00\n").json["activity_id"]
+    assert checker.get(f"{URL}/{activity_id}").status_code == 200  # its token is now in the cache
+    key_id = query(engine_of(services), "SELECT id FROM api_keys WHERE scope = 'approver'")[0][0]
+    revoke_api_key(services.uow(), key_id)
+
+    refused = checker.post(f"{URL}/{activity_id}/approve")
+
+    assert (refused.status_code, refused.json["code"]) == (401, "unauthenticated")
+    assert maker.get(f"{URL}/{activity_id}").json["status"] == "AWAITING_APPROVAL" and queue.take() == []
+
+
+def engine_of(services):
+    return services.engine
+
+
+def test_the_same_idempotency_key_with_another_execute_at_is_refused(services, app, clean_database):
+    queue = RecordingQueue()
+    client = client_for(app, services, queue, "operator", approval="none")
+    [user] = seed_users(services, 1)
+    content = f"uuid,amount\n{user},1.00\n"
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    first = client.post(URL, data={"file": (io.BytesIO(content.encode()), "a.csv"), "execute_at": tomorrow},
+                        headers={"Idempotency-Key": "k-1"}, content_type="multipart/form-data")
+    now = client.post(URL, data={"file": (io.BytesIO(content.encode()), "a.csv")}, headers={"Idempotency-Key": "k-1"},
+                      content_type="multipart/form-data")
+    assert first.status_code == 202 and first.json["status"] == "accepted"
+    assert (now.status_code, now.json["code"]) == (422, "idempotency_key_reused")
+
+
+def test_a_rejected_file_with_the_same_rows_is_sent_again_only_on_purpose_and_then_pays(services, app, engine,
+                                                                                      clean_database):
+    queue = RecordingQueue()
+    maker = client_for(app, services, queue, "operator", approval="always")
+    checker = client_for(app, services, queue, "approver", approval="always")
+    [user] = seed_users(services, 1)
+    content = f"uuid,amount,reference\n{user},2.00,INV-9\n"
+    rejected = upload_file(maker, content).json["activity_id"]
+    checker.post(f"{URL}/{rejected}/reject", json={"reason": "by mistake"})
+
+    same = upload_file(maker, content)
+    again = upload_file(maker, content, allow_duplicate_content="true")
+
+    assert (same.status_code, same.json["activity_id"]) == (200, rejected)
+    activity = checker.get(f"{URL}/{again.json['activity_id']}").json
+    assert (again.status_code, activity["valid_records"], activity["invalid_records"]) == (202, 1, 0)

@@ -109,3 +109,19 @@ def test_the_command_line_reads_flaskenv_and_says_which_database_it_uses(service
     assert listed.stdout.startswith("id\tscope")
     assert "redis redis://127.0.0.1:63799/0 (the default: REDIS_URL is not set)" in unset.stderr or (
         "REDIS_URL is not set" in unset.stderr)
+
+
+def test_a_malformed_setting_or_an_unmigrated_database_is_one_line(services, clean_database):
+    for url in ("postgres://wallet@127.0.0.1:1/wallet", "notaurl"):
+        wrong = flask_command("keys", "list", DATABASE_URL=url, REDIS_URL=services.settings.redis_url)
+        assert wrong.returncode == 1 and "Traceback" not in wrong.stderr, wrong.stderr
+        assert wrong.stderr.strip().splitlines()[-1].startswith("wallet-pipeline: a setting is wrong:")
+    fee = flask_command("keys", "list", DATABASE_URL=services.settings.database_url, TRANSFER_FEE_BPS="-4")
+    assert fee.returncode == 1 and "TRANSFER_FEE_BPS" in fee.stderr and "Traceback" not in fee.stderr
+    with services.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("DROP DATABASE IF EXISTS wallet_unmigrated")
+        connection.exec_driver_sql("CREATE DATABASE wallet_unmigrated")
+    bare = make_url(services.settings.database_url).set(database="wallet_unmigrated")
+    unmigrated = flask_command("keys", "list", DATABASE_URL=bare.render_as_string(hide_password=False))
+    assert unmigrated.returncode == 1 and "Traceback" not in unmigrated.stderr
+    assert "is not migrated to this version" in unmigrated.stderr.splitlines()[-1]

@@ -130,9 +130,9 @@ EXECUTE_AT_PAST_S_MAX = 300
 def parse_execute_at(raw: str | None) -> datetime | None:
     """`execute_at` as RFC 3339 with a UTC offset, at most EXECUTE_AT_AHEAD_DAYS_MAX ahead and
     EXECUTE_AT_PAST_S_MAX ago (a moment just past releases the file at once). Raises ValidationFailed."""
-    if raw is None or not raw.strip():
+    if raw is None:
         return None
-    moment = rfc3339_field(raw, "execute_at")
+    moment = rfc3339_field(raw, "execute_at")  # a blank one is refused: it must not mean "pay now"
     now = datetime.now(timezone.utc)
     if moment > now + timedelta(days=EXECUTE_AT_AHEAD_DAYS_MAX):
         raise ValidationFailed("execute_at is too far ahead", [FieldError(

@@ -33,7 +33,9 @@ PARTS_MAX = 16
 FORM_OVERHEAD_BYTES = 1024 * 1024
 
 #: What a true/false form field may say.
-FLAG_VALUES = {"": False, "false": False, "0": False, "true": True, "1": True}
+#: A true/false form field is one of these, exactly (OpenAPI: enum). Anything else, the empty
+#: value of `-F dry_run=$UNSET` included, is refused: a preview must never turn into a payout.
+FLAG_VALUES = {"false": False, "true": True}
 
 assert READ_BYTES * 4 < FORM_OVERHEAD_BYTES and FIELDS_BYTES_MAX < FORM_OVERHEAD_BYTES
 
@@ -47,10 +49,11 @@ class Upload:
     fields: dict[str, str] = field(default_factory=dict)
 
     def flag(self, name: str) -> bool:
-        """A true/false form field (absent or blank: false); ValidationFailed naming it otherwise."""
-        value = self.fields.get(name, "").strip().lower()
+        """A true/false form field (absent: false); ValidationFailed naming it for any other value."""
+        value = self.fields.get(name, "false")
         if value not in FLAG_VALUES:
-            raise ValidationFailed(f"{name} must be true or false", [FieldError(name, "must be true or false")])
+            raise ValidationFailed(f"{name} must be true or false", [FieldError(
+                name, "must be exactly true or false; leave the field out for false")])
         return FLAG_VALUES[value]
 
     def close(self) -> None:

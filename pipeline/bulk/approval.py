@@ -2,7 +2,8 @@
 
 BULK_CREDIT_APPROVAL is `none` (every file is released at upload), `always`, or
 per-currency thresholds such as `SGD:10000.00,JPY:1000000` (major units): a file whose
-valid total in a currency reaches its threshold waits in AWAITING_APPROVAL until a key
+valid total in a currency reaches its threshold, or that pays a currency with no threshold,
+waits in AWAITING_APPROVAL until a key
 with the `approver` or `admin` scope, other than the uploader's, approves or rejects it
 (../shared/API.md, "Approval").
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+from pipeline.audit import must_be_live
 from pipeline.bulk.outcome import settle
 from pipeline.bulk.ports import Activity, Actor, ChunkQueue, send_after_commit
 from pipeline.bulk.release import APPROVAL, InvalidState, Released, release
@@ -49,6 +51,8 @@ class ApprovalPolicy:
             code = code.strip().upper()
             if code not in MINOR_UNITS or not amount:
                 raise ValueError(f"BULK_CREDIT_APPROVAL: {part.strip()!r} is not CURRENCY:AMOUNT")
+            if code in thresholds:
+                raise ValueError(f"BULK_CREDIT_APPROVAL: {code} has two thresholds")
             try:
                 thresholds[code] = parse_amount(amount.strip(), Currency(code, MINOR_UNITS[code]))
             except MoneyError as error:
@@ -56,9 +60,13 @@ class ApprovalPolicy:
         return cls(thresholds=thresholds)
 
     def needs_approval(self, totals: dict[str, int]) -> bool:
-        """`totals`: the file's valid total per currency, in minor units."""
-        return self.always or any(amount >= self.thresholds[code] for code, amount in totals.items()
-                                  if code in self.thresholds)
+        """`totals`: the file's valid total per currency, in minor units. With thresholds, a
+        currency that has none needs approval whatever its amount: a list of thresholds
+        limits what is paid without a second look, it never leaves a currency unlimited."""
+        if self.always:
+            return True
+        return bool(self.thresholds) and any(
+            code not in self.thresholds or amount >= self.thresholds[code] for code, amount in totals.items())
 
 
 def _awaiting(uow, activity_id: str, lock: bool = False) -> Activity:
@@ -79,6 +87,7 @@ def approve(uow_factory: Callable, queue: ChunkQueue, settings: Settings, activi
     def attempt() -> Released:
         uow = uow_factory()
         with uow:
+            must_be_live(uow, actor)
             activity = _awaiting(uow, activity_id)
             if activity.uploaded_by is not None and activity.uploaded_by == actor.api_key_id:
                 raise SameApprover("the key that uploaded this file cannot approve it: ask another approver")
@@ -105,6 +114,7 @@ def reject(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
     def attempt() -> Activity:
         uow = uow_factory()
         with uow:
+            must_be_live(uow, actor)
             activity = _awaiting(uow, activity_id, lock=True)
             pending = activity.counters.pending
             uow.bulk.cancel_rows(activity_id, 1, reason, code="rejected")

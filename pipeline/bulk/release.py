@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
+from pipeline.audit import must_be_live
 from pipeline.bulk.outcome import settle
 from pipeline.bulk.ports import SCHEDULER, Activity, Actor, ChunkQueue, send_after_commit
 from pipeline.bulk.status import (AWAITING_APPROVAL, AWAITING_FUNDS, CANCELLABLE_STATUSES, CANCELLED, OPERATOR,
@@ -169,6 +170,7 @@ def cancel(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
     def request() -> None:
         uow = uow_factory()
         with uow:
+            must_be_live(uow, actor)
             activity = uow.bulk.lock_activity(activity_id)
             if activity is None:
                 raise NotFound(f"no bulk-credit activity {activity_id}")

@@ -137,9 +137,9 @@ def upload(uow_factory: Callable, queue: ChunkQueue, settings: Settings, source:
         if existing is None and file_sha256 is not None and not allow_duplicate_content:
             same_file = uow.bulk.find_by_file(file_sha256)
     if existing is not None:
-        return _replay(uow_factory, settings, existing, reader, file_sha256, funding_account)
+        return _replay(uow_factory, settings, existing, reader, file_sha256, funding_account, execute_at)
     if same_file is not None:
-        return Uploaded(same_file, created=False)
+        return Uploaded(_same_account(same_file, funding_account), created=False)
     activity_id = str(uuid.uuid4())
     try:
         chunk_ids = _store(uow_factory(), settings, reader, activity_id, file_name, idempotency_key, api_key_id,
@@ -150,10 +150,10 @@ def upload(uow_factory: Callable, queue: ChunkQueue, settings: Settings, source:
         again = reader.rewound()
         if again is None:  # a stream that cannot seek: only its bytes can be compared now
             file_sha256 = reader.drain()
-        return _replay(uow_factory, settings, existing, again, file_sha256, funding_account)
+        return _replay(uow_factory, settings, existing, again, file_sha256, funding_account, execute_at)
     except DuplicateContent as duplicate:
         with uow_factory() as uow:
-            return Uploaded(uow.bulk.find_by_content(duplicate.args[0]), created=False)
+            return Uploaded(_same_account(uow.bulk.find_by_content(duplicate.args[0]), funding_account), created=False)
     send_after_commit(queue, chunk_ids)
     with uow_factory() as uow:
         return Uploaded(uow.bulk.activity(activity_id), created=True)
@@ -185,15 +185,37 @@ def _hash_ahead(source: BinaryIO, start: int, max_bytes: int) -> str:
     return digest.hexdigest()
 
 
+class DuplicateContentElsewhere(Rejected):
+    """The same rows were uploaded to pay from another funding account."""
+
+    code = "duplicate_content"
+    status = 422
+
+
+def _same_account(earlier: Activity, funding_account: str) -> Activity:
+    """The earlier activity of the same rows, when it pays from the same account. Answering it
+    for an upload that names another account would look like a payout from that account;
+    paying again would pay the same rows twice: neither happens without
+    allow_duplicate_content. Raises DuplicateContentElsewhere."""
+    if earlier.funding_account != funding_account:
+        raise DuplicateContentElsewhere(
+            f"these rows were already uploaded as activity {earlier.id}, paid from funding account"
+            f" {earlier.funding_account!r}; send allow_duplicate_content=true to pay them again from"
+            f" {funding_account!r}", [FieldError("funding_account", f"the rows are {earlier.funding_account!r}'s")])
+    return earlier
+
+
 def _replay(uow_factory: Callable, settings: Settings, existing: Activity, reader: HashingReader | None,
-            file_sha256: str | None, funding_account: str) -> Uploaded:
+            file_sha256: str | None, funding_account: str, execute_at: datetime | None) -> Uploaded:
     """The activity an Idempotency-Key names, when this request is the same one: the same
-    funding account and the same bytes, or else the same rows (parsed from `reader`, at the
+    funding account, schedule and bytes, or else the same rows (parsed from `reader`, at the
     file's start, never stored)."""
     with uow_factory() as uow:
         stored = uow.bulk.upload_identity(existing.id)
     if stored.funding_account != funding_account:
         raise IdempotencyKeyReused("this Idempotency-Key was used with a different funding account")
+    if existing.execute_at != execute_at:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with a different execute_at")
     if file_sha256 is not None and file_sha256 == stored.file_sha256:
         return Uploaded(existing, created=False)
     if reader is None:

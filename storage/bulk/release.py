@@ -38,12 +38,19 @@ _LOCK_CHUNKS = text("""
 SELECT count(*) FROM (SELECT id FROM bulk_chunks WHERE activity_id = :activity_id ORDER BY id FOR UPDATE) locked
 """)
 
+# A cancelled (or rejected) row was never paid: its reference goes back to the funding
+# account, so that a corrected file may use the sender's own row ids again. Only the row's
+# own claim is given back (activity and row number), each by the table's primary key.
 _CANCEL_ROWS = text("""
 WITH cancelled AS (
     UPDATE bulk_rows SET status = 'CANCELLED', next_attempt_at = NULL, updated_at = now(),
            error_code = :code, error_message = left(:code || ': ' || :reason, 500)
      WHERE activity_id = :activity_id AND status IN ('PENDING', 'FAILED')
-    RETURNING currency, chunk_number, amount_minor, status
+    RETURNING currency, chunk_number, amount_minor, status, reference, row_number
+), released AS (
+    DELETE FROM bulk_references b USING cancelled c
+     WHERE b.funding_account = (SELECT funding_account FROM bulk_activities WHERE id = :activity_id)
+       AND b.reference = c.reference AND b.activity_id = :activity_id AND b.row_number = c.row_number
 )
 SELECT currency, chunk_number % :shards AS shard, sum(amount_minor), count(*) FROM cancelled
  GROUP BY currency, chunk_number % :shards ORDER BY currency, shard

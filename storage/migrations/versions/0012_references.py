@@ -8,7 +8,8 @@ Revision ID: 0012
   also when two uploads run at once (the second waits for the first to commit, then finds
   the conflict). An upload claims its references with one INSERT ... ON CONFLICT DO
   NOTHING; the rows whose reference it could not claim become INVALID
-  `duplicate_reference`. A claim is never given back: a row that ends FAILED or CANCELLED
+  `duplicate_reference`. (Since issue 9's break-it pass, a row that ends CANCELLED gives its claim back:
+  storage/bulk/release.py.) At this revision a claim was never given back: a row that ends FAILED or CANCELLED
   still holds its reference. No foreign keys: a per-row trigger would slow a
   million-row claim, and nothing here is ever deleted.
   Backfill: every non-INVALID row that has a reference, the earliest use winning (activity
