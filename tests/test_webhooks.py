@@ -216,3 +216,43 @@ def test_a_message_sent_twice_attempts_its_delivery_once(app, configured, engine
         again = delivery.deliver(configured.uow, sender, configured.settings, *sent.sent[0])
 
     assert once.status == "SUCCEEDED" and again is None and len(receiver.received) == 1
+
+
+def test_a_reconciliation_that_finds_mismatches_emits_one_event_and_a_clean_one_none(app, configured, engine):
+    from tests.test_reconciliation import deposit, reconcile
+
+    client(app, configured, "admin").post(HOOKS, json={"url": "http://127.0.0.1:9/x",
+                                                       "events": ["reconciliation.mismatch"]})
+    [user] = seed_users(configured, 1, funding_minor=0)
+    deposit(configured, user, 5_000)
+    clean = reconcile(configured, full=True)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE wallets SET balance = balance + 7 WHERE user_id = :u"), {"u": user})
+
+    mismatched = reconcile(configured, full=False)
+
+    assert clean["status"] == "clean" and mismatched["status"] == "mismatched"
+    [(object_id, payload)] = query(engine, "SELECT e.object_id, e.payload FROM webhook_events e"
+                                           " JOIN webhook_deliveries d ON d.event_id = e.id")
+    assert object_id == mismatched["id"] and payload["mismatch_count"] == 3 == len(payload["mismatches"])
+
+
+def test_a_reversal_activity_that_ends_emits_reversal_completed_once_the_kind_column_exists(configured, engine):
+    """`bulk_activities.kind` comes with the reversals (another branch): the trigger reads it when there."""
+    from pipeline.bulk.upload import upload as upload_file
+
+    users = seed_users(configured, 1)
+    uploaded = upload_file(configured.uow, RecordingQueue(), dataclasses.replace(
+        configured.settings, bulk_credit_approval="none"), io.BytesIO(f"uuid,amount\n{users[0]},1.00\n".encode()))
+    with engine.connect() as connection, connection.begin() as transaction:
+        connection.execute(text("INSERT INTO webhook_subscriptions (id, url, events, secret)"
+                                " VALUES (gen_random_uuid(), 'http://127.0.0.1/x', ARRAY['reversal.completed',"
+                                " 'activity.completed'], 'whsec_AAAA')"))
+        connection.execute(text("ALTER TABLE bulk_activities ADD COLUMN kind text NOT NULL DEFAULT 'reversal'"))
+        connection.execute(text("INSERT INTO bulk_activity_history (activity_id, from_status, to_status, final,"
+                                " actor_type) VALUES (:a, 'PROCESSING', 'COMPLETED', true, 'worker')"),
+                           {"a": uploaded.activity.id})
+        emitted = connection.execute(text("SELECT type, payload ->> 'kind' FROM webhook_events ORDER BY id")).all()
+        transaction.rollback()  # the column is the other branch's to add
+
+    assert emitted == [("activity.completed", "reversal"), ("reversal.completed", "reversal")]
