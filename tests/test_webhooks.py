@@ -90,6 +90,7 @@ def test_a_subscription_shows_its_secret_once_and_only_an_admin_may_manage_webho
     ("http://[::ffff:192.168.0.1]/x", "url_not_allowed"), ("http://localhost/x", "url_not_allowed"),
     ("http://100.64.0.1/x", "url_not_allowed"), ("not a url", "validation_failed"),
     ("http://user:pw@example.com/x", "validation_failed"), ("http:///x", "validation_failed"),
+    ("http://a\ud800.example/x", "validation_failed"), ("http://example.com:99999/x", "validation_failed"),
 ])
 def test_urls_that_are_not_http_or_reach_private_addresses_are_refused(app, services, url, code):
     admin = client(app, services, "admin")  # WEBHOOK_ALLOW_PRIVATE_URLS is false by default

@@ -15,6 +15,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from pipeline.errors import FieldError, ValidationFailed
+from pipeline.text import storable
 from pipeline.webhooks import UrlNotAllowed
 
 #: The longest URL a subscription may have, in characters.
@@ -37,7 +38,7 @@ def parse_url(url: object) -> Target:
     """The scheme, host and port of a webhook URL. Raises ValidationFailed (not a URL) or
     UrlNotAllowed (a scheme other than http or https)."""
     if (not isinstance(url, str) or not 1 <= len(url) <= URL_LENGTH_MAX or url != url.strip()
-            or any(ord(character) < 33 or ord(character) == 127 for character in url)):
+            or not storable(url) or any(ord(character) < 33 or ord(character) == 127 for character in url)):
         raise ValidationFailed("url is not valid", [FieldError(
             "url", f"an http or https URL of at most {URL_LENGTH_MAX} characters, without spaces")])
     try:
