@@ -8,6 +8,7 @@ refused at delivery, not followed.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ from pipeline.webhooks import UrlNotAllowed
 #: The longest URL a subscription may have, in characters.
 URL_LENGTH_MAX = 2_000
 SCHEMES = {"http": 80, "https": 443}
+#: The longest wait for the resolver, in seconds: getaddrinfo itself has no timeout.
+RESOLVE_TIMEOUT_S = 5.0
+#: Lookups at once per process; a hung lookup keeps its thread, and the next ones time out instead.
+RESOLVERS_MAX = 4
+_resolvers = concurrent.futures.ThreadPoolExecutor(max_workers=RESOLVERS_MAX, thread_name_prefix="resolve")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: host, port -> every address the host resolves to; raises OSError when it does not resolve.
@@ -65,8 +71,13 @@ def is_public(address: Address) -> bool:
 
 
 def resolve(host: str, port: int) -> list[Address]:
-    """Every address `host` resolves to (a literal address is itself). Raises OSError."""
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    """Every address `host` resolves to (a literal address is itself), within RESOLVE_TIMEOUT_S.
+    Raises OSError."""
+    lookup = _resolvers.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        found = lookup.result(timeout=RESOLVE_TIMEOUT_S)
+    except concurrent.futures.TimeoutError:
+        raise OSError(f"no answer from the resolver within {RESOLVE_TIMEOUT_S} s") from None
     return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in found))
 
 
