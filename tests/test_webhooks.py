@@ -257,3 +257,24 @@ def test_a_reversal_activity_that_ends_emits_reversal_completed_once_the_kind_co
         transaction.rollback()  # the column is the other branch's to add
 
     assert emitted == [("activity.completed", "reversal"), ("reversal.completed", "reversal")]
+
+
+def test_the_webhook_and_audit_answers_match_their_documented_schemas(app, configured):
+    from tests.test_openapi_schemas import Documented
+
+    admin = client(app, configured, "admin")
+    documented = Documented(admin.get("/openapi.json").json)
+    created = documented.check("POST", HOOKS, admin.post(HOOKS, json={"url": "http://127.0.0.1:9/x",
+                                                                      "events": ["hold.expired"]}))
+    with configured.uow() as uow:
+        webhooks.emit(uow, "hold.expired", "h-1", {"hold_id": "h-1"})
+        uow.commit()
+    documented.check("GET", HOOKS, admin.get(HOOKS))
+    deliveries = f"{HOOKS}/{{subscription_id}}/deliveries"
+    [pending] = documented.check("GET", deliveries, admin.get(f"{HOOKS}/{created['id']}/deliveries"))["data"]
+    documented.check("POST", deliveries + "/{delivery_id}/replay",
+                     admin.post(f"{HOOKS}/{created['id']}/deliveries/{pending['id']}/replay"))
+    events = documented.check("GET", "/api/v1/audit-events", admin.get("/api/v1/audit-events"))["data"]
+
+    assert [e["action"] for e in events] == ["webhook.replay", "webhook.create", "api_key.create"]
+    assert len(documented.checked) == 5

@@ -14,6 +14,7 @@ from pipeline.wallets import REFERENCE_LENGTH_MAX
 from web.inputs import REQUEST_BODY_MAX_BYTES
 from web.schemas import ref
 from web.wallet_schemas import ref as wref
+from web.webhook_schemas import ref as webhook_ref
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 SCHEMAS = {
@@ -124,27 +125,29 @@ WEBHOOK_OPERATIONS: dict[tuple[str, str], Operation] = {
         201, "`{id, url, events, description, created_at, secret}`: the secret is shown this once; a URL that is"
         " not http(s) or reaches a loopback or private address: 422 url_not_allowed", (400, 401, 403, 409, 422),
         _object(("url", "events"), url={"type": "string", "maxLength": 2000, "examples": ["https://example.com/hook"]},
-                events=WEBHOOK_EVENTS, description={"type": ["string", "null"], "maxLength": 500})),
+                events=WEBHOOK_EVENTS, description={"type": ["string", "null"], "maxLength": 500}),
+        schema=webhook_ref("WebhookCreated")),
     ("GET", "/api/v1/webhooks"): Operation(
         "Webhook subscriptions, oldest first (admin; at most 100)", 200, "`{data: [...], next_cursor: null}`",
-        (401, 403)),
+        (401, 403), schema=webhook_ref("WebhookPage")),
     ("DELETE", "/api/v1/webhooks/{subscription_id}"): Operation(
         "Delete a subscription (admin): its pending deliveries end CANCELLED", 204, "Deleted",
         (401, 403, 404, 422)),
     ("GET", "/api/v1/webhooks/{subscription_id}/deliveries"): Operation(
         "A subscription's deliveries, newest first (admin)", 200,
         "`{data: [{id, event_id, type, attempts, status, last_status_code, last_error, next_attempt_at}],"
-        " next_cursor}`", (401, 403, 404, 422), parameters=LIST_QUERY),
+        " next_cursor}`", (401, 403, 404, 422), parameters=LIST_QUERY, schema=webhook_ref("WebhookDeliveryPage")),
     ("POST", "/api/v1/webhooks/{subscription_id}/deliveries/{delivery_id}/replay"): Operation(
         "Replay a delivery (admin): it is sent again within about a second, with a fresh series of attempts",
-        202, "`{id, event_id, status: PENDING}`", (401, 403, 404, 409, 422), body_required=False),
+        202, "`{id, event_id, status: PENDING}`", (401, 403, 404, 409, 422), body_required=False,
+        schema=webhook_ref("WebhookReplayed")),
     ("GET", "/api/v1/audit-events"): Operation(
         "The audit trail, newest first (admin): one event per operator or admin action", 200,
         "`{data: [{id, at, actor: {type, api_key_id, scope, label}, action, object_type, object_id, detail}],"
         " next_cursor}`", (401, 403, 422),
         parameters=(_query("actor", "An API key's id, or worker, scheduler or command_line"),
                     _query("action", "Such as bulk_credit.approve"), _query("object_id", "The object's id"),
-                    *LIST_QUERY)),
+                    *LIST_QUERY), schema=webhook_ref("AuditEventPage")),
 }
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
