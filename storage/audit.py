@@ -15,9 +15,8 @@ RETURNING id
 """
 
 
-# The key's label is read as JSON, so that it shows once `api_keys.label` exists (issue 11).
 _PAGE = """
-SELECT e.id, e.at, e.actor_type, e.api_key_id, k.scope AS api_key_scope, to_jsonb(k) ->> 'label' AS api_key_label,
+SELECT e.id, e.at, e.actor_type, e.api_key_id, k.scope AS api_key_scope, k.label AS api_key_label,
        e.action, e.object_type, e.object_id, e.detail
   FROM audit_events e LEFT JOIN api_keys k ON k.id = e.api_key_id
  WHERE (CAST(:api_key_id AS bigint) IS NULL OR e.api_key_id = :api_key_id)

@@ -30,11 +30,11 @@ def configured(services, app, queue):
     return services, fail_user
 
 
-def signed_in(app, services, scope):
-    token = create_api_key(services.uow(), scope)
+def signed_in(app, services, scope, label=None):
+    token = create_api_key(services.uow(), scope, label)
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-    return client, find_api_key(services.uow(), token)[0]
+    return client, find_api_key(services.uow(), token).id
 
 
 def csv(rows) -> bytes:
@@ -49,7 +49,8 @@ def upload(client, rows, **headers):
 def test_every_action_of_an_end_to_end_sequence_is_one_audit_event_with_its_actor(app, configured, queue, tmp_path):
     services, fail_user = configured
     (admin, admin_id), (operator, operator_id), (approver, approver_id) = (
-        signed_in(app, services, scope) for scope in ("admin", "operator", "approver"))
+        signed_in(app, services, scope, label) for scope, label in (
+            ("admin", None), ("operator", None), ("approver", "Ana, finance")))
     users = seed_users(services, 2)
     with services.uow() as uow:
         uow.bulk.copy_users([(fail_user, "Fails", f"{fail_user}@example.test")])
@@ -105,9 +106,10 @@ def test_every_action_of_an_end_to_end_sequence_is_one_audit_event_with_its_acto
     assert events["next_cursor"] is None
     first = events["data"][-1]
     assert first["actor"] == {"type": "command_line", "api_key_id": None, "scope": None, "label": None}
-    assert first["object_type"] == "api_key" and first["detail"] == {"scope": "admin"}
+    assert first["object_type"] == "api_key" and first["detail"] == {"scope": "admin", "label": None, "expires_at": None}
     approval = next(e for e in events["data"] if e["action"] == "bulk_credit.approve")
-    assert approval["actor"] == {"type": "api_key", "api_key_id": approver_id, "scope": "approver", "label": None}
+    assert approval["actor"] == {"type": "api_key", "api_key_id": approver_id, "scope": "approver",
+                                 "label": "Ana, finance"}
     assert events["data"][5]["detail"] == {"reason": "not now", "cancelled_records": 2}
 
 

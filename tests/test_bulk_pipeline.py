@@ -275,7 +275,7 @@ def test_an_idempotency_key_returns_its_activity_and_refuses_a_different_file(
         services, clean_database, bulk_settings, queue):
     users = seed_users(services, 3)
     # Real keys: the upload's audit event names its key (audit_events.api_key_id references api_keys).
-    maker, other = (find_api_key(services.uow(), create_api_key(services.uow(), "operator"))[0] for _ in range(2))
+    maker, other = (find_api_key(services.uow(), create_api_key(services.uow(), "operator")).id for _ in range(2))
     first = upload(services.uow, queue, bulk_settings, csv_of([f"{users[0]},1.00"]), idempotency_key="k-1",
                    api_key_id=maker)
     again = upload(services.uow, queue, bulk_settings, csv_of([f"{users[0]},1.00"]), idempotency_key="k-1",

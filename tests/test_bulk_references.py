@@ -240,7 +240,7 @@ def test_an_idempotency_key_replays_a_resaved_file_and_refuses_other_rows_or_ano
 def test_an_idempotency_key_replay_from_a_stream_that_cannot_seek_compares_the_rows(
         services, clean_database, queue):
     [a] = seed_users(services, 1)
-    key = find_api_key(services.uow(), create_api_key(services.uow(), "operator"))[0]  # the audit event names it
+    key = find_api_key(services.uow(), create_api_key(services.uow(), "operator")).id  # the audit event names it
     content = f"uuid,amount\n{a},1.00\n".encode()
     first = upload(services.uow, queue, services.settings, io.BytesIO(content), idempotency_key="k", api_key_id=key)
 

@@ -28,7 +28,7 @@ SCHEMAS = {
         id={"type": "integer", "minimum": 1}, at=TIME,
         actor=_object(type={"type": "string", "enum": ["api_key", *ACTOR_TYPES]}, api_key_id=KEY_ID,
                       scope={"type": ["string", "null"]},
-                      label={"type": ["string", "null"], "description": "The key's label, once keys have one"}),
+                      label={"type": ["string", "null"], "description": "The key's label; null when it has none"}),
         action={"type": "string", "examples": ["bulk_credit.approve"]}, object_type={"type": "string"},
         object_id={"type": "string"}, detail={"type": "object"}),
     "AuditEventPage": page_of("AuditEvent"),

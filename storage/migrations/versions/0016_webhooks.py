@@ -25,7 +25,7 @@ Revision ID: 0016
 from alembic import op
 
 revision = "0016"
-down_revision = "0017"  # chained after main's 0017 (activity totals) on rebase
+down_revision = "0018"  # chained after main's 0018 (API key lifecycle) on rebase
 
 SCHEMA = r"""
 CREATE TABLE webhook_subscriptions (
