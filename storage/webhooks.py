@@ -93,10 +93,10 @@ class SqlWebhooks:
             "description": subscription.description, "secret": secret, "created_by": created_by,
             "created_at": subscription.created_at})
 
-    def subscriptions(self, limit: int) -> list[Subscription]:
+    def subscriptions(self, limit: int, offset: int = 0) -> list[Subscription]:
         rows = self.connection.execute(text(
             "SELECT id, url, events, description, created_at FROM webhook_subscriptions WHERE deleted_at IS NULL"
-            " ORDER BY created_at, id LIMIT :limit"), {"limit": limit})
+            " ORDER BY created_at, id LIMIT :limit OFFSET :offset"), {"limit": limit, "offset": offset})
         return [_subscription(row) for row in rows]
 
     def count_subscriptions(self) -> int:

@@ -83,6 +83,18 @@ def test_a_subscription_shows_its_secret_once_and_only_an_admin_may_manage_webho
     assert admin.delete(f"{HOOKS}/{created.json['id']}").status_code == 404
 
 
+def test_subscriptions_are_listed_oldest_first_a_page_at_a_time(app, configured):
+    admin = client(app, configured, "admin")
+    ids = [admin.post(HOOKS, json={"url": f"http://127.0.0.1:9/{n}", "events": ["hold.expired"]}).json["id"]
+           for n in range(3)]
+
+    first = admin.get(f"{HOOKS}?limit=2").json
+    second = admin.get(f"{HOOKS}?limit=2&cursor={first['next_cursor']}").json
+
+    assert [h["id"] for h in first["data"] + second["data"]] == ids and second["next_cursor"] is None
+    assert admin.get(f"{HOOKS}?limit=0").status_code == 422
+
+
 @pytest.mark.parametrize("url, code", [
     ("ftp://example.com/x", "url_not_allowed"), ("file:///etc/passwd", "url_not_allowed"),
     ("http://127.0.0.1:8080/x", "url_not_allowed"), ("http://10.1.2.3/x", "url_not_allowed"),

@@ -128,8 +128,8 @@ WEBHOOK_OPERATIONS: dict[tuple[str, str], Operation] = {
                 events=WEBHOOK_EVENTS, description={"type": ["string", "null"], "maxLength": 500}),
         schema=webhook_ref("WebhookCreated")),
     ("GET", "/api/v1/webhooks"): Operation(
-        "Webhook subscriptions, oldest first (admin; at most 100)", 200, "`{data: [...], next_cursor: null}`",
-        (401, 403), schema=webhook_ref("WebhookPage")),
+        "Webhook subscriptions, oldest first (admin; at most 100 exist)", 200, "`{data: [...], next_cursor}`",
+        (401, 403, 422), parameters=LIST_QUERY, schema=webhook_ref("WebhookPage")),
     ("DELETE", "/api/v1/webhooks/{subscription_id}"): Operation(
         "Delete a subscription (admin): its pending deliveries end CANCELLED", 204, "Deleted",
         (401, 403, 404, 422)),

@@ -42,7 +42,9 @@ def create():
 @authenticated
 def list_all():
     _admin()
-    return jsonify({"data": [render(s) for s in subscriptions.subscriptions(services().uow)], "next_cursor": None})
+    limit = parse_limit(request.args.get("limit"))
+    page = subscriptions.subscriptions_page(services().uow, limit, request.args.get("cursor"))
+    return jsonify({"data": [render(item["subscription"]) for item in page.items], "next_cursor": page.next_cursor})
 
 
 @blueprint.delete("/<subscription_id>")

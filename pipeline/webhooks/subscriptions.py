@@ -74,10 +74,14 @@ def subscribe(uow_factory: Callable, settings: Settings, actor: Actor, *, url: o
     return subscription, secret
 
 
-def subscriptions(uow_factory: Callable) -> list[Subscription]:
-    """Every live subscription, oldest first (at most SUBSCRIPTIONS_MAX)."""
+def subscriptions_page(uow_factory: Callable, limit: int, cursor: str | None) -> Page:
+    """Live subscriptions, oldest first; the cursor is the position in that order. Raises
+    ValidationFailed for a cursor this API did not make."""
+    offset = decode_cursor(cursor) or 0
     with uow_factory() as uow:
-        return uow.webhooks.subscriptions(SUBSCRIPTIONS_MAX)
+        found = uow.webhooks.subscriptions(limit + 1, offset)
+    return page_of([{"position": offset + n, "subscription": s} for n, s in enumerate(found, start=1)],
+                   limit, "position")
 
 
 def unsubscribe(uow_factory: Callable, actor: Actor, subscription_id: str) -> None:
