@@ -25,7 +25,7 @@ Revision ID: 0016
 from alembic import op
 
 revision = "0016"
-down_revision = "0018"  # chained after main's 0018 (API key lifecycle) on rebase
+down_revision = "0019"  # chained after main's latest (0019) on rebase; the lead re-chains at merge
 
 SCHEMA = r"""
 CREATE TABLE webhook_subscriptions (
