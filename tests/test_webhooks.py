@@ -250,25 +250,24 @@ def test_a_reconciliation_that_finds_mismatches_emits_one_event_and_a_clean_one_
     assert object_id == mismatched["id"] and payload["mismatch_count"] == 3 == len(payload["mismatches"])
 
 
-def test_a_reversal_activity_that_ends_emits_reversal_completed_once_the_kind_column_exists(configured, engine):
-    """`bulk_activities.kind` comes with the reversals (another branch): the trigger reads it when there."""
-    from pipeline.bulk.upload import upload as upload_file
+def test_a_reversal_that_ends_emits_reversal_completed_besides_its_activity_event(app, configured, engine, queue):
+    configured.settings = dataclasses.replace(configured.settings, bulk_credit_approval="none")
+    admin = client(app, configured, "admin")
+    admin.post(HOOKS, json={"url": "http://127.0.0.1:9/x", "events": ["reversal.completed", "activity.completed"]})
+    credit = upload(admin, seed_users(configured, 1))
+    apply_all(configured, configured.settings, queue.take())
 
-    users = seed_users(configured, 1)
-    uploaded = upload_file(configured.uow, RecordingQueue(), dataclasses.replace(
-        configured.settings, bulk_credit_approval="none"), io.BytesIO(f"uuid,amount\n{users[0]},1.00\n".encode()))
-    with engine.connect() as connection, connection.begin() as transaction:
-        connection.execute(text("INSERT INTO webhook_subscriptions (id, url, events, secret)"
-                                " VALUES (gen_random_uuid(), 'http://127.0.0.1/x', ARRAY['reversal.completed',"
-                                " 'activity.completed'], 'whsec_AAAA')"))
-        connection.execute(text("ALTER TABLE bulk_activities ADD COLUMN kind text NOT NULL DEFAULT 'reversal'"))
-        connection.execute(text("INSERT INTO bulk_activity_history (activity_id, from_status, to_status, final,"
-                                " actor_type) VALUES (:a, 'PROCESSING', 'COMPLETED', true, 'worker')"),
-                           {"a": uploaded.activity.id})
-        emitted = connection.execute(text("SELECT type, payload ->> 'kind' FROM webhook_events ORDER BY id")).all()
-        transaction.rollback()  # the column is the other branch's to add
+    reversed_ = admin.post(f"{BULK}/{credit}/reverse", json={"reason": "paid twice"},
+                           headers={"Idempotency-Key": "reverse-1"})
+    apply_all(configured, configured.settings, queue.take())
 
-    assert emitted == [("activity.completed", "reversal"), ("reversal.completed", "reversal")]
+    assert reversed_.status_code == 202
+    reversal = reversed_.json["activity_id"]
+    assert query(engine, "SELECT type, object_id, payload ->> 'kind', payload ->> 'reverses', payload ->> 'status'"
+                         " FROM webhook_events ORDER BY id") == [
+        ("activity.completed", credit, "credit", None, "COMPLETED"),
+        ("activity.completed", reversal, "reversal", credit, "COMPLETED"),
+        ("reversal.completed", reversal, "reversal", credit, "COMPLETED")]
 
 
 def test_the_webhook_and_audit_answers_match_their_documented_schemas(app, configured):

@@ -14,8 +14,8 @@ Revision ID: 0016
   activity already writes in its own transaction: a row trigger turns a change into
   `activity.<status>` (the settled statuses once the activity is final, the others when the
   status changes) and, for an activity of kind `reversal` that became final, into
-  `reversal.completed`. The kind is read from the activity row as JSON, so this works
-  whether or not `bulk_activities.kind` exists yet (absent: `credit`).
+  `reversal.completed`. The activity row is read as JSON (`kind` and `reverses_activity_id`
+  came with migration 0014; an activity without them reads as a credit).
 - `webhook_deliveries`: one per (event, subscription), with its state (pipeline/webhooks/__init__.py),
   attempts, the next attempt's time, and `dispatch`, the number of the queue message that
   may attempt it now (older messages are no-ops). `ordering_key` (the activity for activity
@@ -25,7 +25,7 @@ Revision ID: 0016
 from alembic import op
 
 revision = "0016"
-down_revision = "0019"  # chained after main's latest (0019) on rebase; the lead re-chains at merge
+down_revision = "0014"  # chained after main's latest (0014, reversals) on rebase; the lead re-chains at merge
 
 SCHEMA = r"""
 CREATE TABLE webhook_subscriptions (
@@ -120,7 +120,8 @@ BEGIN
     SELECT to_jsonb(a) INTO activity FROM bulk_activities a WHERE a.id = NEW.activity_id;
     kind := coalesce(activity ->> 'kind', 'credit');
     payload := jsonb_build_object(
-        'activity_id', NEW.activity_id, 'kind', kind, 'status', NEW.to_status,
+        'activity_id', NEW.activity_id, 'kind', kind, 'reverses', activity -> 'reverses_activity_id',
+        'status', NEW.to_status,
         'previous_status', NEW.from_status, 'final', NEW.final, 'reason', NEW.reason,
         'file_name', activity -> 'file_name', 'funding_account', activity -> 'funding_account',
         'total_records', activity -> 'total_records', 'valid_records', activity -> 'valid_records',
