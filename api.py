@@ -11,6 +11,7 @@ from telemetry import logs, metrics
 from web import events as event_feeds
 from web import bulk_credit, docs, funding, inputs, observability, operations, problems, reconciliation, search, wallets
 from web import dashboard
+from web import audit as audit_web, webhooks as webhooks_web
 
 
 def create_app(settings: Settings | None = None) -> APIFlask:
@@ -38,6 +39,8 @@ def create_app(settings: Settings | None = None) -> APIFlask:
                       funding.blueprint, search.blueprint, dashboard.blueprint):
         app.register_blueprint(blueprint)
     app.register_blueprint(event_feeds.blueprint)
+    app.register_blueprint(webhooks_web.blueprint)
+    app.register_blueprint(audit_web.blueprint)
     cli.register(app)
     metrics.process_started("web")
     return app

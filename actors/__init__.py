@@ -34,7 +34,7 @@ MAINTENANCE_CHANCE_PER_MILLION = 1_000
 #: How long dead-lettered messages are kept in Redis, in milliseconds (3 days).
 DEAD_MESSAGE_TTL_MS = 3 * 24 * 3600 * 1000
 #: The modules whose actors a worker runs; each is imported if it exists.
-ACTOR_MODULES = ("bulk_credit", "reconciliation")
+ACTOR_MODULES = ("bulk_credit", "reconciliation", "webhooks")
 
 
 def middleware() -> list:

@@ -16,7 +16,7 @@ import time
 from apscheduler.schedulers.background import BackgroundScheduler
 
 import bootstrap
-from jobs import bulk_credit, events
+from jobs import bulk_credit, events, webhooks
 from jobs.fencing import FencedServices
 from jobs.leadership import WATCHDOG_S, Lease, LeaseLost, Timings, holder_name
 from telemetry import logs, metrics
@@ -64,6 +64,8 @@ def build_scheduler(services) -> BackgroundScheduler:
                           args=[services], id=job.name)
     scheduler.add_job(with_request_id("publish_events", events.publish_events), "interval",
                       seconds=events.INTERVAL_S, args=[services], id="publish_events")
+    scheduler.add_job(with_request_id("dispatch_webhooks", webhooks.dispatch_webhooks), "interval",
+                      seconds=webhooks.INTERVAL_S, args=[services], id="dispatch_webhooks")
     return scheduler
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pipeline.errors import Rejected
+from pipeline.errors import FieldError, Rejected, ValidationFailed
+from pipeline.statements import CURSOR_POSITION_MAX, Page, decode_cursor, page_of
+from pipeline.text import storable
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class AuditTrail(Protocol):
             detail: dict[str, Any]) -> int:
         """Stores one event; returns its id."""
 
+    def page(self, filters: dict[str, Any], before_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """Events matching `filters` (parse_filters) with ids below `before_id`, newest first."""
+
 
 def record(uow: Any, actor: Actor, action: str, object_type: str, object_id: str,
            **detail: Any) -> int:
@@ -56,3 +61,37 @@ def record(uow: Any, actor: Actor, action: str, object_type: str, object_id: str
     (a reason, an amount in minor units). Returns the event's id.
     """
     return uow.audit.add(actor, action, object_type, str(object_id), detail)
+
+
+#: Actor types `?actor=` may name besides an API key's id.
+ACTOR_TYPES = ("worker", "scheduler", "command_line")
+#: The longest `action` or `object_id` filter, in characters.
+FILTER_LENGTH_MAX = 200
+
+
+def parse_filters(actor: str | None, action: str | None, object_id: str | None) -> dict[str, Any]:
+    """The list's filters: `actor` is an API key's id or one of ACTOR_TYPES. Raises ValidationFailed."""
+    errors, filters = [], {"actor_type": None, "api_key_id": None, "action": action, "object_id": object_id}
+    if actor is not None:
+        if actor.isascii() and actor.isdigit() and len(actor) <= 19 and 1 <= int(actor) <= CURSOR_POSITION_MAX:
+            filters["api_key_id"] = int(actor)
+        elif actor in ACTOR_TYPES:
+            filters["actor_type"] = actor
+        else:
+            errors.append(FieldError("actor", f"an API key's id, or one of {', '.join(ACTOR_TYPES)}"))
+    for name in ("action", "object_id"):
+        value = filters[name]
+        if value is not None and (not 1 <= len(value) <= FILTER_LENGTH_MAX or not storable(value)):
+            errors.append(FieldError(name, f"text of 1 to {FILTER_LENGTH_MAX} characters"))
+    if errors:
+        raise ValidationFailed("the audit filters are not valid", errors)
+    return filters
+
+
+def events_page(uow: Any, filters: dict[str, Any], limit: int, cursor: str | None) -> Page:
+    """Audit events matching `filters` (parse_filters), newest first, a page at a time.
+    Raises ValidationFailed for a cursor this API did not make."""
+    before_id = decode_cursor(cursor)
+    with uow:
+        events = uow.audit.page(filters, before_id, limit + 1)
+    return page_of(events, limit, "id")

@@ -17,7 +17,15 @@ def _split(text: str) -> frozenset[str]:
     return frozenset(part.strip() for part in text.split(",") if part.strip())
 
 
-_PARSERS = {frozenset: _split, int: int, float: float}
+def _flag(text: str) -> bool:
+    """`true`/`false` (also 1/0, yes/no, on/off); anything else is refused at start."""
+    value = text.strip().lower()
+    if value not in ("true", "1", "yes", "on", "false", "0", "no", "off", ""):
+        raise ValueError(f"{text!r} is not true or false")
+    return value in ("true", "1", "yes", "on")
+
+
+_PARSERS = {frozenset: _split, int: int, float: float, bool: _flag}
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,18 @@ class Settings:
     #: the same in every web process; unset, `session_secret_key` derives a development key.
     #: Kept out of repr(), so that a logged Settings shows no secret.
     secret_key: str = field(default="", repr=False)
+    #: Webhooks (pipeline/webhooks/): true lets subscriptions and deliveries reach loopback and
+    #: private addresses (tests, a receiver on the same network); false refuses them with
+    #: `url_not_allowed`, at subscription and again at every delivery (DNS may change).
+    webhook_allow_private_urls: bool = False
+    #: One delivery's limits: connecting, then waiting for the answer, in seconds.
+    webhook_connect_timeout_s: float = 5.0
+    webhook_read_timeout_s: float = 10.0
+    #: Attempts of one delivery before it is FAILED, and the pauses between them: the first is
+    #: the base, each doubles, up to the max. Defaults: 17 attempts over about 25 hours.
+    webhook_attempts_max: int = 17
+    webhook_retry_base_delay_s: float = 10.0
+    webhook_retry_delay_max_s: float = 14_400.0
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -140,3 +160,8 @@ class Settings:
         assert 1 <= self.events_feed_read_count_max <= 1_000
         assert 1 <= self.streams_per_process_max <= 1_000
         assert not self.secret_key or len(self.secret_key) >= 32, "SECRET_KEY must have at least 32 characters"
+        assert 0.1 <= self.webhook_connect_timeout_s <= 30, "WEBHOOK_CONNECT_TIMEOUT_S must be within 0.1..30"
+        assert 0.1 <= self.webhook_read_timeout_s <= 60, "WEBHOOK_READ_TIMEOUT_S must be within 0.1..60"
+        assert 1 <= self.webhook_attempts_max <= 50, "WEBHOOK_ATTEMPTS_MAX must be within 1..50"
+        assert 0.01 <= self.webhook_retry_base_delay_s <= self.webhook_retry_delay_max_s <= 86_400, \
+            "WEBHOOK_RETRY_BASE_DELAY_S <= WEBHOOK_RETRY_DELAY_MAX_S <= 86400"

@@ -23,6 +23,7 @@ from typing import Callable
 
 import pandas
 
+from pipeline import webhooks
 from pipeline.errors import NotFound
 from pipeline.money import MINOR_UNITS, currency, format_amount
 from pipeline.ports import UnitOfWork
@@ -30,6 +31,8 @@ from pipeline.statements import Page, decode_cursor, page_of
 
 #: The most mismatches one run stores and reports; the count is always exact.
 MISMATCHES_STORED_MAX = 1_000
+#: The most mismatches a `reconciliation.mismatch` webhook carries; `mismatch_count` is exact.
+MISMATCHES_IN_WEBHOOK_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,10 @@ def run(uow: UnitOfWork, reconciliation_id: str, alert: Callable[[dict], None] |
         uow.reconciliations.finish(reconciliation_id, status, evidence.wallets_checked,
                                    [asdict(m) for m in mismatches[:MISMATCHES_STORED_MAX]],
                                    len(mismatches), evidence.horizon)
+        if mismatches:
+            webhooks.emit(uow, "reconciliation.mismatch", reconciliation_id, {
+                "reconciliation_id": reconciliation_id, "full": run["full"], "mismatch_count": len(mismatches),
+                "mismatches": [asdict(m) for m in mismatches[:MISMATCHES_IN_WEBHOOK_MAX]]})
         uow.commit()
     with uow:
         result = uow.reconciliations.get(reconciliation_id)

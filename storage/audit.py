@@ -15,6 +15,20 @@ RETURNING id
 """
 
 
+_PAGE = """
+SELECT e.id, e.at, e.actor_type, e.api_key_id, k.scope AS api_key_scope, k.label AS api_key_label,
+       e.action, e.object_type, e.object_id, e.detail
+  FROM audit_events e LEFT JOIN api_keys k ON k.id = e.api_key_id
+ WHERE (CAST(:api_key_id AS bigint) IS NULL OR e.api_key_id = :api_key_id)
+   AND (CAST(:actor_type AS text) IS NULL OR e.actor_type = :actor_type)
+   AND (CAST(:action AS text) IS NULL OR e.action = :action)
+   AND (CAST(:object_id AS text) IS NULL OR e.object_id = :object_id)
+   AND (CAST(:before_id AS bigint) IS NULL OR e.id < :before_id)
+ ORDER BY e.id DESC
+ LIMIT :limit
+"""
+
+
 class SqlAuditTrail:
     def __init__(self, connection: Connection):
         self.connection = connection
@@ -26,3 +40,8 @@ class SqlAuditTrail:
             "object_type": object_type, "object_id": object_id,
             "detail": json.dumps(detail, default=str, sort_keys=True),
         }).scalar_one()
+
+    def page(self, filters: dict[str, Any], before_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """Events matching `filters` (pipeline.audit.parse_filters) below `before_id`, newest first."""
+        rows = self.connection.execute(text(_PAGE), {**filters, "before_id": before_id, "limit": limit})
+        return [dict(row) for row in rows.mappings()]

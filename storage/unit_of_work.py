@@ -22,6 +22,7 @@ from storage.funding import SqlFunding
 from storage.ledger import SqlLedger
 from storage.reconciliation import SqlReconciliations
 from storage.search import SqlSearch
+from storage.webhooks import SqlWebhooks
 
 class SqlUnitOfWork:
     def __init__(self, engine: Engine, lock_timeout_ms: int = 5_000):
@@ -45,6 +46,7 @@ class SqlUnitOfWork:
         self.events = SqlEventOutbox(self.connection)
         self.audit = SqlAuditTrail(self.connection)
         self.search = SqlSearch(self.connection)
+        self.webhooks = SqlWebhooks(self.connection)
         return self
 
     @contextlib.contextmanager

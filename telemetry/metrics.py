@@ -55,6 +55,12 @@ MESSAGES_FAILED = Counter(
 EVENTS_PUBLISHED = Counter(
     "wallet_events_published", "Events the outbox publisher appended to the Redis Streams; an event published"
     " again after a publisher crash counts again.")
+WEBHOOK_ATTEMPTS = Counter(
+    "wallet_webhook_attempts", "Webhook delivery attempts, by the delivery's state after them: succeeded,"
+    " pending (to be tried again) or failed (given up).", ["outcome"])
+WEBHOOK_ATTEMPT_DURATION = Histogram(
+    "wallet_webhook_attempt_duration_seconds", "Time of one webhook delivery attempt, in seconds.",
+    buckets=HTTP_BUCKETS_S)
 SLOW_STATEMENTS = Counter(
     "wallet_database_slow_statements", "SQL statements that took SLOW_QUERY_MS or longer, by first keyword.",
     ["operation"])

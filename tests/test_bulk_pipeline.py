@@ -20,7 +20,7 @@ from pipeline.bulk.ports import Actor
 from pipeline.bulk.upload import TooLarge, upload
 from pipeline.errors import IdempotencyKeyReused, NotFound, NotRetryable, TransientFault
 from pipeline.money import MINOR_UNITS, Currency
-from pipeline.users import create_api_key
+from pipeline.users import create_api_key, find_api_key
 from pipeline.wallets import MoneyRequest
 from tests.conftest import RecordingQueue, assert_ledger_invariants  # noqa: F401 (imported from here too)
 
@@ -274,15 +274,17 @@ def test_the_same_file_uploaded_twice_at_once_makes_one_activity(services, clean
 def test_an_idempotency_key_returns_its_activity_and_refuses_a_different_file(
         services, clean_database, bulk_settings, queue):
     users = seed_users(services, 3)
+    # Real keys: the upload's audit event names its key (audit_events.api_key_id references api_keys).
+    maker, other = (find_api_key(services.uow(), create_api_key(services.uow(), "operator")).id for _ in range(2))
     first = upload(services.uow, queue, bulk_settings, csv_of([f"{users[0]},1.00"]), idempotency_key="k-1",
-                   api_key_id=7)
+                   api_key_id=maker)
     again = upload(services.uow, queue, bulk_settings, csv_of([f"{users[0]},1.00"]), idempotency_key="k-1",
-                   api_key_id=7)
+                   api_key_id=maker)
     assert (again.created, again.activity.id) == (False, first.activity.id)
     with pytest.raises(IdempotencyKeyReused):
-        upload(services.uow, queue, bulk_settings, csv_of([f"{users[1]},1.00"]), idempotency_key="k-1", api_key_id=7)
+        upload(services.uow, queue, bulk_settings, csv_of([f"{users[1]},1.00"]), idempotency_key="k-1", api_key_id=maker)
     other_client = upload(services.uow, queue, bulk_settings, csv_of([f"{users[2]},1.00"]), idempotency_key="k-1",
-                          api_key_id=8)
+                          api_key_id=other)
     assert other_client.created
 
 

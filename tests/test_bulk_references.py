@@ -13,6 +13,7 @@ from pipeline.bulk.content import RowsDigest
 from pipeline.bulk.rows import Row
 from pipeline.bulk.upload import upload
 from pipeline.errors import IdempotencyKeyReused
+from pipeline.users import create_api_key, find_api_key
 from tests.test_bulk_pipeline import RecordingQueue, apply_all, balances, fund, query, seed_users
 
 URL = "/api/v1/wallet/bulk-credit"
@@ -239,16 +240,17 @@ def test_an_idempotency_key_replays_a_resaved_file_and_refuses_other_rows_or_ano
 def test_an_idempotency_key_replay_from_a_stream_that_cannot_seek_compares_the_rows(
         services, clean_database, queue):
     [a] = seed_users(services, 1)
+    key = find_api_key(services.uow(), create_api_key(services.uow(), "operator")).id  # the audit event names it
     content = f"uuid,amount\n{a},1.00\n".encode()
-    first = upload(services.uow, queue, services.settings, io.BytesIO(content), idempotency_key="k", api_key_id=1)
+    first = upload(services.uow, queue, services.settings, io.BytesIO(content), idempotency_key="k", api_key_id=key)
 
     replay = upload(services.uow, queue, services.settings, Unseekable(content.replace(b"\n", b"\r\n")),
-                    idempotency_key="k", api_key_id=1)
+                    idempotency_key="k", api_key_id=key)
 
     assert (replay.created, replay.activity.id) == (False, first.activity.id)
     with pytest.raises(IdempotencyKeyReused):
         upload(services.uow, queue, services.settings, Unseekable(content.replace(b"1.00", b"2.00")),
-               idempotency_key="k", api_key_id=1)
+               idempotency_key="k", api_key_id=key)
 
 
 class Unseekable(io.RawIOBase):

@@ -44,8 +44,6 @@ NOT_BUILT_YET = {
     ("POST", "/api/v1/wallet/holds"), ("GET", "/api/v1/wallet/holds/{}"),
     ("POST", "/api/v1/wallet/holds/{}/capture"), ("POST", "/api/v1/wallet/holds/{}/void"),
     ("DELETE", "/api/v1/users/{}"), ("POST", "/api/v1/users/{}/wallets/{}/freeze"),
-    ("POST", "/api/v1/webhooks"), ("GET", "/api/v1/webhooks"), ("GET", "/api/v1/webhooks/{}/deliveries"),
-    ("POST", "/api/v1/webhooks/{}/deliveries/{}/replay"), ("GET", "/api/v1/audit-events"),
 }
 
 

@@ -14,6 +14,7 @@ from pipeline.wallets import REFERENCE_LENGTH_MAX
 from web.inputs import REQUEST_BODY_MAX_BYTES
 from web.schemas import ref
 from web.wallet_schemas import ref as wref
+from web.webhook_schemas import ref as webhook_ref
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 SCHEMAS = {
@@ -36,7 +37,7 @@ AMOUNT = {"$ref": "#/components/schemas/Amount"}
 CURRENCY = {"$ref": "#/components/schemas/Currency"}
 UUID = {"type": "string", "format": "uuid"}
 #: Path parameters that hold a uuid, by the names of the Flask URL rules; anything else is a 422.
-UUID_PATH_PARAMETERS = frozenset({"user_id", "entry_id", "activity_id", "reconciliation_id"})
+UUID_PATH_PARAMETERS = frozenset({"user_id", "entry_id", "activity_id", "reconciliation_id", "subscription_id"})
 #: A funding account's name in a path (pipeline/funding.py).
 ACCOUNT_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$", "examples": ["default"]}
 REASON_BODY = {"type": "object", "required": ["reason"], "properties": {
@@ -90,6 +91,11 @@ TRANSFER_EXAMPLE = {"from_user_id": "5b6f0f9e-3c1a-4a57-9a0e-2f5a3c1d7e21",
 MONEY_BODY = _object(("user_id", "amount", "currency"), user_id=UUID, amount=AMOUNT, currency=CURRENCY,
                      reference=REFERENCE)
 
+WEBHOOK_EVENTS = {"type": "array", "minItems": 1, "maxItems": 32, "items": {"type": "string", "enum": [
+    "activity.awaiting_approval", "activity.completed", "activity.partially_completed", "activity.failed",
+    "activity.rejected", "activity.cancelled", "activity.awaiting_funds", "reversal.completed", "hold.expired",
+    "reconciliation.mismatch"]}}
+
 
 @dataclass(frozen=True)
 class Operation:
@@ -111,6 +117,38 @@ class Operation:
     #: Other success answers: status -> (description, schema).
     also: dict = field(default_factory=dict)
 
+
+#: Issue 10, items 5 and 6 (web/webhooks.py, web/audit.py): admin only.
+WEBHOOK_OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/api/v1/webhooks"): Operation(
+        "Subscribe a URL to event types (admin); deliveries are signed to the Standard Webhooks specification",
+        201, "`{id, url, events, description, created_at, secret}`: the secret is shown this once; a URL that is"
+        " not http(s) or reaches a loopback or private address: 422 url_not_allowed", (400, 401, 403, 409, 422),
+        _object(("url", "events"), url={"type": "string", "maxLength": 2000, "examples": ["https://example.com/hook"]},
+                events=WEBHOOK_EVENTS, description={"type": ["string", "null"], "maxLength": 500}),
+        schema=webhook_ref("WebhookCreated")),
+    ("GET", "/api/v1/webhooks"): Operation(
+        "Webhook subscriptions, oldest first (admin; at most 100 exist)", 200, "`{data: [...], next_cursor}`",
+        (401, 403, 422), parameters=LIST_QUERY, schema=webhook_ref("WebhookPage")),
+    ("DELETE", "/api/v1/webhooks/{subscription_id}"): Operation(
+        "Delete a subscription (admin): its pending deliveries end CANCELLED", 204, "Deleted",
+        (401, 403, 404, 422)),
+    ("GET", "/api/v1/webhooks/{subscription_id}/deliveries"): Operation(
+        "A subscription's deliveries, newest first (admin)", 200,
+        "`{data: [{id, event_id, type, attempts, status, last_status_code, last_error, next_attempt_at}],"
+        " next_cursor}`", (401, 403, 404, 422), parameters=LIST_QUERY, schema=webhook_ref("WebhookDeliveryPage")),
+    ("POST", "/api/v1/webhooks/{subscription_id}/deliveries/{delivery_id}/replay"): Operation(
+        "Replay a delivery (admin): it is sent again within about a second, with a fresh series of attempts",
+        202, "`{id, event_id, status: PENDING}`", (401, 403, 404, 409, 422), body_required=False,
+        schema=webhook_ref("WebhookReplayed")),
+    ("GET", "/api/v1/audit-events"): Operation(
+        "The audit trail, newest first (admin): one event per operator or admin action", 200,
+        "`{data: [{id, at, actor: {type, api_key_id, scope, label}, action, object_type, object_id, detail}],"
+        " next_cursor}`", (401, 403, 422),
+        parameters=(_query("actor", "An API key's id, or worker, scheduler or command_line"),
+                    _query("action", "Such as bulk_credit.approve"), _query("object_id", "The object's id"),
+                    *LIST_QUERY), schema=webhook_ref("AuditEventPage")),
+}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/healthz"): Operation("Liveness", 200, "The process is alive", public=True),
@@ -286,6 +324,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/reconciliations"): Operation(
         "Reconciliation runs, newest first", 200, "`{data: [...], next_cursor}`", (401, 403, 422),
         parameters=LIST_QUERY, schema=wref("ReconciliationPage")),
+    **WEBHOOK_OPERATIONS,
 }
 
 
@@ -313,6 +352,8 @@ def apply(operation: dict, described: Operation) -> None:
             errors.add(400)
     schema = {"schema": described.schema or {"type": "object"}} if described.answer_type == "application/json" else {}
     responses = {str(described.status): {"description": described.answer, "content": {described.answer_type: schema}}}
+    if described.status == 204:  # no content
+        responses = {"204": {"description": described.answer}}
     for status, (description, other) in described.also.items():
         responses[str(status)] = {"description": description, "content": {"application/json": {"schema": other}}}
     for status in sorted(errors):

@@ -20,7 +20,7 @@ import flask_swagger_ui
 from apiflask import APIBlueprint, APIFlask
 from flask import abort, current_app, render_template_string, send_from_directory
 
-from web import contract, schemas, wallet_schemas
+from web import contract, schemas, wallet_schemas, webhook_schemas
 
 TITLE = "Wallet Pipeline"
 VERSION = "1"
@@ -124,6 +124,7 @@ def complete_spec(spec: dict) -> dict:
     components.setdefault("schemas", {}).update(contract.SCHEMAS)
     components["schemas"].update(schemas.SCHEMAS)
     components["schemas"].update(wallet_schemas.SCHEMAS)
+    components["schemas"].update(webhook_schemas.SCHEMAS)
     spec["security"] = [{"bearer": []}]
     # Several blueprints share the tag "Operations"; the document lists each tag once.
     spec["tags"] = list({tag["name"]: tag for tag in spec.get("tags", [])}.values())

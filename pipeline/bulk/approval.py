@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+from pipeline import audit
 from pipeline.audit import must_be_live
 from pipeline.bulk.outcome import settle
 from pipeline.bulk.ports import Activity, Actor, ChunkQueue, send_after_commit
@@ -100,6 +101,7 @@ def approve(uow_factory: Callable, queue: ChunkQueue, settings: Settings, activi
                 outcome = release(uow, settings, activity_id, actor, APPROVAL)
                 if not outcome.chunk_ids:  # changed under us: someone else acted first
                     _awaiting(uow, activity_id)
+            audit.record(uow, actor, "bulk_credit.approve", "activity", activity_id, status=outcome.status)
             uow.commit()
         return outcome
 
@@ -120,6 +122,7 @@ def reject(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
             uow.bulk.cancel_rows(activity_id, 1, reason, code="rejected")
             ended = settle(uow, activity_id, actor, pending=-pending, cancelled=pending, status=REJECTED,
                            reason=reason)
+            audit.record(uow, actor, "bulk_credit.reject", "activity", activity_id, reason=reason)
             uow.commit()
         return ended
 

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+from pipeline import audit
 from pipeline.bulk.isolation import credit_isolating
 from pipeline.bulk.outcome import settle
 from pipeline.bulk.ports import WORKER, Actor, Applied, ChunkQueue, RowsRefused, send_after_commit
@@ -198,6 +199,7 @@ def retry_failed_rows(uow_factory: Callable, queue: ChunkQueue, settings: Settin
                 raise NotRetryable("the activity has no FAILED rows to retry")
             settle(uow, activity_id, actor, failed=-reopened, pending=reopened, status=PROCESSING,
                    reason=f"retry of {reopened} FAILED rows", reset_chunks=True)
+            audit.record(uow, actor, "bulk_credit.retry", "activity", activity_id, retried_records=reopened)
             uow.commit()
         return reopened, chunk_ids
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
+from pipeline import audit
 from pipeline.audit import must_be_live
 from pipeline.bulk.outcome import settle
 from pipeline.bulk.ports import SCHEDULER, Activity, Actor, ChunkQueue, send_after_commit
@@ -198,6 +199,8 @@ def cancel(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
             ended = settle(uow, activity_id, actor, pending=-counts.get("PENDING", 0),
                            failed=-counts.get("FAILED", 0), cancelled=sum(counts.values()), status=CANCELLED,
                            reason=reason)
+            audit.record(uow, actor, "bulk_credit.cancel", "activity", activity_id, reason=reason,
+                         cancelled_records=sum(counts.values()))
             uow.commit()
         return ended
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Callable, Iterator
 
+from pipeline import audit
 from pipeline.bulk.content import RowsDigest
 from pipeline.bulk.ports import Activity, Actor, ChunkQueue, DuplicateContent, DuplicateKey, send_after_commit
 from pipeline.bulk.release import admit
@@ -263,6 +264,8 @@ def _store(uow, settings: Settings, reader: HashingReader, activity_id: str, fil
         # Held for approval or until execute_at, or released at once: its total is reserved
         # from the funding account, or it waits for funds.
         chunk_ids = admit(uow, settings, activity_id, uploader, execute_at)
+        audit.record(uow, uploader, "bulk_credit.upload", "activity", activity_id, file_name=storable_name(file_name),
+                     total_records=tally.total, valid_records=valid, funding_account=funding_account)
         uow.commit()
     return chunk_ids
 
