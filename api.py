@@ -32,5 +32,6 @@ def create_app(settings: Settings | None = None) -> APIFlask:
         app.register_blueprint(blueprint)
     app.register_blueprint(event_feeds.blueprint)
     cli.register(app)
+    metrics.initialise(services.settings.supported_currencies)
     metrics.process_started("web")
     return app

@@ -19,7 +19,7 @@ import bootstrap
 from jobs import bulk_credit, events
 from jobs.fencing import FencedServices
 from jobs.leadership import WATCHDOG_S, Lease, LeaseLost, Timings, holder_name
-from telemetry import logs, metrics
+from telemetry import exporter, logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,10 @@ def main() -> None:
     metrics.process_started("scheduler")
     signal.signal(signal.SIGTERM, _exit_on_term)
     services = bootstrap.services()
+    metrics.initialise(services.settings.supported_currencies)
+    port = exporter.port_from_environ()
+    if port is not None:  # a container of its own (telemetry/exporter.py)
+        exporter.serve(port)
     holder = holder_name()
     while True:
         lead(services, holder)

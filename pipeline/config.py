@@ -84,7 +84,9 @@ class Settings:
         values = {}
         for spec in fields(cls):
             raw = environ.get(spec.name.upper())
-            if raw is None:
+            # Empty means unset (.env.example says so): docker compose passes a setting that
+            # .env lists as `NAME=` on as an empty string.
+            if not raw:
                 continue
             default = spec.default if spec.default_factory is MISSING else spec.default_factory()
             values[spec.name] = _PARSERS.get(type(default), str)(raw)
