@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 def reconcile(services) -> None:
     from actors.reconciliation import reconcile as reconcile_actor
     from pipeline import reconciliation
+    from pipeline.audit import SCHEDULER
 
-    reconcile_actor.send(reconciliation.start(services.uow(), full=False))
+    reconcile_actor.send(reconciliation.start(services.uow(), full=False, actor=SCHEDULER))
 
 
 def with_request_id(name: str, job):

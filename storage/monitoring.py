@@ -9,7 +9,7 @@ the history grows:
   scrape slow (the metric says "at least" then);
 - scheduler leader: the one `scheduler_lease` row;
 - funding balances: the funding wallets, at most FUNDING_WALLETS_READ_MAX of them;
-- open activities per status: `bulk_activities_by_status`, only the statuses that are not final.
+- open activities per status: `bulk_activities_by_status`, only the statuses before settlement.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ FUNDING_WALLETS_READ_MAX = 1_000
 STATE_STATEMENT_TIMEOUT_MS = 2_000
 #: The longest a scrape waits to connect, in seconds.
 STATE_CONNECT_TIMEOUT_S = 2
-#: Activity statuses that are not final: an activity in one of them still has work ahead.
+#: Activity statuses before the rows settle: an activity in one of them still has all its work ahead.
 OPEN_STATUSES = ("UPLOADED", "AWAITING_APPROVAL", "SCHEDULED", "AWAITING_FUNDS", "PROCESSING")
 #: The name of the scheduler's lease row (jobs/leadership.py LEASE_NAME).
 SCHEDULER_LEASE_NAME = "scheduler"

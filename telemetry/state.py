@@ -49,7 +49,8 @@ def families(state: State) -> list[GaugeMetricFamily]:
     for account, currency, balance in state.funding_balances:
         balances.add_metric([account, currency], balance)
     activities = GaugeMetricFamily(
-        "wallet_bulk_activities_open", "Bulk-credit activities in each status that is not final.", labels=["status"])
+        "wallet_bulk_activities_open", "Bulk-credit activities in each status before their rows settle (UPLOADED,"
+        " AWAITING_APPROVAL, SCHEDULED, AWAITING_FUNDS, PROCESSING).", labels=["status"])
     for status, count in state.open_activities.items():
         activities.add_metric([status], count)
     return [*gauges, balances, activities]

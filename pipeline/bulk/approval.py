@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+from pipeline import action_log
 from pipeline.bulk.outcome import settle
 from pipeline.bulk.ports import Activity, Actor, ChunkQueue, send_after_commit
 from pipeline.bulk.release import APPROVAL, InvalidState, Released, release
@@ -96,6 +97,8 @@ def approve(uow_factory: Callable, queue: ChunkQueue, settings: Settings, activi
 
     outcome = with_retries(settings.transaction_attempts_max, attempt)
     send_after_commit(queue, outcome.chunk_ids)
+    action_log.logged("bulk_credit.approve", actor, f"activity {activity_id}, now {outcome.status}",
+                      activity_id=activity_id, status=outcome.status, chunks_sent=len(outcome.chunk_ids))
     return outcome
 
 
@@ -113,4 +116,7 @@ def reject(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
             uow.commit()
         return ended
 
-    return with_retries(settings.transaction_attempts_max, attempt)
+    ended = with_retries(settings.transaction_attempts_max, attempt)
+    action_log.logged("bulk_credit.reject", actor, f"activity {activity_id}, {ended.counters.cancelled} rows not paid",
+                      activity_id=activity_id, cancelled_records=ended.counters.cancelled)
+    return ended

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+from pipeline import action_log
 from pipeline.bulk.isolation import credit_isolating
 from pipeline.bulk.outcome import settle
 from pipeline.bulk.ports import WORKER, Actor, Applied, ChunkQueue, RowsRefused, send_after_commit
@@ -205,4 +206,6 @@ def retry_failed_rows(uow_factory: Callable, queue: ChunkQueue, settings: Settin
 
     reopened, chunk_ids = with_retries(settings.transaction_attempts_max, attempt)
     send_after_commit(queue, chunk_ids)
+    action_log.logged("bulk_credit.retry", actor, f"activity {activity_id}, {reopened} rows sent again",
+                      activity_id=activity_id, retried_records=reopened)
     return Retried(activity_id, PROCESSING, reopened)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
+from pipeline import action_log
 from pipeline.bulk.outcome import settle
 from pipeline.bulk.ports import SCHEDULER, Activity, Actor, ChunkQueue, send_after_commit
 from pipeline.bulk.status import (AWAITING_APPROVAL, AWAITING_FUNDS, CANCELLABLE_STATUSES, CANCELLED, OPERATOR,
@@ -200,7 +201,11 @@ def cancel(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
         return ended
 
     with_retries(settings.transaction_attempts_max, request)
-    return with_retries(settings.transaction_attempts_max, finish)
+    ended = with_retries(settings.transaction_attempts_max, finish)
+    action_log.logged("bulk_credit.cancel", actor, f"activity {activity_id}, {ended.counters.cancelled} rows cancelled",
+                      activity_id=activity_id, funding_account=ended.funding_account,
+                      cancelled_records=ended.counters.cancelled)
+    return ended
 
 
 def _give_back(uow, activity: Activity, returned: list[tuple[str, int, int]]) -> None:

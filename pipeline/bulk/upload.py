@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Callable, Iterator
 
+from pipeline import action_log
 from pipeline.bulk.content import RowsDigest
 from pipeline.bulk.ports import Activity, Actor, ChunkQueue, DuplicateContent, DuplicateKey, send_after_commit
 from pipeline.bulk.release import admit
@@ -156,7 +157,13 @@ def upload(uow_factory: Callable, queue: ChunkQueue, settings: Settings, source:
             return Uploaded(uow.bulk.find_by_content(duplicate.args[0]), created=False)
     send_after_commit(queue, chunk_ids)
     with uow_factory() as uow:
-        return Uploaded(uow.bulk.activity(activity_id), created=True)
+        stored = uow.bulk.activity(activity_id)
+    counters = stored.counters
+    action_log.logged("bulk_credit.upload", action_log.actor_of_key(api_key_id),
+                      f"activity {activity_id}, {counters.total} rows ({counters.invalid} invalid), {stored.status}",
+                      activity_id=activity_id, funding_account=funding_account, file_name=file_name,
+                      status=stored.status, total_records=counters.total, invalid_records=counters.invalid)
+    return Uploaded(stored, created=True)
 
 
 def checked_funding_account(name: str | None) -> str:
