@@ -142,7 +142,12 @@ def test_the_web_worker_and_scheduler_export_every_metric_the_rules_and_the_dash
     finally:
         scheduler.stop()
 
-    # Then every metric named in the rules and the dashboard is exported by one of them
+    # Then each answer passes promtool's lint of names, units and help texts
+    for text in (web_text, worker_text, scheduler_text):
+        linted = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True,
+                                timeout=60)
+        assert (linted.returncode, linted.stdout + linted.stderr) == (0, "")
+    # And every metric named in the rules and the dashboard is exported by one of them
     exported = sample_names(web_text) | sample_names(worker_text) | sample_names(scheduler_text)
     assert named_metrics() - PROMETHEUS_OWN - exported == set()
     # And the worker's counters that may stay at zero are there from the start
