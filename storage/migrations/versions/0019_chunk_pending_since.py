@@ -13,7 +13,7 @@ Existing chunks get the time of the migration.
 from alembic import op
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 
 
 def upgrade() -> None:
