@@ -35,6 +35,13 @@ def test_every_setting_of_the_config_and_every_process_variable_reaches_each_app
     assert (settings | set(PROCESS_VARIABLES)) - environment(service).keys() == set()
 
 
+def test_a_setting_that_env_leaves_empty_is_passed_on_empty_and_means_its_default():
+    # `NAME=` in .env reaches the container as an empty string (docker compose passes it on).
+    settings = Settings.from_environ({"TRANSFER_FEE_BPS": "", "RETRY_BASE_DELAY_S": "", "DEFAULT_CURRENCY": "",
+                                      "BULK_CREDIT_FAIL_USER_IDS": "", "SECRET_KEY": ""})
+    assert settings == Settings()
+
+
 def test_the_size_variables_of_each_command_are_passed_to_it():
     assert {"WEB_WORKERS", "WEB_THREADS"} <= environment("web").keys()
     assert {"WORKER_PROCESSES", "WORKER_THREADS"} <= environment("worker").keys()
