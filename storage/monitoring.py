@@ -2,7 +2,7 @@
 
 Each statement is an index probe or a bounded scan, so a scrape stays cheap however large
 the history grows:
-- oldest pending chunk: `bulk_chunks_pending_since` (migration 0019);
+- oldest pending chunk: `bulk_chunks_pending_since` (migration 0025);
 - oldest due retry: `bulk_rows_retry_due` on next_attempt_at (migrations 0004, 0006);
 - last clean reconciliation: `reconciliations_newest`, newest first;
 - outbox backlog: counted up to OUTBOX_ROWS_COUNTED_MAX, so a huge backlog cannot make the

@@ -1,6 +1,6 @@
 """When each chunk became PENDING, for the age of the oldest pending chunk in /metrics.
 
-Revision ID: 0019
+Revision ID: 0025
 
 `created_at` is when a chunk was planned; a retry puts a chunk that was DONE back to PENDING
 (storage/bulk/outcomes.py, REOPEN) long after that, so its age would read as hours on the
@@ -12,8 +12,10 @@ Existing chunks get the time of the migration.
 """
 from alembic import op
 
-revision = "0019"
-down_revision = "0018"
+# The brief named "0019" after "0013"; main has since grown 0013 -> 0017 -> 0018 -> 0019 (search)
+# -> 0014 (reversals), so this one takes a free id and follows main's newest.
+revision = "0025"
+down_revision = "0014"
 
 
 def upgrade() -> None:
