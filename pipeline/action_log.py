@@ -1,8 +1,15 @@
 """One log line per operator action, once it has committed, with who and what as fields.
 
-The actions (an upload, an approval, a rejection, a cancellation, a retry, a top-up, a
-reconciliation started, an API key created) each call `logged` after their transaction
-committed, so a line never tells of an action that rolled back. The JSON formatter
+Two ways in, both after the transaction committed, so a line never tells of an action that
+rolled back:
+- every audit event (`pipeline.audit.record`: key creation and revocation, reversals, and
+  whatever else records one) is logged by the unit of work once it commits
+  (storage/audit.py), with `object_type`, `object_id`, `audit_event_id` and its `detail`;
+- the actions that record no audit event yet (upload, approve, reject, cancel, retry, top-up,
+  reconciliation start) call `logged` themselves. One that starts recording an audit event
+  must drop its own call, or it is logged twice.
+
+The JSON formatter
 (telemetry/logs.py) turns the fields into keys of the line, so an operator can search the
 logs by `actor` or by `activity_id` without parsing messages:
 

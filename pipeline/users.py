@@ -7,7 +7,7 @@ import secrets
 import uuid
 from datetime import datetime, timezone
 
-from pipeline import action_log, audit
+from pipeline import audit
 from pipeline.audit import COMMAND_LINE, Actor
 from pipeline.errors import FieldError, NotFound, ValidationFailed
 from pipeline.ports import ApiKey, UnitOfWork, User
@@ -83,8 +83,6 @@ def create_api_key(uow: UnitOfWork, scope: str, label: str | None = None, expire
         audit.record(uow, actor, "api_key.create", "api_key", key.id, scope=scope, label=key.label,
                      expires_at=key.expires_at)
         uow.commit()
-    action_log.logged("api_key.create", actor, f"key {key.id} of scope {scope}", key_id=key.id, scope=scope,
-                      label=key.label)
     return token
 
 
@@ -116,5 +114,4 @@ def revoke_api_key(uow: UnitOfWork, key_id: int, actor: Actor = COMMAND_LINE) ->
             raise NotFound(f"no API key {key_id}")
         audit.record(uow, actor, "api_key.revoke", "api_key", key_id)
         uow.commit()
-    action_log.logged("api_key.revoke", actor, f"key {key_id}", key_id=key_id)
     return key

@@ -7,8 +7,10 @@ import dataclasses
 import json
 import logging
 
+from pipeline import audit
+from pipeline.audit import Actor
 from pipeline.bulk import chunks
-from pipeline.users import find_api_key
+from pipeline.users import create_api_key, find_api_key
 from telemetry.logs import JsonFormatter
 from tests.test_approval import URL, client_for, upload_file
 from tests.test_bulk_pipeline import seed_users
@@ -89,15 +91,35 @@ def test_approve_reject_and_top_up_log_the_approver_and_the_admin(services, app,
 def test_a_key_created_on_the_command_line_logs_the_command_line_and_the_new_key_s_id_never_its_token(
         app, clean_database, caplog):
     caplog.set_level(logging.INFO, logger="wallet.action")
-    caplog.clear()  # the keys made above
 
-    result = app.test_cli_runner().invoke(args=["keys", "create", "--scope", "operator"])
+    result = app.test_cli_runner().invoke(args=["keys", "create", "--scope", "operator", "--label", "payroll bot"])
 
     token = result.output.strip().splitlines()[-1]
     [line] = action_lines(caplog)
-    assert (line["action"], line["actor"], line["actor_type"], line["actor_key_id"], line["scope"]) == (
-        "api_key.create", "command_line", "command_line", None, "operator")
-    assert isinstance(line["key_id"], int) and token.startswith("wp_") and token not in json.dumps(line)
+    assert (line["action"], line["actor"], line["actor_type"], line["actor_key_id"], line["object_type"]) == (
+        "api_key.create", "command_line", "command_line", None, "api_key")
+    assert (line["detail"]["scope"], line["detail"]["label"]) == ("operator", "payroll bot")
+    assert line["object_id"].isdigit() and isinstance(line["audit_event_id"], int)
+    assert token.startswith("wp_") and token not in json.dumps(line)
+
+
+def test_every_audited_action_logs_its_event_once_committed_and_a_rolled_back_one_logs_nothing(
+        services, clean_database, caplog):
+    key_id = find_api_key(services.uow(), create_api_key(services.uow(), "admin")).id
+    caplog.set_level(logging.INFO, logger="wallet.action")
+    caplog.clear()
+    actor = Actor("api_key", key_id)
+
+    with services.uow() as uow:
+        audit.record(uow, actor, "hold.capture", "hold", "h-1", amount=500)
+        assert action_lines(caplog) == []  # not before the commit
+        uow.commit()
+    with services.uow() as uow:
+        audit.record(uow, actor, "hold.void", "hold", "h-2")  # rolled back: no commit
+
+    [line] = action_lines(caplog)
+    assert (line["action"], line["actor"], line["object_type"], line["object_id"], line["detail"]) == (
+        "hold.capture", f"api_key:{key_id}", "hold", "h-1", {"amount": 500})
 
 
 def test_an_action_that_is_refused_logs_nothing(services, app, queue, clean_database, caplog):
