@@ -12,8 +12,12 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY . .
-RUN useradd --system --uid 10001 --home-dir /app wallet && mkdir -p exports && chown wallet exports
+# uid and gid 10001: docker-compose.yml gives this user the tmpfs of its metrics folder.
+RUN groupadd --system --gid 10001 wallet \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app wallet \
+    && mkdir -p exports && chown wallet exports
 USER wallet
 
-EXPOSE 8088
+# 8088: the API (and its /metrics); 9191: METRICS_PORT of the worker and the scheduler.
+EXPOSE 8088 9191
 CMD ["sh", "-c", "exec gunicorn --workers ${WEB_WORKERS:-2} --threads ${WEB_THREADS:-8} --bind 0.0.0.0:${PORT:-8088} 'api:create_app()'"]

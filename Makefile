@@ -71,6 +71,7 @@ down:
 # pytest exits 5 when it collected no tests; that is a failure here, not a pass.
 test: venv test-services
 	@scripts/browser.sh >&2
+	@scripts/promtool.sh >&2
 	@status=0; $(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS) || status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$status

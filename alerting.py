@@ -7,15 +7,13 @@ import logging
 from typing import Callable
 
 import requests
-from prometheus_client import Counter
+
+from telemetry.metrics import RECONCILIATION_MISMATCHES
 
 log = logging.getLogger("wallet.reconciliation")
 
 #: How long the webhook gets to answer, in seconds; an alert must not hold up a worker.
 WEBHOOK_TIMEOUT_S = 5
-
-RECONCILIATION_MISMATCHES = Counter(
-    "wallet_reconciliation_mismatches", "Mismatches found by reconciliation runs, by kind.", ["kind"])
 
 
 def reconciliation_alert(webhook_url: str) -> Callable[[dict], None]:

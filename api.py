@@ -42,5 +42,6 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     app.register_blueprint(webhooks_web.blueprint)
     app.register_blueprint(audit_web.blueprint)
     cli.register(app)
+    metrics.initialise(services.settings.supported_currencies)
     metrics.process_started("web")
     return app

@@ -23,7 +23,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from pipeline.config import Settings
-from telemetry import logs
+from telemetry import exporter, logs, metrics
 from telemetry.heartbeats import WorkerHeartbeats
 from telemetry.messages import MessageOutcomes, RequestIds
 
@@ -54,11 +54,17 @@ def _broker(settings: Settings) -> dramatiq.Broker:
     # A stub broker lets tests run actors in-process with no Redis (dramatiq.Worker over it).
     if settings.redis_url.startswith("stub:"):
         return StubBroker(middleware=middleware())
-    return redis_broker(settings.redis_url)
+    broker = redis_broker(settings.redis_url)
+    port = exporter.port_from_environ()
+    if port is not None:  # a container of its own: its processes serve their metrics (telemetry/exporter.py)
+        broker.add_middleware(exporter.MetricsEndpoint(port))
+    return broker
 
 
 logs.configure(logs.level_from_environ())
-broker = _broker(Settings.from_environ())
+_settings = Settings.from_environ()
+metrics.initialise(_settings.supported_currencies)
+broker = _broker(_settings)
 dramatiq.set_broker(broker)
 
 for _name in ACTOR_MODULES:

@@ -13,7 +13,7 @@ import dramatiq
 from bootstrap import process_services as services
 from pipeline.bulk import chunks
 from pipeline.errors import NotFound
-from telemetry.metrics import BULK_CHUNK_DURATION, BULK_CHUNKS_FAILED, BULK_ROWS_EXHAUSTED, count_rows
+from telemetry.metrics import BULK_CHUNK_DURATION, BULK_CHUNKS_FAILED, BULK_ROWS_EXHAUSTED, count_credited, count_rows
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def apply_bulk_chunk(chunk_id: int) -> None:
     BULK_CHUNK_DURATION.labels("skipped" if applied.skipped else "applied").observe(time.perf_counter() - started_s)
     count_rows("SUCCESS", applied.credited)
     count_rows("FAILED", applied.failed)
+    count_credited(dict(applied.credited_minor))
     BULK_ROWS_EXHAUSTED.inc(applied.exhausted)
     BULK_CHUNKS_FAILED.inc(applied.gave_up)
     log.info("chunk %d: %s", chunk_id, "already done" if applied.skipped else

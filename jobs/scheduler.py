@@ -19,7 +19,7 @@ import bootstrap
 from jobs import bulk_credit, events, webhooks
 from jobs.fencing import FencedServices
 from jobs.leadership import WATCHDOG_S, Lease, LeaseLost, Timings, holder_name
-from telemetry import logs, metrics
+from telemetry import exporter, logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 def reconcile(services) -> None:
     from actors.reconciliation import reconcile as reconcile_actor
     from pipeline import reconciliation
+    from pipeline.audit import SCHEDULER
 
-    reconcile_actor.send(reconciliation.start(services.uow(), full=False))
+    reconcile_actor.send(reconciliation.start(services.uow(), full=False, actor=SCHEDULER))
 
 
 def with_request_id(name: str, job):
@@ -98,6 +99,10 @@ def main() -> None:
     metrics.process_started("scheduler")
     signal.signal(signal.SIGTERM, _exit_on_term)
     services = bootstrap.services()
+    metrics.initialise(services.settings.supported_currencies)
+    port = exporter.port_from_environ()
+    if port is not None:  # a container of its own (telemetry/exporter.py)
+        exporter.serve(port)
     holder = holder_name()
     while True:
         lead(services, holder)

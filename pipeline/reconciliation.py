@@ -24,6 +24,8 @@ from typing import Callable
 import pandas
 
 from pipeline import webhooks
+from pipeline import action_log
+from pipeline.audit import COMMAND_LINE, Actor
 from pipeline.errors import NotFound
 from pipeline.money import MINOR_UNITS, currency, format_amount
 from pipeline.ports import UnitOfWork
@@ -97,12 +99,14 @@ def mismatches_in(evidence: Evidence) -> list[Mismatch]:
     return found
 
 
-def start(uow: UnitOfWork, full: bool) -> str:
+def start(uow: UnitOfWork, full: bool, actor: Actor = COMMAND_LINE) -> str:
     """Records a queued run; the caller sends it to a worker once this has committed."""
     reconciliation_id = str(uuid.uuid4())
     with uow:
         uow.reconciliations.create(reconciliation_id, full)
         uow.commit()
+    action_log.logged("reconciliation.start", actor, f"reconciliation {reconciliation_id}{' (full)' if full else ''}",
+                      reconciliation_id=reconciliation_id, full=full)
     return reconciliation_id
 
 

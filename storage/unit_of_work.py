@@ -66,6 +66,7 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         self.transaction.commit()
+        self.audit.log_committed()
 
     def __exit__(self, kind, error, traceback) -> None:
         try:

@@ -13,6 +13,11 @@ Design overview.
   samples there and the web's /metrics adds them all up; without it (tests, one process) the
   default registry answers.
 - `queues`: the depth of each Dramatiq queue, read from Redis when /metrics is scraped.
+- `state`: the system's state (oldest pending chunk and due retry, last clean reconciliation,
+  outbox backlog, scheduler leader, funding balances), read from PostgreSQL when the web's
+  /metrics is scraped (storage/monitoring.py).
+- `exporter`: a /metrics endpoint of their own for the worker and the scheduler when
+  METRICS_PORT is set, for containers that are scraped one by one (docker-compose.yml).
 - `slow_queries`: statements slower than SLOW_QUERY_MS, counted and logged without parameters.
 
 Nothing here imports Flask, so workers and the scheduler use it as they are.

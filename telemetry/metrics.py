@@ -8,7 +8,15 @@ processes start (scripts/processes.sh does). Without the variable the default re
 holds this process's samples only.
 
 Labels are bounded sets: routes are URL rules (never raw paths), outcomes and sources are
-fixed words, queues are the declared ones.
+fixed words, queues are the declared ones, currencies the supported ones.
+
+`initialise()` gives every known label value its series at 0 when a process starts, so a
+counter that may stay at zero for weeks (mismatches, chunks failed) is exported from the
+start, and `increase()` in an alert sees its first step from 0 to 1.
+
+The gauges of the system's state (oldest pending chunk, outbox backlog, scheduler leader,
+funding balances...) are not here: the web reads them from PostgreSQL when /metrics is
+scraped (telemetry/state.py), so they are one value whatever the number of processes.
 """
 from __future__ import annotations
 
@@ -65,6 +73,13 @@ SLOW_STATEMENTS = Counter(
     "wallet_database_slow_statements", "SQL statements that took SLOW_QUERY_MS or longer, by first keyword.",
     ["operation"])
 
+RECONCILIATION_MISMATCHES = Counter(
+    "wallet_reconciliation_mismatches", "Mismatches found by reconciliation runs (at most the stored ones per run),"
+    " by kind.", ["kind"])
+BULK_CREDITED = Counter(
+    "wallet_bulk_credited_minor_units", "Money credited to user wallets by bulk-credit chunks, by currency, in minor"
+    " units of that currency (cents for SGD, yen for JPY).", ["currency"])
+
 PROCESS_STARTS = Counter(
     "wallet_process_starts", "Processes started, by kind: web (each app made, flask CLI commands included),"
     " worker, scheduler; shows which processes a multiprocess scrape adds up.", ["kind"])
@@ -73,6 +88,18 @@ PROCESS_STARTS = Counter(
 PROCESS_KINDS = ("web", "worker", "scheduler")
 #: Rows an outcome may be counted under, as the API names them.
 ROW_OUTCOMES = ("SUCCESS", "FAILED", "INVALID")
+#: Who may put FAILED rows back to PENDING.
+RETRY_SOURCES = ("endpoint", "dashboard", "scheduler")
+#: How a chunk message ends (actors/bulk_credit.py).
+CHUNK_RESULTS = ("applied", "skipped", "error")
+#: The actors whose messages are counted (actors/); others get their series when first counted.
+ACTOR_NAMES = ("apply_bulk_chunk", "reconcile")
+#: The statements slow_queries counts most; others get their series when first counted.
+STATEMENT_OPERATIONS = ("select", "insert", "update", "delete")
+#: The kinds of mismatch a reconciliation reports for wallets, entries and reservations
+#: (pipeline/reconciliation.py); the per-counter and per-status kinds appear when found.
+MISMATCH_KINDS = ("balance_differs_from_postings", "balance_differs_from_last_balance_after",
+                  "journal_entry_unbalanced", "currency_not_zero", "reservation_differs_from_unpaid_rows")
 
 
 def multiprocess_dir() -> str | None:
@@ -84,6 +111,29 @@ def count_rows(outcome: str, rows: int) -> None:
     assert rows >= 0, rows
     if rows:
         BULK_ROWS_PROCESSED.labels(outcome).inc(rows)
+
+
+def count_credited(amounts_minor: dict[str, int]) -> None:
+    """Adds a chunk's credits, {currency: minor units}, to wallet_bulk_credited_minor_units."""
+    for code, amount in amounts_minor.items():
+        assert amount >= 0, (code, amount)
+        if amount:
+            BULK_CREDITED.labels(code).inc(amount)
+
+
+def initialise(currencies=()) -> None:
+    """Makes the series of every known label value (at 0 until counted) in this process.
+
+    Called once at each process's start (web app, worker broker, scheduler) with the
+    supported currencies. Idempotent.
+    """
+    families = ((BULK_ROWS_PROCESSED, ROW_OUTCOMES), (BULK_ROW_RETRIES, RETRY_SOURCES),
+                (BULK_CHUNK_DURATION, CHUNK_RESULTS), (MESSAGE_RETRIES, ACTOR_NAMES), (MESSAGES_FAILED, ACTOR_NAMES),
+                (SLOW_STATEMENTS, STATEMENT_OPERATIONS), (RECONCILIATION_MISMATCHES, MISMATCH_KINDS),
+                (PROCESS_STARTS, PROCESS_KINDS), (BULK_CREDITED, tuple(sorted(currencies))))
+    for family, values in families:
+        for value in values:
+            family.labels(value)
 
 
 def process_started(kind: str) -> None:

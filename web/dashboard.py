@@ -249,7 +249,8 @@ def reconciliations():
 
 @blueprint.post("/reconciliations")
 def start_reconciliation():
-    reconciliation_id = reconciliation.start(services().uow(), request.form.get("full") == "on")
+    reconciliation_id = reconciliation.start(services().uow(), request.form.get("full") == "on",
+                                             Actor("api_key", g.principal.api_key_id))
     from actors.reconciliation import reconcile  # the broker is only configured where messages are sent
 
     reconcile.send(reconciliation_id)

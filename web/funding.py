@@ -5,7 +5,8 @@ from apiflask import APIBlueprint
 from flask import g, jsonify, request
 
 from bootstrap import app_services as services
-from pipeline import funding, wallets
+from pipeline import action_log, funding, wallets
+from pipeline.audit import Actor
 from pipeline.statements import parse_limit
 from web.auth import allow, authenticated
 from web.wallets import _idempotent, _journal_key, money, rfc3339
@@ -29,13 +30,22 @@ def top_up(name):
         return funding.parse_account_name(name, "name"), wallets.parse_money_request(body, settings, _journal_key())
 
     def render(moved):
+        committed.append(moved)  # rendered in the transaction; logged once it has committed
         entry = moved.entry
         return {"id": entry.id, "kind": entry.kind, "funding_account": entry.funding_account,
                 "amount": money(entry.amount, entry.currency), "currency": entry.currency,
                 "balance_after": money(moved.postings[-1].balance_after, entry.currency),
                 "reference": entry.reference, "created_at": rfc3339(moved.created_at)}
 
-    return _idempotent(command, lambda uow, parsed: funding.top_up(uow, settings, *parsed), render)
+    committed = []
+    answer = _idempotent(command, lambda uow, parsed: funding.top_up(uow, settings, *parsed), render)
+    if committed and isinstance(answer, tuple) and answer[1] == 201 and not answer[2]:  # not a replay
+        entry = committed[-1].entry
+        action_log.logged("funding.top_up", Actor("api_key", g.principal.api_key_id),
+                          f"{entry.amount} minor units of {entry.currency} into {entry.funding_account}",
+                          funding_account=entry.funding_account, journal_entry_id=entry.id, currency=entry.currency,
+                          amount_minor=entry.amount)
+    return answer
 
 
 @blueprint.get("/<name>")

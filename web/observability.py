@@ -16,7 +16,9 @@ from prometheus_client import CollectorRegistry
 
 from telemetry.logs import REQUEST_ID, sane_request_id
 from telemetry.metrics import HTTP_REQUEST_DURATION, scrape
+from storage.monitoring import make_state_engine
 from telemetry.queues import QueueDepthCollector
+from telemetry.state import StateCollector
 
 log = logging.getLogger("wallet.http")
 
@@ -33,8 +35,10 @@ blueprint = APIBlueprint("operations_metrics", __name__, tag="Operations")
 def metrics():
     registry = current_app.extensions.get("wallet.queue_registry")
     if registry is None:
+        services = current_app.extensions["wallet"]
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(QueueDepthCollector(current_app.extensions["wallet"].redis))
+        registry.register(QueueDepthCollector(services.redis))
+        registry.register(StateCollector(make_state_engine(services.settings.database_url)))
         current_app.extensions["wallet.queue_registry"] = registry
     body, content_type = scrape(registry)
     return Response(body, content_type=content_type)

@@ -9,6 +9,7 @@ from flask import g, jsonify, request
 
 from bootstrap import app_services as services
 from pipeline import reconciliation, statements, wallets
+from pipeline.audit import Actor
 from web.auth import allow, authenticated
 from web.inputs import json_object
 from web.problems import HttpProblem
@@ -38,7 +39,7 @@ def start_reconciliation():
     if not isinstance(full, bool):
         raise HttpProblem(422, "validation_failed", "full must be true or false",
                           [{"field": "full", "message": "must be a boolean"}])
-    reconciliation_id = reconciliation.start(services().uow(), full)
+    reconciliation_id = reconciliation.start(services().uow(), full, Actor("api_key", g.principal.api_key_id))
     from actors.reconciliation import reconcile  # the broker is only configured where messages are sent
 
     try:

@@ -126,4 +126,5 @@ def reject(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
             uow.commit()
         return ended
 
-    return with_retries(settings.transaction_attempts_max, attempt)
+    ended = with_retries(settings.transaction_attempts_max, attempt)
+    return ended

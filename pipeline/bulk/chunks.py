@@ -130,7 +130,9 @@ def _apply(uow, settings: Settings, chunk_id: int, fail_user_ids: list[str], iso
     uow.bulk.finish_chunk(chunk)
     activity = settle(uow, chunk.activity_id, WORKER, successful=credited, failed=failed,
                       pending=-(credited + failed))
-    return Applied(chunk_id, credited, failed, status=activity.status, exhausted=exhausted)
+    amounts = uow.bulk.credited_in_transaction(chunk.activity_id) if credited else {}
+    return Applied(chunk_id, credited, failed, status=activity.status, exhausted=exhausted,
+                   credited_minor=tuple(sorted(amounts.items())))
 
 
 def _note_start(uow_factory: Callable, chunk_id: int) -> int | None:

@@ -99,6 +99,8 @@ class Applied:
     exhausted: int = 0
     #: True when this call gave up on the chunk (CHUNK_ERRORS_MAX reached).
     gave_up: bool = False
+    #: The money this transaction credited to user wallets: ((currency, minor units), ...).
+    credited_minor: tuple[tuple[str, int], ...] = ()
 
 
 class RowsRefused(Exception):
@@ -146,6 +148,7 @@ class BulkCredits(Protocol):
     def pending_row_ids(self, chunk: Chunk, first_row_id: int, last_row_id: int) -> list[int]: ...
     def credit_pending(self, chunk: Chunk, funding_shard: int, first_row_id: int | None = None,
                        last_row_id: int | None = None) -> tuple[int, int]: ...
+    def credited_in_transaction(self, activity_id: str) -> dict[str, int]: ...
     # Outcomes and status (storage/bulk/outcomes.py).
     def fail_rows(self, chunk: Chunk, first_row_id: int, last_row_id: int, code: str, message: str) -> int: ...
     def finish_chunk(self, chunk: Chunk, state: str = "DONE") -> None: ...

@@ -205,7 +205,8 @@ def cancel(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
         return ended
 
     with_retries(settings.transaction_attempts_max, request)
-    return with_retries(settings.transaction_attempts_max, finish)
+    ended = with_retries(settings.transaction_attempts_max, finish)
+    return ended
 
 
 def _give_back(uow, activity: Activity, returned: list[tuple[str, int, int]]) -> None:

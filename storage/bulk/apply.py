@@ -184,8 +184,23 @@ SELECT (SELECT count(*) FROM settled), (SELECT count(*) FROM posted WHERE bulk_r
        (SELECT min(balance_after) FROM posted WHERE bulk_row_id IS NULL)
 """)
 
+# The money this transaction's bulk-credit entries moved, per currency: `transaction_id`
+# defaults to txid_current() (the top-level transaction, savepoints included), and an
+# entry of a rolled-back savepoint is gone. For wallet_bulk_credited_minor_units.
+_CREDITED_IN_TRANSACTION = text("""
+SELECT currency, sum(amount) FROM journal_entries
+ WHERE transaction_id = txid_current() AND kind = 'bulk_credit' AND activity_id = CAST(:activity_id AS uuid)
+ GROUP BY currency
+""")
+
+
 class ChunkSql:
     connection: Any
+
+    def credited_in_transaction(self, activity_id: str) -> dict[str, int]:
+        """{currency: minor units} credited by this transaction's entries for the activity."""
+        return {currency: int(total) for currency, total in
+                self.connection.execute(_CREDITED_IN_TRANSACTION, {"activity_id": activity_id}).all()}
 
     def lock_chunk(self, chunk_id: int) -> Chunk | None:
         # psycopg prepares a statement run 5 times on a connection, and PostgreSQL may then

@@ -90,7 +90,7 @@ WITH reopened AS (
     RETURNING chunk_number
 ), chunks AS (
     UPDATE bulk_chunks c SET state = 'PENDING', leased_until = now() + make_interval(secs => :lease_s),
-           sent_count = 1, error_count = 0, last_error = NULL, started_count = 0
+           pending_since = now(), sent_count = 1, error_count = 0, last_error = NULL, started_count = 0
      WHERE c.activity_id = :activity_id AND c.number IN (SELECT chunk_number FROM reopened)
     RETURNING c.id
 )
