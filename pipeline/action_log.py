@@ -29,7 +29,7 @@ from pipeline.audit import COMMAND_LINE, Actor
 log = logging.getLogger("wallet.action")
 
 #: Field names a record already has, which an action's ids must not take.
-_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "action"}
+RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "action"}
 
 
 def actor_of_key(api_key_id: int | None) -> Actor:
@@ -46,7 +46,7 @@ def logged(action: str, actor: Actor, summary: str, **ids: Any) -> None:
     """Writes one INFO line `<action> by <actor>: <summary>` with the fields `action`,
     `actor`, `actor_type`, `actor_key_id` and each of `ids` (the objects the action touched
     and its counts: activity_id, funding_account, reconciliation_id, rows...)."""
-    clashing = _RESERVED & ids.keys()
+    clashing = RESERVED & ids.keys()
     assert not clashing, f"log fields that a record already has: {sorted(clashing)}"
     label = actor_label(actor)
     log.info("%s by %s: %s", action, label, summary, extra={

@@ -50,8 +50,14 @@ class SqlAuditTrail:
     def log_committed(self) -> None:
         """One `wallet.action` line per event added, then forgets them; call after the commit."""
         for event_id, actor, action, object_type, object_id, detail in self.added:
+            # The object's id under its own name (`activity_id`), and the action's facts as
+            # fields of their own, so that logs are searched as the audit list is.
+            taken = action_log.RESERVED | {"object_type", "object_id", "audit_event_id", f"{object_type}_id",
+                                           "actor", "actor_type", "actor_key_id", "detail"}
+            facts = {name: value for name, value in detail.items() if name not in taken}
             action_log.logged(action, actor, f"{object_type} {object_id}", object_type=object_type,
-                              object_id=object_id, audit_event_id=event_id, detail=detail)
+                              object_id=object_id, audit_event_id=event_id, detail=detail,
+                              **{f"{object_type}_id": object_id, **facts})
         self.added = []
 
     def page(self, filters: dict[str, Any], before_id: int | None, limit: int) -> list[dict[str, Any]]:

@@ -122,7 +122,8 @@ def reject(uow_factory: Callable, settings: Settings, activity_id: str, actor: A
             uow.bulk.cancel_rows(activity_id, 1, reason, code="rejected")
             ended = settle(uow, activity_id, actor, pending=-pending, cancelled=pending, status=REJECTED,
                            reason=reason)
-            audit.record(uow, actor, "bulk_credit.reject", "activity", activity_id, reason=reason)
+            audit.record(uow, actor, "bulk_credit.reject", "activity", activity_id, reason=reason,
+                         cancelled_records=pending)
             uow.commit()
         return ended
 
