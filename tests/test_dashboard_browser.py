@@ -124,7 +124,8 @@ def explainer(services, tmp_path: Path):
 
 
 def counter(driver, name: str) -> int:
-    return int(driver.find_element(By.CSS_SELECTOR, f"dd[data-counter={name}]").text)
+    """A counter of the activity's page, shown with thousands separators."""
+    return int(driver.find_element(By.CSS_SELECTOR, f"dd[data-counter={name}]").text.replace(",", ""))
 
 
 def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_until_completed(
@@ -147,9 +148,11 @@ def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_unt
     wait_for_text(browser, "upload", "Upload")
     snap(browser, "02-home")
 
-    # When they upload a file while no worker runs yet, the page opens on UPLOADED
+    # When they check a file, then upload it while no worker runs yet, the page opens on UPLOADED
     browser.find_element(By.ID, "file").send_keys(str(csv_path))
-    browser.find_element(By.CSS_SELECTOR, "#upload button").click()
+    browser.find_element(By.ID, "check-button").click()
+    wait_for_text(browser, "check-result", "nothing was stored")
+    browser.find_element(By.ID, "upload-button").click()
     wait_for_text(browser, "status", "UPLOADED")
     browser.execute_script("window.sameDocument = true")
     assert counter(browser, "total_records") == USERS + 2 and counter(browser, "invalid_records") == 2

@@ -1,13 +1,14 @@
 """The operator's dashboard: server-rendered pages over the same use cases as the JSON API.
 
-Sign in with an operator or admin API key (web/dashboard_session.py); upload a CSV;
-watch an activity settle, live, by Server-Sent Events (web/dashboard_events.py); list its
+Sign in with an operator, approver or admin API key (web/dashboard_session.py); check a
+CSV, upload it, approve or reject it (web/dashboard_payouts.py); watch an activity settle, live, by Server-Sent Events (web/dashboard_events.py); list its
 FAILED or INVALID rows, retry them, download them as CSV; look up a user's wallets and
 history; list and start reconciliation runs. Templates are in web/templates/dashboard/,
 the one script and style sheet in web/static/dashboard/: no build step, no CDN.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
@@ -20,10 +21,10 @@ from pipeline import reconciliation, statements, users, wallets
 from pipeline.bulk import chunks, reads, release
 from pipeline.bulk.ports import Actor
 from pipeline.bulk.status import ROW_FAILED, ROW_INVALID, ROW_STATUSES
-from pipeline.bulk.upload import upload
-from pipeline.errors import FieldError, Rejected, ValidationFailed
-from telemetry.metrics import BULK_ROW_RETRIES, count_rows
-from web import bulk_credit, dashboard_session, stream_slots
+from pipeline.errors import Rejected
+from telemetry.metrics import BULK_ROW_RETRIES
+from web import bulk_credit, dashboard_payouts, dashboard_session, stream_slots
+from web.dashboard_payouts import described, require_operator
 from web.dashboard_events import busy_events, progress_events
 from web.problems import HttpProblem
 from web.wallets import money, render_history_item
@@ -31,6 +32,7 @@ from web.wallets import money, render_history_item
 blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                       static_folder="static/dashboard", static_url_path="/static")
 blueprint.record_once(lambda state: dashboard_session.configure(state.app))
+dashboard_payouts.register(blueprint)
 #: HTML pages, not API: APIFlask leaves a blueprint with this flag out of /openapi.json.
 blueprint.enable_openapi = False
 
@@ -38,8 +40,6 @@ blueprint.enable_openapi = False
 ROWS_PER_PAGE = 50
 HISTORY_PER_PAGE = 20
 RECONCILIATIONS_PER_PAGE = 20
-#: Activities listed on the home page, newest first.
-RECENT_ACTIVITIES = 10
 #: The pages load only their own script and style sheet, and may be framed by no one.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -98,9 +98,34 @@ def on_http_exception(error: HTTPException):
     return render_template("dashboard/error.html", status=status, detail=error.description or error.name), status
 
 
+def count(number: int | None) -> str:
+    """A count with thousands separators: 1,000,000."""
+    return "–" if number is None else f"{number:,}"
+
+
+#: A decimal string as the API writes amounts: "-1234567.89", "1000".
+DECIMAL = re.compile(r"(-?)(\d+)(\.\d+)?")
+
+
+def grouped(decimal: str) -> str:
+    """A decimal string with thousands separators ("1,234,567.89"); any other text (a cell of
+    an INVALID row) as it is. Works on the digits, so an amount is never rounded."""
+    match = DECIMAL.fullmatch(decimal)
+    if match is None:
+        return decimal
+    sign, whole, fraction = match.groups()
+    return f"{sign}{int(whole):,}{fraction or ''}"
+
+
+def amount(minor: int, currency: str) -> str:
+    """Minor units as major units with thousands separators: 123456789 SGD -> "1,234,567.89"."""
+    return grouped(money(minor, currency))
+
+
 @blueprint.context_processor
 def dashboard_globals():
-    return {"csrf_token": dashboard_session.csrf_token, "money": money, "when": when}
+    return {"csrf_token": dashboard_session.csrf_token, "money": money, "when": when, "count": count,
+            "amount": amount, "grouped": grouped}
 
 
 def _local_path(target: str | None) -> str:
@@ -131,28 +156,7 @@ def sign_out():
 
 @blueprint.get("/")
 def home():
-    recent = [bulk_credit.render_activity(found)
-              for found in reads.recent_activities(services().uow(), RECENT_ACTIVITIES)]
-    return render_template("dashboard/home.html", recent=recent)
-
-
-@blueprint.post("/uploads")
-def upload_file():
-    file = request.files.get("file")
-    if file is None or not file.filename:
-        flash("Choose a CSV file to upload.", "error")
-        return redirect(url_for("dashboard.home"))
-    try:
-        uploaded = upload(services().uow, bulk_credit.chunk_queue(), services().settings, file.stream,
-                          file.filename, None, g.principal.api_key_id)
-    except Rejected as refusal:
-        flash(f"The file was refused: {refusal.detail}", "error")
-        return redirect(url_for("dashboard.home"))
-    if uploaded.created:
-        count_rows("INVALID", uploaded.activity.counters.invalid)
-    else:
-        flash("This file was uploaded before; here is its activity. Nothing was credited twice.", "info")
-    return redirect(url_for("dashboard.activity", activity_id=uploaded.activity.id))
+    return dashboard_payouts.render_home()
 
 
 @blueprint.get("/activities")
@@ -169,7 +173,8 @@ def activity(activity_id):
     page = reads.rows_page(services().uow(), activity_id, status, ROWS_PER_PAGE, request.args.get("cursor"))
     return render_template("dashboard/activity.html", activity=found, final=found["final"],
                            rows=[bulk_credit.render_row(row) for row in page.items], next_cursor=page.next_cursor,
-                           status=status, statuses=ROW_STATUSES, exportable=(ROW_FAILED, ROW_INVALID))
+                           status=status, statuses=ROW_STATUSES, exportable=(ROW_FAILED, ROW_INVALID),
+                           **dashboard_payouts.state_of(found))
 
 
 @blueprint.get("/activities/<activity_id>/events")
@@ -198,6 +203,7 @@ def activity_rows_csv(activity_id):
 @blueprint.post("/activities/<activity_id>/retry")
 def retry(activity_id):
     activity_id = chunks.parse_activity_id(activity_id)
+    require_operator()
     try:
         retried = chunks.retry_failed_rows(services().uow, bulk_credit.chunk_queue(), services().settings,
                                            activity_id, Actor("api_key", g.principal.api_key_id))
@@ -206,25 +212,23 @@ def retry(activity_id):
     except Rejected as refusal:
         if refusal.status == 404:
             raise
-        flash(f"Nothing was retried: {refusal.detail}", "error")
+        flash(f"Nothing was retried: {described(refusal)}", "error")
     return redirect(url_for("dashboard.activity", activity_id=activity_id))
 
 
 @blueprint.post("/activities/<activity_id>/cancel")
 def cancel(activity_id):
     activity_id = chunks.parse_activity_id(activity_id)
-    reason = (request.form.get("reason") or "").strip()
+    require_operator()
     try:
-        if not 1 <= len(reason) <= bulk_credit.CANCEL_REASON_LENGTH_MAX:
-            raise ValidationFailed("say why you cancel", [FieldError("reason", "required")])
         ended = release.cancel(services().uow, services().settings, activity_id,
-                               Actor("api_key", g.principal.api_key_id), reason)
-        flash(f"Cancelled: {ended.counters.cancelled} rows will not be paid; their money is back in the funding"
+                               Actor("api_key", g.principal.api_key_id), dashboard_payouts.reason_of(request.form))
+        flash(f"Cancelled: {ended.counters.cancelled:,} rows will not be paid; their money is back in the funding"
               f" account.", "info")
     except Rejected as refusal:
         if refusal.status == 404:
             raise
-        flash(f"Nothing was cancelled: {refusal.detail}", "error")
+        flash(f"Nothing was cancelled: {described(refusal)}", "error")
     return redirect(url_for("dashboard.activity", activity_id=activity_id))
 
 
@@ -249,6 +253,7 @@ def reconciliations():
 
 @blueprint.post("/reconciliations")
 def start_reconciliation():
+    require_operator()
     reconciliation_id = reconciliation.start(services().uow(), request.form.get("full") == "on",
                                              Actor("api_key", g.principal.api_key_id))
     from actors.reconciliation import reconcile  # the broker is only configured where messages are sent

@@ -1,5 +1,8 @@
 """The dashboard's session: sign-in with an API key, and one CSRF token per session.
 
+Keys of scope operator and admin sign in to operate (upload, retry, cancel), approver and
+admin to approve or reject (web/dashboard_payouts.py); every one of them reads everything.
+
 A session lives on the server, in Redis: signing in stores a random session id under
 SESSION_KEY with the SHA-256 of the API key's token, for SESSION_HOURS; signing out
 deletes it, so a saved copy of the cookie is worth nothing afterwards. The cookie is
@@ -50,7 +53,7 @@ def configure(app: Flask) -> None:
 
 
 def sign_in(token: str) -> Principal:
-    """Starts a fresh session for an operator or admin key; refuses any other."""
+    """Starts a fresh session for an operator, approver or admin key; refuses any other."""
     token = token.strip()
     if not token or len(token) > TOKEN_LENGTH_MAX:
         raise SignInRefused(401, "This API key is not valid.")
@@ -58,9 +61,9 @@ def sign_in(token: str) -> Principal:
     principal = principal_for_sha256(digest)
     if principal is None:
         raise SignInRefused(401, "This API key is not valid.")
-    if not principal.may_operate():
+    if not may_use_dashboard(principal):
         raise SignInRefused(403, f"A key of scope {principal.scope} cannot use the dashboard: "
-                                 "sign in with an operator or admin key.")
+                                 "sign in with an operator, approver or admin key.")
     session.clear()  # a new session id and CSRF token at each sign-in: no session fixation
     session_id = secrets.token_urlsafe(32)
     _store(lambda client: client.set(_key(session_id), digest, ex=SESSION_HOURS * 3600))
@@ -79,7 +82,7 @@ def sign_out() -> None:
 
 
 def signed_in() -> Principal | None:
-    """The operator of this session, while it exists on the server and its key may still operate."""
+    """The principal of this session, while it exists on the server and its key may still use the dashboard."""
     session_id = session.get(SESSION_ID_FIELD)
     if not isinstance(session_id, str):
         return None
@@ -87,7 +90,12 @@ def signed_in() -> Principal | None:
     if digest is None:
         return None
     principal = principal_for_sha256(digest.decode())
-    return principal if principal is not None and principal.may_operate() else None
+    return principal if principal is not None and may_use_dashboard(principal) else None
+
+
+def may_use_dashboard(principal: Principal) -> bool:
+    """Operators, approvers and admins: the keys that read everything."""
+    return principal.may_read_all()
 
 
 def _key(session_id: str) -> str:

@@ -1,11 +1,17 @@
 // The dashboard's only script: live progress of an activity, from the page's Server-Sent Events
-// stream, drawn as counters, a progress bar and an SVG chart of rows settled over time.
+// stream, drawn as counters, a progress bar and an SVG chart of rows settled over time; the
+// "Check file" step of the upload form; and forms that submit once. Every page works without
+// it, only less smoothly.
 "use strict";
 
 (function () {
   // Points kept for the chart; older ones are dropped, so a long run costs constant memory.
   const CHART_POINTS_MAX = 600;
   const SVG = "http://www.w3.org/2000/svg";
+
+  // Counts as the server renders them: 1,234,567.
+  const count = (value) => Number(value).toLocaleString("en-US");
+  const number = (text) => Number(String(text).replaceAll(",", ""));
 
   function when(iso) {
     return iso ? new Date(iso).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "–";
@@ -45,7 +51,8 @@
   function show(root, activity, points) {
     for (const element of root.querySelectorAll("[data-counter]")) {
       const value = activity[element.dataset.counter];
-      element.textContent = element.dataset.counter.endsWith("_at") ? when(value) : value;
+      const name = element.dataset.counter;
+      element.textContent = name.endsWith("_at") ? when(value) : typeof value === "number" ? count(value) : value;
     }
     const status = document.getElementById("status");
     status.textContent = activity.status;
@@ -55,7 +62,8 @@
     progress.value = activity.successful_records + activity.failed_records;
     const final = activity.final;
     const settled = activity.pending_records === 0 && activity.failed_records > 0;
-    document.getElementById("retry").hidden = !settled;
+    const retry = document.getElementById("retry");  // only for keys that may operate
+    if (retry) retry.hidden = !settled;
     document.getElementById("next-retry").hidden = !activity.next_retry_at;
     document.getElementById("chunk-failures").hidden = !activity.failed_chunks;
     document.getElementById("live").textContent = final ? "final" : "live";
@@ -65,20 +73,22 @@
     drawChart(document.getElementById("chart"), points);
   }
 
-  // The rows table was rendered with the page; once the activity is final, it is read again
-  // (the same page, parsed here) so that it shows every row's outcome without a reload.
-  async function refreshRows() {
-    const section = document.getElementById("rows-section");
+  // Parts of the page rendered by the server (the rows table, what the status means and its
+  // buttons) are read again (the same page, parsed here) when they change, without a reload.
+  async function refresh(ids) {
     const response = await fetch(window.location.href, { credentials: "same-origin" });
-    if (!section || !response.ok) return;
+    if (!response.ok) return;
     const page = new DOMParser().parseFromString(await response.text(), "text/html");
-    const fresh = page.getElementById("rows-section");
-    if (fresh) section.replaceWith(document.adoptNode(fresh));
+    for (const id of ids) {
+      const section = document.getElementById(id), fresh = page.getElementById(id);
+      if (section && fresh) section.replaceWith(document.adoptNode(fresh));
+    }
   }
+  const refreshRows = () => refresh(["rows-section"]);
 
   function follow(root) {
     const points = [];
-    const counter = (name) => Number(root.querySelector(`[data-counter="${name}"]`).textContent);
+    const counter = (name) => number(root.querySelector(`[data-counter="${name}"]`).textContent);
     points.push({ t: performance.now() / 1000, successful: counter("successful_records"),
                   failed: counter("failed_records") });
     drawChart(document.getElementById("chart"), points);
@@ -90,24 +100,109 @@
     // A page rendered with every row settled already shows their outcomes: read it again only
     // when that changes, or a table being read (by a person or a test) is replaced under them.
     let settled = counter("pending_records") === 0;
+    // A new status (approved, released, rejected, ...) brings other buttons and another review.
+    let status = document.getElementById("status").textContent;
     source.addEventListener("progress", (message) => {
       const activity = JSON.parse(message.data);
       show(root, activity, points);
       const now = activity.pending_records === 0;
-      if (now && !settled) refreshRows();
+      if (activity.status !== status) refresh(now && !settled ? ["state", "rows-section"] : ["state"]);
+      else if (now && !settled) refreshRows();
       settled = now;
+      status = activity.status;
     });
     source.addEventListener("end", () => {
       source.close();
-      refreshRows();
+      refresh(["state", "rows-section"]);
     });
     source.addEventListener("error", () => {
       document.getElementById("live").textContent = "reconnecting";
     });
   }
 
+  // "Check file" sends the form to the dry run in the background and shows its preview in
+  // place, keeping the file picked; "Upload" is enabled only while that preview is of the file
+  // and options now in the form. Any change to them asks for a new check.
+  function checkBeforeUpload(form) {
+    const check = document.getElementById("check-button");
+    const upload = document.getElementById("upload-button");
+    const hint = document.createElement("span");
+    hint.className = "muted hint";
+    upload.after(hint);
+    let checked = false;
+    const update = () => {
+      upload.disabled = !checked;
+      hint.textContent = checked ? "" : "Check the file first.";
+    };
+    const result = () => document.getElementById("check-result");
+    const invalidate = (event) => {
+      if (event.target.type === "hidden") return;
+      checked = false;
+      const stale = result();
+      for (const child of [...stale.children]) if (child.name !== "upload_key") child.remove();
+      stale.dataset.checked = "false";
+      update();
+    };
+    form.refreshButtons = update;
+    form.addEventListener("change", invalidate);
+    form.addEventListener("input", invalidate);
+    check.addEventListener("click", async (event) => {
+      event.preventDefault();
+      if (!form.reportValidity()) return;
+      check.disabled = true;
+      checked = false;
+      update();
+      hint.textContent = "Checking…";
+      try {
+        const response = await fetch(form.dataset.checkUrl, { method: "POST", body: new FormData(form),
+                                                               credentials: "same-origin" });
+        const page = new DOMParser().parseFromString(await response.text(), "text/html");
+        const fresh = page.getElementById("check-result");
+        if (fresh) {
+          result().replaceWith(document.adoptNode(fresh));
+          checked = fresh.dataset.checked === "true";
+        } else {  // an error page: the file too large, the session expired
+          const detail = page.querySelector(".detail");
+          result().insertAdjacentHTML("beforeend", '<p class="flash error" role="alert"></p>');
+          result().lastElementChild.textContent = `Error ${response.status}: ${detail ? detail.textContent : ""}`;
+        }
+      } catch (error) {
+        result().insertAdjacentHTML("beforeend", '<p class="flash error" role="alert"></p>');
+        result().lastElementChild.textContent = `The check did not reach the server: ${error.message}`;
+      } finally {
+        check.disabled = false;
+        update();
+      }
+    });
+    update();
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const root = document.getElementById("activity");
     if (root) follow(root);
+    const upload = document.getElementById("upload");
+    if (upload && upload.dataset.checkUrl) checkBeforeUpload(upload);
+  });
+  // A form marked data-once submits once: a second click (approve, upload, cancel) while the
+  // first is on its way sends nothing (the server refuses a second decision all the same).
+  // Forms are found when submitted, not at load: the status part of a page is replaced live.
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!form.matches("form[data-once]")) return;
+    if (form.dataset.sent) {
+      event.preventDefault();
+      return;
+    }
+    form.dataset.sent = "true";
+    for (const button of form.querySelectorAll("button")) button.disabled = true;
+  });
+  // A page restored from the back-forward cache gets its buttons back.
+  window.addEventListener("pageshow", (event) => {
+    if (!event.persisted) return;
+    for (const form of document.querySelectorAll("form[data-sent]")) {
+      delete form.dataset.sent;
+      for (const button of form.querySelectorAll("button")) button.disabled = false;
+      if (form.refreshButtons) form.refreshButtons();
+    }
   });
 })();
