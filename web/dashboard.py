@@ -24,7 +24,7 @@ from pipeline.bulk.status import ROW_FAILED, ROW_INVALID, ROW_STATUSES
 from pipeline.errors import Rejected
 from telemetry.metrics import BULK_ROW_RETRIES
 from web import bulk_credit, dashboard_payouts, dashboard_session, stream_slots
-from web.dashboard_payouts import described, require_operator
+from web.dashboard_payouts import described
 from web.dashboard_events import busy_events, progress_events
 from web.problems import HttpProblem
 from web.wallets import money, render_history_item
@@ -47,7 +47,7 @@ PUBLIC_ENDPOINTS = ("dashboard.sign_in", "dashboard.static")
 
 
 @blueprint.before_request
-def require_operator():
+def require_session():
     if request.method == "POST" and not dashboard_session.csrf_ok():
         return render_template("dashboard/error.html", status=400,
                                detail="The form has expired or did not come from this dashboard; reload the page and try again."), 400
@@ -203,7 +203,7 @@ def activity_rows_csv(activity_id):
 @blueprint.post("/activities/<activity_id>/retry")
 def retry(activity_id):
     activity_id = chunks.parse_activity_id(activity_id)
-    require_operator()
+    dashboard_payouts.require_operator()
     try:
         retried = chunks.retry_failed_rows(services().uow, bulk_credit.chunk_queue(), services().settings,
                                            activity_id, Actor("api_key", g.principal.api_key_id))
@@ -219,7 +219,7 @@ def retry(activity_id):
 @blueprint.post("/activities/<activity_id>/cancel")
 def cancel(activity_id):
     activity_id = chunks.parse_activity_id(activity_id)
-    require_operator()
+    dashboard_payouts.require_operator()
     try:
         ended = release.cancel(services().uow, services().settings, activity_id,
                                Actor("api_key", g.principal.api_key_id), dashboard_payouts.reason_of(request.form))
@@ -253,7 +253,7 @@ def reconciliations():
 
 @blueprint.post("/reconciliations")
 def start_reconciliation():
-    require_operator()
+    dashboard_payouts.require_operator()
     reconciliation_id = reconciliation.start(services().uow(), request.form.get("full") == "on",
                                              Actor("api_key", g.principal.api_key_id))
     from actors.reconciliation import reconcile  # the broker is only configured where messages are sent
