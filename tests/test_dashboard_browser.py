@@ -49,12 +49,13 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def web_server(tmp_path, services, clean_database):
+def web_server(request, tmp_path, services, clean_database):
     """gunicorn with 2 gthread workers, as `make up` runs it; SECRET_KEY left unset on purpose, so
-    both workers must agree on the derived development key for the session to survive."""
+    both workers must agree on the derived development key for the session to survive. A test
+    passes more settings by parametrizing this fixture (indirect=True) with a dict."""
     port = free_port()
     log_path = tmp_path / "gunicorn.log"
-    environ = test_environ(BULK_CREDIT_CHUNK_ROWS=str(CHUNK_ROWS))
+    environ = test_environ(BULK_CREDIT_CHUNK_ROWS=str(CHUNK_ROWS), **getattr(request, "param", {}))
     environ.pop("SECRET_KEY", None)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -222,3 +223,81 @@ def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_unt
         time.sleep(0.5)
         browser.refresh()
     snap(browser, "08-reconciliation")
+
+
+#: A phone held upright, in CSS pixels.
+PHONE_WIDTH = 390
+
+
+def fits_the_width(driver) -> bool:
+    """Nothing on the page is wider than the window: no sideways scrolling."""
+    return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def sign_in_as(driver, url: str, token: str) -> None:
+    driver.get(f"{url}/dashboard/sign-in")
+    driver.find_element(By.ID, "api_key").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#sign-in button").click()
+    wait_for_text(driver, "recent-section", "Recent activities")
+
+
+@pytest.mark.parametrize("web_server", [{"BULK_CREDIT_APPROVAL": "always"}], indirect=True)
+def test_on_a_phone_an_admin_checks_a_file_uploads_it_cannot_approve_it_and_a_second_key_approves_it(
+        services, tmp_path, web_server, browser, workers):
+    users = seed_users(services, 120)
+    amounts = {user: 1_000_50 + n for n, user in enumerate(users)}  # 1,000.50 and up: separators show
+    lines = [f"{user},{amounts[user] // 100}.{amounts[user] % 100:02d}" for user in users] + ["not-a-user,5.00"]
+    csv_path = tmp_path / "payroll.csv"
+    csv_path.write_text("uuid,amount\n" + "\n".join(lines) + "\n")
+    total = sum(amounts.values())
+    shown_total = f"{total // 100:,}.{total % 100:02d}"
+    admin, approver = create_api_key(services.uow(), "admin"), create_api_key(services.uow(), "approver")
+    explain = explainer(services, tmp_path)
+    workers(1)
+    browser.set_window_size(PHONE_WIDTH, 1400)
+
+    # Given an admin who picks a file and checks it: the preview, and nothing stored
+    sign_in_as(browser, web_server, admin)
+    browser.find_element(By.ID, "file").send_keys(str(csv_path))
+    assert not browser.find_element(By.ID, "upload-button").is_enabled()  # check first
+    browser.find_element(By.ID, "check-button").click()
+    wait_for_text(browser, "check-result", "nothing was stored")
+    preview = browser.find_element(By.ID, "check-result").text
+    assert f"SGD 120 {shown_total}" in preview and "sufficient" in preview and "Needs approval" in preview
+    assert "invalid_user_id" in browser.find_element(By.ID, "preview-errors").text
+    assert browser.find_element(By.ID, "preview-total").text == "121"
+    assert query(services.engine, "SELECT count(*) FROM bulk_activities") == [(0,)]
+    assert fits_the_width(browser)
+    snap(browser, "11-phone-check")
+
+    # When they upload the same file, without picking it again, it waits for approval
+    browser.find_element(By.ID, "upload-button").click()
+    wait_for_text(browser, "status", "AWAITING_APPROVAL")
+    activity_url = browser.current_url
+    assert f"SGD 120 {shown_total}" in browser.find_element(By.ID, "review").text
+    assert fits_the_width(browser)
+    snap(browser, "12-phone-awaiting-approval")
+
+    # Then their own approval is refused, readably, and nothing moves
+    browser.find_element(By.CSS_SELECTOR, "#approve button").click()
+    wait_for_text(browser, "status", "AWAITING_APPROVAL")
+    refusal = browser.find_element(By.CSS_SELECTOR, ".flash.error").text
+    assert "cannot approve it" in refusal and "same_approver" in refusal
+    assert balances(services.engine) == {}
+    snap(browser, "13-phone-same-approver")
+
+    # When a second key, an approver, approves it, workers pay it and the page follows live
+    browser.find_element(By.CSS_SELECTOR, ".sign-out button").click()
+    sign_in_as(browser, web_server, approver)
+    browser.get(activity_url)
+    wait_for_text(browser, "status", "AWAITING_APPROVAL")
+    browser.execute_script("window.sameDocument = true")
+    browser.find_element(By.CSS_SELECTOR, "#approve button").click()
+    wait_for_text(browser, "status", "COMPLETED", explain)
+    assert "Approved" in browser.find_element(By.CSS_SELECTOR, ".flash.info").text
+    wait_for_text(browser, "state-note", "Completed: every valid row was credited.", explain)
+    assert "key #" in browser.find_element(By.ID, "approved-by").text
+    assert counter(browser, "successful_records") == 120 and fits_the_width(browser)
+    snap(browser, "14-phone-approved-completed")
+    assert balances(services.engine) == amounts
+    assert_ledger_invariants(services.engine)

@@ -67,6 +67,8 @@
     document.getElementById("next-retry").hidden = !activity.next_retry_at;
     document.getElementById("chunk-failures").hidden = !activity.failed_chunks;
     document.getElementById("live").textContent = final ? "final" : "live";
+    // Nothing to draw before the first chunk starts (awaiting approval, funds, or its time).
+    document.getElementById("chart-figure").hidden = !activity.started_at;
     points.push({ t: performance.now() / 1000, successful: activity.successful_records,
                   failed: activity.failed_records });
     if (points.length > CHART_POINTS_MAX) points.splice(0, points.length - CHART_POINTS_MAX);
