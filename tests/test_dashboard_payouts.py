@@ -256,7 +256,8 @@ def test_a_file_short_of_funds_shows_what_is_missing_and_an_approval_is_refused_
 
 
 def test_every_status_reads_as_a_sentence_with_its_badge(services, dashboard, engine, queue, settings):
-    users = seed_users(services, 4)
+    chunk_rows = services.settings.bulk_credit_chunk_rows
+    users = seed_users(services, 4 + 2 * chunk_rows)
     operator, _ = dashboard("operator", approval="none")
     failing = dataclasses.replace(services.settings, bulk_credit_fail_user_ids=frozenset(users[:1]))
 
@@ -271,16 +272,19 @@ def test_every_status_reads_as_a_sentence_with_its_badge(services, dashboard, en
     operator.post(f"/dashboard/activities/{cancelled}/cancel", data={"csrf_token": csrf_of(operator),
                                                                     "reason": "paid by hand"})
     uploaded_only = uploaded(f"{users[3]},2.00\n")
+    queue.take()
+    processing = uploaded("".join(f"{user},1.00\n" for user in users[4:]))
+    apply_all(services, services.settings, queue.take()[:1])  # one chunk of two
 
     for activity_id, status, sentence in [
             (failed, "FAILED", "Failed: no valid row was credited."),
             (partial, "PARTIALLY_COMPLETED", "Partially completed: some valid rows failed."),
             (cancelled, "CANCELLED", "Cancelled: the rows not yet paid were cancelled"),
-            (uploaded_only, "UPLOADED", "Stored and released")]:
+            (uploaded_only, "UPLOADED", "Stored and released"),
+            (processing, "PROCESSING", "Being paid: workers credit its rows chunk by chunk.")]:
         page = operator.get(f"/dashboard/activities/{activity_id}").text
         assert f'<span id="status" class="badge {status.lower()}">{status}</span>' in page
         assert sentence in text_of(page)
     assert "Reason: paid by hand" in text_of(operator.get(f"/dashboard/activities/{cancelled}").text)
-    apply_all(services, services.settings, queue.take()[:1])
     home = text_of(operator.get("/dashboard/").text)
-    assert all(status in home for status in ("FAILED", "PARTIALLY_COMPLETED", "CANCELLED", "COMPLETED"))
+    assert all(status in home for status in ("FAILED", "PARTIALLY_COMPLETED", "CANCELLED", "UPLOADED", "PROCESSING"))

@@ -208,7 +208,7 @@ def retry(activity_id):
         retried = chunks.retry_failed_rows(services().uow, bulk_credit.chunk_queue(), services().settings,
                                            activity_id, Actor("api_key", g.principal.api_key_id))
         BULK_ROW_RETRIES.labels("dashboard").inc(retried.retried_records)
-        flash(f"{retried.retried_records} failed rows were sent again.", "info")
+        flash(f"{retried.retried_records:,} failed rows were sent again.", "info")
     except Rejected as refusal:
         if refusal.status == 404:
             raise
