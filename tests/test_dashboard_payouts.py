@@ -225,6 +225,9 @@ def test_each_key_sees_only_the_buttons_of_its_scope_and_a_forged_post_is_refuse
                          data={"csrf_token": csrf_of(approver), "reason": "x"}).status_code == 403
     assert upload(approver, b"uuid,amount\n", "dashboard-" + "k" * 32).status_code == 403
     assert approver.post(f"/dashboard/activities/{activity_id}/approve", data={}).status_code == 400  # no CSRF token
+    forged_check = operator.post("/dashboard/uploads/check", content_type="multipart/form-data",
+                                 data={"file": (io.BytesIO(b"uuid,amount\n"), "a.csv"), "csrf_token": "forged"})
+    assert forged_check.status_code == 400
     assert approver.post(f"/dashboard/activities/{activity_id}/reject",
                          data={"csrf_token": "forged", "reason": "x"}).status_code == 400
     assert query(engine, "SELECT status FROM bulk_activities") == [("AWAITING_APPROVAL",)]
