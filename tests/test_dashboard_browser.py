@@ -300,4 +300,18 @@ def test_on_a_phone_an_admin_checks_a_file_uploads_it_cannot_approve_it_and_a_se
     assert counter(browser, "successful_records") == 120 and fits_the_width(browser)
     snap(browser, "14-phone-approved-completed")
     assert balances(services.engine) == amounts
+
+    # And a page left open on a file awaiting approval holds no event stream, yet follows an
+    # approval made elsewhere (here through the API) within its polling interval
+    operator = create_api_key(services.uow(), "operator")
+    late = requests.post(f"{web_server}/api/v1/wallet/bulk-credit", headers={"Authorization": f"Bearer {operator}"},
+                         files={"file": ("late.csv", f"uuid,amount\n{users[0]},3.00\n".encode())}, timeout=30)
+    late_id = late.json()["activity_id"]
+    browser.get(f"{web_server}/dashboard/activities/{late_id}")
+    wait_for_text(browser, "live", "WAITING")  # upper case by its style
+    approved = requests.post(f"{web_server}/api/v1/wallet/bulk-credit/{late_id}/approve",
+                             headers={"Authorization": f"Bearer {approver}"}, timeout=30)
+    assert approved.status_code == 202, approved.text
+    wait_for_text(browser, "status", "COMPLETED", explain)
+    assert balances(services.engine) == {**amounts, users[0]: amounts[users[0]] + 300}
     assert_ledger_invariants(services.engine)

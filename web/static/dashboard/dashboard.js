@@ -7,6 +7,11 @@
 (function () {
   // Points kept for the chart; older ones are dropped, so a long run costs constant memory.
   const CHART_POINTS_MAX = 600;
+  // An activity waiting for a person (approval), a moment (execute_at) or money can wait for
+  // hours: its page holds no event stream (each holds a server thread) and reads itself again
+  // this often instead, reloading once the status changed.
+  const WAITING_STATUSES = ["AWAITING_APPROVAL", "SCHEDULED", "AWAITING_FUNDS"];
+  const WAITING_POLL_MS = 10000;
   const SVG = "http://www.w3.org/2000/svg";
 
   // Counts as the server renders them: 1,234,567.
@@ -95,6 +100,10 @@
                   failed: counter("failed_records") });
     drawChart(document.getElementById("chart"), points);
     if (root.dataset.final === "true") return;
+    if (WAITING_STATUSES.includes(root.dataset.status)) {
+      wait(root);
+      return;
+    }
     // EventSource reconnects by itself when a stream ends before the activity is final.
     const source = new EventSource(root.dataset.eventsUrl);
     // The rows table is read again each time every row has an outcome (and once more when
@@ -120,6 +129,24 @@
     source.addEventListener("error", () => {
       document.getElementById("live").textContent = "reconnecting";
     });
+  }
+
+  function wait(root) {
+    document.getElementById("live").textContent = `waiting · checked every ${WAITING_POLL_MS / 1000} s`;
+    const timer = setInterval(async () => {
+      try {
+        const response = await fetch(window.location.href, { credentials: "same-origin" });
+        if (!response.ok) return;
+        const page = new DOMParser().parseFromString(await response.text(), "text/html");
+        const fresh = page.getElementById("activity");
+        if (fresh && fresh.dataset.status !== root.dataset.status) {
+          clearInterval(timer);
+          window.location.reload();
+        }
+      } catch (error) {
+        // The server or the network is away for a moment: the next tick tries again.
+      }
+    }, WAITING_POLL_MS);
   }
 
   // "Check file" sends the form to the dry run in the background and shows its preview in
