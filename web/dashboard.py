@@ -1,9 +1,10 @@
 """The operator's dashboard: server-rendered pages over the same use cases as the JSON API.
 
 Sign in with an operator, approver or admin API key (web/dashboard_session.py); check a
-CSV, upload it, approve or reject it (web/dashboard_payouts.py); watch an activity settle, live, by Server-Sent Events (web/dashboard_events.py); list its
-FAILED or INVALID rows, retry them, download them as CSV; look up a user's wallets and
-history; list and start reconciliation runs. Templates are in web/templates/dashboard/,
+CSV, upload it, approve or reject it (web/dashboard_payouts.py); watch an activity settle,
+live, by Server-Sent Events (web/dashboard_events.py); list its FAILED or INVALID rows,
+retry them, download them as CSV; look up a user's wallets and history; list and start
+reconciliation runs. Counts and amounts show thousands separators. Templates are in web/templates/dashboard/,
 the one script and style sheet in web/static/dashboard/: no build step, no CDN.
 """
 from __future__ import annotations
