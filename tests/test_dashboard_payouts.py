@@ -18,6 +18,7 @@ from tests.test_bulk_pipeline import apply_all, balances, fund, query, seed_user
 from tests.test_dashboard import activity_id_of, csrf_of, sign_in, upload, upload_key_of
 from tests.test_funding import account_balance, reserved
 from tests.test_preview import counts
+from web.dashboard import amount, grouped
 
 
 @pytest.fixture
@@ -291,3 +292,10 @@ def test_every_status_reads_as_a_sentence_with_its_badge(services, dashboard, en
     assert "Reason: paid by hand" in text_of(operator.get(f"/dashboard/activities/{cancelled}").text)
     home = text_of(operator.get("/dashboard/").text)
     assert all(status in home for status in ("FAILED", "PARTIALLY_COMPLETED", "CANCELLED", "UPLOADED", "PROCESSING"))
+
+
+def test_amounts_show_thousands_separators_exactly_and_other_text_as_it_is():
+    assert [amount(123_456_789, "SGD"), amount(-100_000_00, "SGD"), amount(1_000_000, "JPY"), amount(5, "SGD")] == [
+        "1,234,567.89", "-100,000.00", "1,000,000", "0.05"]
+    assert [grouped("999999999999.999"), grouped("12,5"), grouped("1e6"), grouped("")] == [
+        "999,999,999,999.999", "12,5", "1e6", ""]

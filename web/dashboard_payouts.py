@@ -94,8 +94,7 @@ def render_home(status: int = 200, **context):
     accounts = funding.accounts_page(services().uow(), FUNDING_ACCOUNTS_LISTED_MAX, None).items
     context.setdefault("form", {"funding_account": funding.DEFAULT_ACCOUNT})
     return render_template("dashboard/home.html", recent=recent, accounts=[a["name"] for a in accounts],
-                           upload_key=new_upload_key(), errors_shown_max=preview.PREVIEW_ERRORS_MAX,
-                           **context), status
+                           upload_key=new_upload_key(), **context), status
 
 
 def parse_execute_at(raw: str | None) -> datetime | None:
