@@ -19,6 +19,7 @@ from tests.test_dashboard import activity_id_of, csrf_of, sign_in, upload, uploa
 from tests.test_funding import account_balance, reserved
 from tests.test_preview import counts
 from web import bulk_credit
+from web.inputs import REQUEST_BODY_MAX_BYTES
 from web.dashboard import amount, grouped
 
 
@@ -75,6 +76,21 @@ def test_checking_a_file_shows_its_preview_with_thousands_separators_and_stores_
     assert 'data-checked="true"' in checked.text
     assert counts(engine) == before
     assert query(engine, "SELECT count(*) FROM bulk_activities")[0][0] == 0
+
+
+def test_a_file_larger_than_other_forms_may_be_is_checked_and_uploaded_whole(services, dashboard, engine):
+    operator, _ = dashboard("operator", approval="none")
+    [user] = seed_users(services, 1)
+    rows = REQUEST_BODY_MAX_BYTES // len(f"{user},1.00\n") + 1_000
+    content = f"uuid,amount\n" + f"{user},1.00\n" * rows
+    assert len(content) > REQUEST_BODY_MAX_BYTES
+
+    checked = check(operator, content)
+    uploaded = upload(operator, content.encode())
+
+    assert checked.status_code == 200 and f"SGD {rows:,} {rows:,}.00" in text_of(checked.text)
+    assert query(engine, "SELECT total_records FROM bulk_activities WHERE id = :a", a=activity_id_of(uploaded)) == [
+        (rows,)]
 
 
 def test_a_check_links_the_earlier_activity_of_the_same_rows_unless_duplicates_are_allowed(

@@ -32,7 +32,7 @@ from web.problems import HttpProblem
 #: can make a process hold.
 REQUEST_BODY_MAX_BYTES = 1024 * 1024
 #: The routes that take a CSV file, up to BULK_CREDIT_MAX_BYTES; they bound their bodies themselves.
-UPLOAD_ENDPOINTS = frozenset({"bulk_credit.upload_file", "dashboard.upload_file"})
+UPLOAD_ENDPOINTS = frozenset({"bulk_credit.upload_file", "dashboard.upload_file", "dashboard.check_file"})
 #: How deeply a JSON body may nest; the API's bodies are flat objects (depth 1).
 JSON_DEPTH_MAX = 16
 #: Query parameters a route may take more than once; none does today.
