@@ -153,6 +153,7 @@ def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_unt
     browser.find_element(By.ID, "file").send_keys(str(csv_path))
     browser.find_element(By.ID, "check-button").click()
     wait_for_text(browser, "check-result", "nothing was stored")
+    snap(browser, "02-checked")
     browser.find_element(By.ID, "upload-button").click()
     wait_for_text(browser, "status", "UPLOADED")
     browser.execute_script("window.sameDocument = true")
