@@ -20,7 +20,7 @@ from tests.test_funding import account_balance, reserved
 from tests.test_preview import counts
 from web import bulk_credit
 from web.inputs import REQUEST_BODY_MAX_BYTES
-from web.dashboard import amount, grouped
+from web.display import amount, grouped
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_an_upload_takes_the_options_checked_and_a_form_sent_twice_stores_one_ac
     assert query(engine, "SELECT status, funding_account, execute_at FROM bulk_activities") == [
         ("SCHEDULED", "payroll", later)]
     page = text_of(operator.get(f"/dashboard/activities/{activity_id}").text)
-    assert "Scheduled: it is released at its execute_at" in page and later.strftime("%Y-%m-%d %H:%M:00 UTC") in page
+    assert f"Scheduled: it is released at {later:%Y-%m-%d %H:%M:00} UTC; nothing is reserved" in page
     assert "SGD 1 10.00 50.00 sufficient" in page and queue.take() == []
     stale = upload(operator, f"uuid,amount\n{user},10.00\n".encode(), "not-a-key")
     assert "form is out of date" in flashes(operator.get(stale.headers["Location"]))
@@ -269,7 +269,8 @@ def test_a_file_short_of_funds_shows_what_is_missing_and_an_approval_is_refused_
     unreviewed, _ = dashboard("operator", approval="none")  # the same file's twin, with no approval needed
     later = activity_id_of(upload(unreviewed, f"uuid,amount\n{a},1500.00\n{b},750.26\n".encode()))
     page = text_of(unreviewed.get(f"/dashboard/activities/{later}").text)
-    assert "Waiting for funds" in page and "Missing in default : 1,250.26 SGD." in page
+    assert "Waiting for funds: the funding account default holds less" in page
+    assert "Missing in default : 1,250.26 SGD." in page
     fund(services, "SGD", 1_250_26)
     assert release.release_funded(services.uow, queue, services.settings) == 1
     apply_all(services, services.settings, queue.take())

@@ -9,8 +9,6 @@ the one script and style sheet in web/static/dashboard/: no build step, no CDN.
 """
 from __future__ import annotations
 
-import re
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, Response, flash, g, redirect, render_template, request,
@@ -26,6 +24,7 @@ from pipeline.errors import Rejected
 from telemetry.metrics import BULK_ROW_RETRIES
 from web import bulk_credit, dashboard_payouts, dashboard_session, stream_slots
 from web.dashboard_payouts import described
+from web.display import amount, count, grouped, when
 from web.dashboard_events import busy_events, progress_events
 from web.problems import HttpProblem
 from web.wallets import money, render_history_item
@@ -83,44 +82,11 @@ def on_http_problem(problem: HttpProblem):
     return render_template("dashboard/error.html", status=body["status"], detail=body["detail"]), body["status"]
 
 
-def when(moment: datetime | str | None) -> str:
-    """A time as the pages show it: UTC to the second."""
-    if moment is None:
-        return "–"
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 @blueprint.errorhandler(HTTPException)
 def on_http_exception(error: HTTPException):
     """A file above the size limit, say: a page, not the API's problem+json."""
     status = error.code or 500
     return render_template("dashboard/error.html", status=status, detail=error.description or error.name), status
-
-
-def count(number: int | None) -> str:
-    """A count with thousands separators: 1,000,000."""
-    return "–" if number is None else f"{number:,}"
-
-
-#: A decimal string as the API writes amounts: "-1234567.89", "1000".
-DECIMAL = re.compile(r"(-?)(\d+)(\.\d+)?")
-
-
-def grouped(decimal: str) -> str:
-    """A decimal string with thousands separators ("1,234,567.89"); any other text (a cell of
-    an INVALID row) as it is. Works on the digits, so an amount is never rounded."""
-    match = DECIMAL.fullmatch(decimal)
-    if match is None:
-        return decimal
-    sign, whole, fraction = match.groups()
-    return f"{sign}{int(whole):,}{fraction or ''}"
-
-
-def amount(minor: int, currency: str) -> str:
-    """Minor units as major units with thousands separators: 123456789 SGD -> "1,234,567.89"."""
-    return grouped(money(minor, currency))
 
 
 @blueprint.context_processor

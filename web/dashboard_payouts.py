@@ -32,6 +32,7 @@ from pipeline.errors import FieldError, Rejected, ValidationFailed
 from pipeline.text import storable
 from telemetry.metrics import count_rows
 from web import bulk_credit
+from web.display import when
 from web.problems import HttpProblem
 
 #: Activities listed on the home page, newest first.
@@ -45,14 +46,15 @@ UPLOAD_KEY_PATTERN = re.compile(r"dashboard-[A-Za-z0-9_-]{32}")
 #: Statuses in which nothing is reserved yet, whose page shows what the file would take.
 REVIEWED_STATUSES = (AWAITING_APPROVAL, SCHEDULED, AWAITING_FUNDS)
 
-#: One sentence per activity status, for the activity's page.
+#: One sentence per activity status, for the activity's page ({execute_at} and
+#: {funding_account} are the activity's).
 EXPLANATIONS = {
     "UPLOADED": "Stored and released: its total is reserved from the funding account and workers start paying it.",
     "AWAITING_APPROVAL": "Waiting for approval: a key of scope approver or admin, other than the uploader's, "
                          "approves or rejects it. Nothing is reserved or paid until then.",
-    "SCHEDULED": "Scheduled: it is released at its execute_at; nothing is reserved or paid until then.",
-    "AWAITING_FUNDS": "Waiting for funds: the funding account holds less than the file, so nothing moved. "
-                      "Once the account is topped up, the scheduler releases it.",
+    "SCHEDULED": "Scheduled: it is released at {execute_at}; nothing is reserved or paid until then.",
+    "AWAITING_FUNDS": "Waiting for funds: the funding account {funding_account} holds less than the file, so "
+                      "nothing moved. Once the account is topped up, the scheduler releases it.",
     "PROCESSING": "Being paid: workers credit its rows chunk by chunk.",
     "COMPLETED": "Completed: every valid row was credited.",
     "PARTIALLY_COMPLETED": "Partially completed: some valid rows failed. Retry them, or cancel them: their "
@@ -223,7 +225,9 @@ def state_of(activity: dict) -> dict:
                 else None)
     history = reads.history_page(services().uow(), activity_id, HISTORY_SHOWN_MAX, None)
     principal = g.principal
-    return {"explanation": EXPLANATIONS.get(activity["status"], activity["status"]), "review": reviewed,
+    explanation = EXPLANATIONS.get(activity["status"], activity["status"]).format(
+        execute_at=when(activity["execute_at"]), funding_account=activity["funding_account"])
+    return {"explanation": explanation, "review": reviewed,
             "history": history.items, "history_more": history.next_cursor is not None,
             "may_operate": principal.may_operate(), "may_approve": principal.may_approve(),
             "own_upload": activity["uploaded_by"] is not None and activity["uploaded_by"] == principal.api_key_id}
