@@ -166,6 +166,8 @@ def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_unt
     assert browser.execute_script("return window.sameDocument === true"), "the page was reloaded"
     assert (counter(browser, "successful_records"), counter(browser, "failed_records"),
             counter(browser, "pending_records")) == (USERS - len(faulty), len(faulty), 0)
+    # The status part of the page is read again when the status changes: wait for it, then use it.
+    wait_for_text(browser, "state-note", "Partially completed", explain)
     assert browser.find_element(By.ID, "retry").is_displayed()
     assert len(browser.find_elements(By.CSS_SELECTOR, "#chart polyline.series")) == 2
     wait_for_text(browser, "rows", "injected_fault")  # the rows table is read again once every row is settled
@@ -239,7 +241,7 @@ def sign_in_as(driver, url: str, token: str) -> None:
     driver.get(f"{url}/dashboard/sign-in")
     driver.find_element(By.ID, "api_key").send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "#sign-in button").click()
-    wait_for_text(driver, "recent-section", "Recent activities")
+    wait_for_text(driver, "recent-section", "Activities")
 
 
 @pytest.mark.parametrize("web_server", [{"BULK_CREDIT_APPROVAL": "always"}], indirect=True)
@@ -290,8 +292,11 @@ def test_on_a_phone_an_admin_checks_a_file_uploads_it_cannot_approve_it_and_a_se
     # When a second key, an approver, approves it, workers pay it and the page follows live
     browser.find_element(By.CSS_SELECTOR, ".sign-out button").click()
     sign_in_as(browser, web_server, approver)
-    browser.get(activity_url)
+    browser.find_element(By.LINK_TEXT, "AWAITING_APPROVAL").click()  # the approver's queue
+    wait_for_text(browser, "recent", "payroll.csv")
+    browser.find_element(By.CSS_SELECTOR, "#recent td a").click()
     wait_for_text(browser, "status", "AWAITING_APPROVAL")
+    assert browser.current_url == activity_url
     browser.execute_script("window.sameDocument = true")
     browser.find_element(By.CSS_SELECTOR, "#approve button").click()
     wait_for_text(browser, "status", "COMPLETED", explain)

@@ -225,6 +225,22 @@ def test_a_rejection_needs_a_reason_then_moves_nothing_and_the_page_says_who_and
     assert account_balance(engine) == funding_before and balances(engine) == {}
 
 
+def test_an_approvers_queue_lists_only_the_files_awaiting_approval(services, dashboard):
+    [user] = seed_users(services, 1)
+    operator, _ = dashboard("operator", approval="SGD:100.00")
+    small = activity_id_of(upload(operator, f"uuid,amount\n{user},1.00\n".encode()))
+    large = activity_id_of(upload(operator, f"uuid,amount\n{user},100.00\n".encode()))
+    approver, _ = dashboard("approver", approval="SGD:100.00")
+
+    queue_page = approver.get("/dashboard/?status=AWAITING_APPROVAL")
+    everything = approver.get("/dashboard/")
+
+    assert large[:8] in queue_page.text and small[:8] not in queue_page.text
+    assert large[:8] in everything.text and small[:8] in everything.text
+    assert "No activity is SCHEDULED." in approver.get("/dashboard/?status=SCHEDULED").text
+    assert approver.get("/dashboard/?status=PAID").status_code == 422
+
+
 def test_each_key_sees_only_the_buttons_of_its_scope_and_a_forged_post_is_refused(services, dashboard, engine):
     [user] = seed_users(services, 1)
     operator, _ = dashboard("operator")

@@ -26,7 +26,7 @@ from bootstrap import app_services as services
 from pipeline import funding
 from pipeline.bulk import approval, chunks, preview, reads, review
 from pipeline.bulk.ports import Actor
-from pipeline.bulk.status import AWAITING_APPROVAL, AWAITING_FUNDS, SCHEDULED
+from pipeline.bulk.status import ACTIVITY_STATUSES, AWAITING_APPROVAL, AWAITING_FUNDS, SCHEDULED
 from pipeline.bulk.upload import checked_funding_account, upload
 from pipeline.errors import FieldError, Rejected, ValidationFailed
 from pipeline.text import storable
@@ -35,8 +35,8 @@ from web import bulk_credit
 from web.display import when
 from web.problems import HttpProblem
 
-#: Activities listed on the home page, newest first.
-RECENT_ACTIVITIES = 10
+#: Activities listed per page of the home page, newest first.
+ACTIVITIES_PER_PAGE = 20
 #: Funding accounts the upload form suggests by name.
 FUNDING_ACCOUNTS_LISTED_MAX = 100
 #: Status changes shown on an activity's page (the API's history lists them all).
@@ -90,12 +90,18 @@ def new_upload_key() -> str:
 
 
 def render_home(status: int = 200, **context):
-    """The home page: the upload form (with a fresh upload_key), a check's outcome if any, recent activities."""
-    recent = [bulk_credit.render_activity(found)
-              for found in reads.recent_activities(services().uow(), RECENT_ACTIVITIES)]
+    """The home page: the upload form (with a fresh upload_key), a check's outcome if any, and
+    the activities newest first, of one status if `?status=` names one (an approver's queue:
+    AWAITING_APPROVAL), a page at a time."""
+    shown = request.args.get("status") or None
+    filters = reads.ActivityFilters.parse(shown, None, None, None)
+    found, next_cursor = reads.activities_page(services().uow(), filters, ACTIVITIES_PER_PAGE,
+                                               request.args.get("cursor"))
     accounts = funding.accounts_page(services().uow(), FUNDING_ACCOUNTS_LISTED_MAX, None).items
     context.setdefault("form", {"funding_account": funding.DEFAULT_ACCOUNT})
-    return render_template("dashboard/home.html", recent=recent, accounts=[a["name"] for a in accounts],
+    return render_template("dashboard/home.html", recent=[bulk_credit.render_activity(each) for each in found],
+                           next_cursor=next_cursor, shown_status=filters.statuses[0] if filters.statuses else None,
+                           statuses=ACTIVITY_STATUSES, accounts=[a["name"] for a in accounts],
                            upload_key=new_upload_key(), **context), status
 
 
