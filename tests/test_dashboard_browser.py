@@ -294,6 +294,7 @@ def test_on_a_phone_an_admin_checks_a_file_uploads_it_cannot_approve_it_and_a_se
     sign_in_as(browser, web_server, approver)
     browser.find_element(By.LINK_TEXT, "AWAITING_APPROVAL").click()  # the approver's queue
     wait_for_text(browser, "recent", "payroll.csv")
+    assert fits_the_width(browser)
     browser.find_element(By.CSS_SELECTOR, "#recent td a").click()
     wait_for_text(browser, "status", "AWAITING_APPROVAL")
     assert browser.current_url == activity_url
