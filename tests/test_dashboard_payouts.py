@@ -174,6 +174,8 @@ def test_an_approver_sees_the_review_and_approves_and_the_uploaders_own_key_is_r
     assert "Completed: every valid row was credited." in done and f"Approved by key #{approver_key}" in done
     assert f"AWAITING_APPROVAL UPLOADED key #{approver_key} approved" in done
     assert sum(balances(engine).values()) == 3_004_50
+    assert query(engine, "SELECT action, api_key_id FROM audit_events WHERE object_id = :a ORDER BY id",
+                 a=activity_id) == [("bulk_credit.upload", admin_key), ("bulk_credit.approve", approver_key)]
 
 
 def test_two_approvals_at_once_approve_once_and_the_other_reads_that_it_was_decided(services, dashboard, engine,
@@ -200,6 +202,7 @@ def test_two_approvals_at_once_approve_once_and_the_other_reads_that_it_was_deci
     assert sorted(answer.split(":")[0] for answer in answers) == ["Approved", "Not approved"]
     assert any("[invalid_state]" in answer and "not awaiting approval" in answer for answer in answers)
     assert query(engine, "SELECT count(*) FROM journal_entries WHERE kind = 'reservation'")[0][0] == 1
+    assert query(engine, "SELECT count(*) FROM audit_events WHERE action = 'bulk_credit.approve'")[0][0] == 1
     assert reserved(engine, activity_id) == 300
     chunk_ids = queue.take()
     assert len(chunk_ids) == len(set(chunk_ids)) == query(engine, "SELECT count(*) FROM bulk_chunks")[0][0]
