@@ -55,12 +55,6 @@ def activity(uow, activity_id: str) -> Activity:
     return found
 
 
-def recent_activities(uow, limit: int) -> list[Activity]:
-    """The newest activities first, for the dashboard."""
-    with uow:
-        return uow.bulk.recent_activities(limit)
-
-
 #: The longest part of a file name the activity list searches for, in characters.
 FILE_NAME_SEARCH_LENGTH_MAX = 255
 

@@ -72,14 +72,6 @@ class ReadSql:
     def activity(self, activity_id: str) -> Activity | None:
         return self._one_activity("id = :id", {"id": activity_id})
 
-    def recent_activities(self, limit: int) -> list[Activity]:
-        # One row per uploaded file: a top-N sort of the whole table stays cheap.
-        rows = self.connection.execute(
-            text(f"SELECT {ACTIVITY_COLUMNS} FROM bulk_activities ORDER BY created_at DESC, id LIMIT :limit"),
-            {"limit": limit},
-        ).all()
-        return [activity_from(row) for row in rows]
-
     def list_activities(self, filters: dict[str, Any], before_seq: int | None,
                         limit: int) -> list[tuple[int, Activity]]:
         """Activities newest first (by `seq`), with only the filters given: a statement per
