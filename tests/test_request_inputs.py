@@ -192,6 +192,8 @@ def test_the_document_states_uuid_formats_lengths_patterns_and_bounds(client):
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] == "name":  # a funding account's
                     assert parameter["schema"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,62}$", (path, parameter)
+                elif parameter["in"] == "path" and parameter["name"].endswith("delivery_id"):  # a row id
+                    assert parameter["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
                 elif parameter["in"] == "path":
                     assert parameter["schema"] == {"type": "string", "format": "uuid"}, (path, parameter)
     deposit = spec["paths"]["/api/v1/wallet/deposit"]["post"]

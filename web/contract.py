@@ -38,6 +38,9 @@ CURRENCY = {"$ref": "#/components/schemas/Currency"}
 UUID = {"type": "string", "format": "uuid"}
 #: Path parameters that hold a uuid, by the names of the Flask URL rules; anything else is a 422.
 UUID_PATH_PARAMETERS = frozenset({"user_id", "entry_id", "activity_id", "reconciliation_id", "subscription_id"})
+#: Path parameters that hold a bigint row id, by the names of the Flask URL rules.
+ID_PATH_PARAMETERS = frozenset({"delivery_id"})
+BIGINT_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 #: A funding account's name in a path (pipeline/funding.py).
 ACCOUNT_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$", "examples": ["default"]}
 REASON_BODY = {"type": "object", "required": ["reason"], "properties": {
@@ -335,6 +338,8 @@ def state_path_parameters(operation: dict) -> None:
             parameter["schema"] = dict(UUID)
         elif parameter["in"] == "path" and parameter["name"] == "name":
             parameter["schema"] = dict(ACCOUNT_NAME)
+        elif parameter["in"] == "path" and parameter["name"] in ID_PATH_PARAMETERS:
+            parameter["schema"] = dict(BIGINT_ID)
 
 
 def apply(operation: dict, described: Operation) -> None:
