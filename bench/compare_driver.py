@@ -12,13 +12,18 @@ Commands (DATABASE_URL and REDIS_URL from the environment; one JSON object on st
     migrate                  the commit's migrations, up to its head
     seed FILE                a user for every id in FILE (one a line), each with an empty
                              wallet in the default currency, as after a first payout
-    run CSV ROWS             uploads CSV in this process, sends its chunks to the worker
-                             processes listening on REDIS_URL, and times it until settled
+    run CSV ROWS GROUP       vacuums the database (untimed, so that each run starts from a
+                             settled table rather than an autovacuum at a random moment),
+                             uploads CSV in this process, sends its chunks to the worker
+                             processes listening on REDIS_URL (process group GROUP), and
+                             times it until settled, in seconds of the clock and of CPU
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -63,8 +68,7 @@ def seed(ids_path: str) -> dict:
         connection.execute(text("INSERT INTO wallets (user_id, currency) SELECT id, :currency FROM users"),
                            {"currency": built.settings.default_currency})
     funded = _top_up(built) if importlib.util.find_spec("pipeline.funding") else None
-    with built.engine.begin() as connection:
-        connection.exec_driver_sql("ANALYZE")
+    vacuum(built.engine)
     return {"users": len(ids), "seconds": time.monotonic() - started, "funded_minor": funded}
 
 
@@ -81,7 +85,38 @@ def _top_up(built) -> int:
     return FUNDING_MINOR
 
 
-def run(csv_path: str, rows: int) -> dict:
+def vacuum(engine) -> float:
+    started = time.monotonic()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM (FREEZE, ANALYZE)")
+    return time.monotonic() - started
+
+
+def cpu_s(url, worker_group: int) -> dict[str, float]:
+    """CPU seconds used so far by this process, the worker processes (their process group)
+    and the PostgreSQL backends serving `url`'s database, read from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    backend = f"postgres: {url.username} {url.database} "
+    workers = postgres = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+                with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                    command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # it ended while we looked
+                continue
+            used = int(fields[11]) + int(fields[12])  # user and system ticks
+            if int(fields[2]) == worker_group:
+                workers += used
+            elif command.startswith(backend):
+                postgres += used
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {"upload_process": own.ru_utime + own.ru_stime, "workers": workers / ticks, "postgres": postgres / ticks}
+
+
+def run(csv_path: str, rows: int, worker_group: int) -> dict:
     from sqlalchemy import text
 
     from actors import redis_broker
@@ -90,6 +125,8 @@ def run(csv_path: str, rows: int) -> dict:
 
     built = services()
     queue = ChunkMessages(redis_broker(built.settings.redis_url))
+    vacuum_s = vacuum(built.engine)
+    cpu_before = cpu_s(built.engine.url, worker_group)
     started = time.monotonic()
     with open(csv_path, "rb") as source:
         uploaded = upload(built.uow, queue, built.settings, source, Path(csv_path).name)
@@ -104,8 +141,10 @@ def run(csv_path: str, rows: int) -> dict:
         assert time.monotonic() - started < SETTLE_S_MAX, f"activity {uploaded.activity.id} did not settle"
         time.sleep(POLL_S)
     seconds = time.monotonic() - started
+    cpu = {part: used - cpu_before[part] for part, used in cpu_s(built.engine.url, worker_group).items()}
     assert status == "COMPLETED" and successful == rows, (status, successful, rows)
-    return {"rows": rows, "upload_s": upload_s, "seconds": seconds, "rate_per_s": rows / seconds}
+    return {"rows": rows, "upload_s": upload_s, "seconds": seconds, "rate_per_s": rows / seconds,
+            "cpu_s": sum(cpu.values()), "cpu_parts_s": cpu, "vacuum_s": vacuum_s}
 
 
 def main(argv: list[str]) -> None:
@@ -116,7 +155,7 @@ def main(argv: list[str]) -> None:
     elif command == "seed":
         result = seed(arguments[0])
     elif command == "run":
-        result = run(arguments[0], int(arguments[1]))
+        result = run(arguments[0], int(arguments[1]), int(arguments[2]))
     else:
         raise SystemExit(f"unknown command {command!r}")
     print(json.dumps(result), flush=True)
