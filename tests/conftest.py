@@ -30,6 +30,17 @@ def pytest_addoption(parser):
                      help="run the chaos suite at full size (100,000 rows) instead of its short form")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Without --run-chaos, the `chaos_full` tests are deselected (not skipped): make test
+    runs their short forms as other tests."""
+    if config.getoption("--run-chaos"):
+        return
+    deselected = [item for item in items if item.get_closest_marker("chaos_full")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("chaos_full")]
+
+
 def test_environ(**overrides: str) -> dict[str, str]:
     """The environment for the app and for child processes (workers, concurrent clients)."""
     environ = dict(os.environ)

@@ -5,7 +5,9 @@ ones; (ii) a Redis restart with no persistence, so every queued message is lost;
 PostgreSQL restart. Each run must end COMPLETED within 3 minutes of the fault, with every
 balance exact and a clean full reconciliation.
 
-`make test` runs the short form (20,000 rows); `make chaos` runs 100,000 rows.
+`make test` runs the short form (20,000 rows); `make chaos` runs 100,000 rows. `make chaos`
+also cancels a 100,000-row file in the middle of its run (its 20,000-row form is in
+tests/test_funding.py).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from pipeline import reconciliation
 from pipeline.bulk.upload import upload
 from tests.conftest import assert_ledger_invariants, test_environ
 from tests.processes import Worker
+from tests.test_funding import cancel_in_the_middle_of_a_run
 from tests.test_bulk_pipeline import balances, funding_total, query, seed_users
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +155,10 @@ def test_a_bulk_credit_survives_the_fault_and_completes_exactly(fault, services,
     assert_ledger_invariants(engine)
     run = reconciliation.run(services.uow(), reconciliation.start(services.uow(), full=True))
     assert (run["status"], run["mismatches"]) == ("clean", [])
+
+
+@pytest.mark.chaos
+@pytest.mark.chaos_full
+def test_cancelling_a_large_file_in_the_middle_of_a_run_with_real_workers_leaves_the_ledger_exact(
+        services, engine, http, workers, clean_database):
+    cancel_in_the_middle_of_a_run(services, engine, http, workers, rows=FULL_ROWS, chunk_rows=2_500)

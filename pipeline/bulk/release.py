@@ -61,20 +61,22 @@ class Released:
     shortfalls: tuple[Shortfall, ...] = ()
 
 
-def release(uow, settings: Settings, activity_id: str, actor: Actor, gate: str | None = None) -> Released:
+def release(uow, settings: Settings, activity_id: str, actor: Actor, gate: str | None = None, *,
+            pending: tuple[int, list[tuple[str, int, int]]] | None = None) -> Released:
     """Reserves the activity's PENDING total and plans its chunks, inside the caller's
     transaction; or, if the account holds less, leaves it AWAITING_FUNDS (an approval is
     refused instead: InsufficientFunds, and the activity still awaits approval). Does
-    nothing for an activity released already, being cancelled, or not at `gate`."""
+    nothing for an activity released already, being cancelled, or not at `gate`.
+
+    `pending` is `uow.bulk.pending_totals(activity_id, SYSTEM_WALLET_SHARDS)` when the caller
+    has just read it in this transaction (the upload), so that the rows are not read twice."""
     activity = uow.bulk.activity(activity_id)
     if activity is None:
         raise NotFound(f"no bulk-credit activity {activity_id}")
     if not _releasable(activity, gate):
         return Released(activity.status, [])
-    shards, totals = uow.bulk.pending_totals(activity_id, settings.system_wallet_shards)
-    required: dict[str, int] = {}
-    for currency, _, amount in totals:
-        required[currency] = required.get(currency, 0) + amount
+    shards, totals = pending or uow.bulk.pending_totals(activity_id, settings.system_wallet_shards)
+    required = _per_currency(totals)
     funding = uow.funding.lock_account(activity.funding_account, sorted(required))
     locked = uow.bulk.lock_activity(activity_id)
     if not _releasable(locked, gate):
@@ -111,6 +113,14 @@ def release(uow, settings: Settings, activity_id: str, actor: Actor, gate: str |
     return Released(UPLOADED, chunk_ids)
 
 
+def _per_currency(totals: list[tuple[str, int, int]]) -> dict[str, int]:
+    """{currency: amount} of [(currency, shard, amount)], amounts in minor units."""
+    required: dict[str, int] = {}
+    for currency, _, amount in totals:
+        required[currency] = required.get(currency, 0) + amount
+    return required
+
+
 def _releasable(activity: Activity, gate: str | None) -> bool:
     return (activity.reservation_shards is None and not activity.cancel_requested
             and activity.status in _RELEASABLE_FROM[gate] and activity.counters.pending > 0)
@@ -122,14 +132,14 @@ def admit(uow, settings: Settings, activity_id: str, actor: Actor, execute_at: d
     activity = uow.bulk.activity(activity_id)
     if activity.status != UPLOADED:
         return []  # a file with no valid row failed at once
-    _, totals = uow.bulk.pending_totals(activity_id, 1)
-    if settings.approval_policy.needs_approval({currency: amount for currency, _, amount in totals}):
+    pending = uow.bulk.pending_totals(activity_id, settings.system_wallet_shards)
+    if settings.approval_policy.needs_approval(_per_currency(pending[1])):
         settle(uow, activity_id, actor, status=AWAITING_APPROVAL, by=SYSTEM, reason="BULK_CREDIT_APPROVAL")
         return []
     if execute_at is not None and execute_at > datetime.now(timezone.utc):
         settle(uow, activity_id, actor, status=SCHEDULED, by=SYSTEM, reason=f"execute_at {execute_at.isoformat()}")
         return []
-    return release(uow, settings, activity_id, actor).chunk_ids
+    return release(uow, settings, activity_id, actor, pending=pending).chunk_ids
 
 
 def _describe(shortfalls: tuple[Shortfall, ...]) -> str:

@@ -38,13 +38,15 @@ UPDATE bulk_rows r
 # that within a file the first row keeps a reference. Tried first without ON CONFLICT, which
 # fails at a reference used twice: its speculative insertion costs about twice as much per
 # row (measured: 2.1 s against 1.1 s for 100,000 references), and a file reusing none of
-# its references is the common case.
+# its references is the common case. The order is bytewise (COLLATE "C"): any one total order
+# keeps claims deadlock-free, and sorting 1,000,000 references this way took about 4.0 s
+# against 5.0 to 6.4 s in the database's collation (C.UTF-8, compared by strcoll).
 _CLAIM_REFERENCES = """
 INSERT INTO bulk_references (funding_account, reference, activity_id, row_number)
 SELECT :funding_account, reference, :activity_id, row_number
   FROM bulk_rows
  WHERE activity_id = :activity_id AND reference IS NOT NULL AND status = 'PENDING'
- ORDER BY reference, row_number
+ ORDER BY reference COLLATE "C", row_number
 """
 _CLAIM_ALL = text(_CLAIM_REFERENCES)
 _CLAIM_UNUSED = text(_CLAIM_REFERENCES + "ON CONFLICT DO NOTHING")
