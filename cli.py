@@ -82,7 +82,8 @@ def register(app: Flask) -> None:
     app.cli.add_command(reconcile_command)
     for command in (db, keys, cli_bulk.users, cli_bulk.bulk_credit, reconcile_command):
         for each in getattr(command, "commands", {}).values() or [command]:
-            each.callback = plainly(each.callback)
+            if not getattr(each.callback, "plainly", False):  # the commands are shared by every app made
+                each.callback = plainly(each.callback)
 
 
 def _where(url: str, name: str) -> str:
@@ -115,6 +116,7 @@ def plainly(callback):
                                        " run `flask --app api db upgrade` (or `make migrate`)")
         except RedisConnectionError as error:
             raise click.ClickException(f"cannot reach Redis at {settings.redis_url} (REDIS_URL): {error}")
+    run.plainly = True
     return run
 
 

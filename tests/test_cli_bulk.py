@@ -125,3 +125,18 @@ def test_a_malformed_setting_or_an_unmigrated_database_is_one_line(services, cle
     unmigrated = flask_command("keys", "list", DATABASE_URL=bare.render_as_string(hide_password=False))
     assert unmigrated.returncode == 1 and "Traceback" not in unmigrated.stderr
     assert "is not migrated to this version" in unmigrated.stderr.splitlines()[-1]
+
+
+def test_making_many_apps_wraps_each_command_once(services):
+    """Every app made registers the same command objects: wrapping them again each time grew a
+    chain of wrappers until a long test session hit RecursionError."""
+    import cli
+    from api import create_app
+
+    for _ in range(5):
+        create_app(services.settings)
+    callback, wrappers = cli.keys.commands["list"].callback, 0
+    while callback is not None:
+        wrappers += bool(getattr(callback, "plainly", False))
+        callback = getattr(callback, "__wrapped__", None)
+    assert wrappers == 1
