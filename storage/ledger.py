@@ -55,7 +55,7 @@ SELECT id::text FROM known
 # ORDER BY before FOR UPDATE: rows are locked in ascending id order, so two movements
 # over the same wallets always queue instead of deadlocking.
 _LOCK_WALLETS = driver.statement(f"""
-SELECT w.id, w.user_id::text, w.system_name, w.shard, w.currency, w.balance
+SELECT w.id, w.user_id::text, w.system_name, w.shard, w.currency, w.balance, w.held, w.status
   FROM wallets w
  WHERE w.id IN (SELECT found.id
                   FROM (VALUES {_KEYS}) AS k(user_id, system_name, shard, currency)
@@ -158,9 +158,9 @@ class SqlLedger:
             self.connection.execute(_CREATE_WALLETS, _key_arrays(create))
         rows = driver.execute(self.connection, _LOCK_WALLETS, _padded_keys(keys))
         wallets = {}
-        for wallet_id, user_id, system_name, shard, currency, balance in rows:
+        for wallet_id, user_id, system_name, shard, currency, balance, held, status in rows:
             key = WalletKey(currency, user_id, system_name, shard if system_name else 0)
-            wallets[key] = Wallet(wallet_id, key, balance)
+            wallets[key] = Wallet(wallet_id, key, balance, held, status)
         return wallets
 
     def record(self, entry: JournalEntry, postings: list[Posting]) -> datetime:
@@ -217,7 +217,7 @@ class SqlLedger:
 
     def wallets_of(self, user_id: str) -> list[dict[str, Any]]:
         rows = self.connection.execute(
-            text("SELECT currency, balance, status, updated_at FROM wallets"
+            text("SELECT currency, balance, held, status, updated_at FROM wallets"
                  " WHERE user_id = :user_id ORDER BY currency"),
             {"user_id": user_id},
         )
@@ -229,6 +229,21 @@ class SqlLedger:
             {"user_id": user_id, "currency": currency},
         ).scalar_one_or_none()
         return balance or 0
+
+    def balance_and_held(self, user_id: str, currency: str) -> tuple[int, int]:
+        """(balance, held) of the user's wallet in `currency`, in minor units; (0, 0) without one."""
+        row = self.connection.execute(
+            text("SELECT balance, held FROM wallets WHERE user_id = :user_id AND currency = :currency"),
+            {"user_id": user_id, "currency": currency},
+        ).one_or_none()
+        return (row[0], row[1]) if row else (0, 0)
+
+    def closed_users(self, user_ids: list[str]) -> set[str]:
+        """Which of `user_ids` are closed."""
+        rows = self.connection.execute(
+            text("SELECT id::text FROM users WHERE id = ANY(CAST(:ids AS uuid[])) AND closed_at IS NOT NULL"),
+            {"ids": user_ids})
+        return {row[0] for row in rows}
 
     def history(self, user_id: str, currency: str | None, limit: int, before_id: int | None) -> list[dict[str, Any]]:
         rows = self.connection.execute(
