@@ -9,7 +9,9 @@ Lock order of a close: the user's row FOR UPDATE, then the user's wallets in asc
 order. A movement that creates a wallet holds the user's row FOR KEY SHARE (the foreign key,
 and migration 0015's trigger), so a close waits for it and then sees its money; a movement
 that comes after the close finds the wallets `closed` once it has locked them, and a wallet
-is never created for a closed user. Either way no money is left in a closed user's wallet.
+is never created for a closed user (the statements creating wallets leave closed users out,
+and a trigger refuses one that raced a close). Either way no money is left in a closed
+user's wallet.
 """
 from __future__ import annotations
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import psycopg.errors
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from pipeline.errors import AlreadyReversed
+from pipeline.errors import AlreadyReversed, UserClosed
 from pipeline.ledger import Posting, Wallet, WalletKey
 from pipeline.ports import JournalEntry
 from storage import driver
@@ -34,16 +35,16 @@ _USERS = ", ".join(f"CAST(:known_user_id_{n} AS uuid)" for n in range(USERS_PER_
 # One round trip for two questions: which users exist, and the wallets a movement may credit
 # for the first time, created unless they exist already (most do: an index probe, and no
 # sequence value spent) or belong to a user who does not exist (no foreign key error: the
-# caller reports the unknown user instead).
+# caller reports the unknown user instead) or is closed (the caller reports that).
 _KNOWN_USERS_CREATING_WALLETS = driver.statement(f"""
 WITH known AS (
-    SELECT id FROM users WHERE id IN ({_USERS})
+    SELECT id, closed_at FROM users WHERE id IN ({_USERS})
 ), created AS (
     INSERT INTO wallets (user_id, system_name, shard, currency)
     SELECT k.user_id, k.system_name, k.shard, k.currency
       FROM (VALUES {_KEYS}) AS k(user_id, system_name, shard, currency)
      WHERE k.currency IS NOT NULL
-       AND (k.user_id IS NULL OR k.user_id IN (SELECT id FROM known))
+       AND (k.user_id IS NULL OR k.user_id IN (SELECT id FROM known WHERE closed_at IS NULL))
        AND NOT EXISTS (SELECT 1 FROM wallets w
                         WHERE w.currency = k.currency
                           AND (w.user_id = k.user_id OR (w.system_name = k.system_name AND w.shard = k.shard)))
@@ -150,7 +151,13 @@ class SqlLedger:
         assert len(user_ids) <= USERS_PER_MOVEMENT_MAX, f"a movement names at most {USERS_PER_MOVEMENT_MAX} users"
         padded = list(user_ids) + [None] * (USERS_PER_MOVEMENT_MAX - len(user_ids))
         users = {f"known_user_id_{n}": user_id for n, user_id in enumerate(padded)}
-        rows = driver.execute(self.connection, _KNOWN_USERS_CREATING_WALLETS, {**users, **_padded_keys(create)})
+        try:
+            rows = driver.execute(self.connection, _KNOWN_USERS_CREATING_WALLETS, {**users, **_padded_keys(create)})
+        except DBAPIError as error:
+            # A close committed while this statement waited for the user's row (migration 0015).
+            if isinstance(error.orig, psycopg.errors.CheckViolation) and "closed user" in str(error.orig):
+                raise UserClosed("the user is closed: no money moves for them any more") from error
+            raise
         return {row[0] for row in rows}
 
     def lock_wallets(self, keys: list[WalletKey], create: list[WalletKey] = ()) -> dict[WalletKey, Wallet]:

@@ -105,12 +105,15 @@ UPDATE bulk_rows r
 
 _TOTALS = text(f"SELECT r.currency, count(*), sum(r.amount_minor) FROM bulk_rows r WHERE {PENDING} GROUP BY r.currency")
 
+# A closed user has no wallet created (migration 0015 refuses it): their rows fail after the lock.
+_NOT_CLOSED = "NOT EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND u.closed_at IS NOT NULL)"
+
 # A wallet a chunk creates starts with its credits already in its balance: one write per
 # new wallet instead of an insert and then an update (most rows of a first bulk credit).
 _CREATE_WALLETS = text(f"""
 INSERT INTO wallets (user_id, currency, balance, version)
 SELECT r.user_id, r.currency, sum(r.amount_minor), 1 FROM bulk_rows r
- WHERE {PENDING}
+ WHERE {PENDING} AND {_NOT_CLOSED}
    AND NOT EXISTS (SELECT 1 FROM wallets w WHERE w.user_id = r.user_id AND w.currency = r.currency)
  GROUP BY r.user_id, r.currency
  ORDER BY r.user_id, r.currency
@@ -124,7 +127,7 @@ RETURNING id
 _CREATE_EMPTY_WALLETS = text(f"""
 INSERT INTO wallets (user_id, currency)
 SELECT DISTINCT r.user_id, r.currency FROM bulk_rows r
- WHERE {PENDING}
+ WHERE {PENDING} AND {_NOT_CLOSED}
    AND NOT EXISTS (SELECT 1 FROM wallets w WHERE w.user_id = r.user_id AND w.currency = r.currency)
  ORDER BY 1, 2
 ON CONFLICT DO NOTHING

@@ -10,8 +10,8 @@ Revision ID: 0015
   `expired`) and a trigger refuses any later change. A deferred constraint trigger checks
   at commit that each wallet's `held` equals the sum of its open holds, whoever wrote it.
 - `wallets.status` gains `closed` (every wallet of a closed user) beside `frozen`; a
-  trigger refuses any change of balance of a wallet that is not `active`, and a new wallet
-  is never created for a closed user (the insert is skipped, waiting for a close in flight).
+  trigger refuses any change of balance of a wallet that is not `active`, and another one
+  any new wallet of a closed user (after waiting for a close in flight).
 - `users.closed_at`: the soft delete; history is kept.
 """
 from alembic import op
@@ -44,20 +44,21 @@ CREATE TRIGGER wallets_inactive_no_movement BEFORE UPDATE OF balance ON wallets
     FOR EACH ROW WHEN (OLD.status <> 'active' AND NEW.balance IS DISTINCT FROM OLD.balance)
     EXECUTE FUNCTION wallets_refuse_inactive_movement();
 
--- No wallet is created for a closed user. FOR KEY SHARE waits for a close in flight (it locks
--- the user FOR UPDATE first) and then reads its outcome: a deposit racing a close never
--- creates a wallet the close did not see. The insert is skipped, not refused, so a statement
--- creating many wallets (a bulk chunk's) goes on; the caller reports `user_closed`.
+-- No wallet is created for a closed user. The statements that create wallets leave closed
+-- users out; this is the pair of that check, and what closes the race with a close in flight:
+-- the foreign key's row trigger takes the user's row FOR KEY SHARE, which waits for a close
+-- (it locks the user FOR UPDATE first), and this statement trigger runs after the row
+-- triggers, with a new snapshot, so it sees that close. One join per statement, not a
+-- function call per wallet: a bulk chunk creates thousands at once.
 CREATE FUNCTION wallets_not_for_closed_users() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.user_id IS NOT NULL
-       AND (SELECT closed_at FROM users WHERE id = NEW.user_id FOR KEY SHARE) IS NOT NULL THEN
-        RETURN NULL;
+    IF EXISTS (SELECT 1 FROM inserted i JOIN users u ON u.id = i.user_id WHERE u.closed_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'no wallet is created for a closed user' USING ERRCODE = 'check_violation';
     END IF;
-    RETURN NEW;
+    RETURN NULL;
 END $$;
-CREATE TRIGGER wallets_skip_closed_users BEFORE INSERT ON wallets
-    FOR EACH ROW WHEN (NEW.user_id IS NOT NULL) EXECUTE FUNCTION wallets_not_for_closed_users();
+CREATE TRIGGER wallets_refuse_closed_users AFTER INSERT ON wallets
+    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION wallets_not_for_closed_users();
 
 CREATE TABLE holds (
     id uuid PRIMARY KEY,
@@ -135,7 +136,7 @@ def downgrade() -> None:
     op.execute("""
         DROP TABLE holds;
         DROP TRIGGER wallets_held_match_holds ON wallets;
-        DROP TRIGGER wallets_skip_closed_users ON wallets;
+        DROP TRIGGER wallets_refuse_closed_users ON wallets;
         DROP TRIGGER wallets_inactive_no_movement ON wallets;
         DROP FUNCTION wallet_held_must_match_holds, wallet_held_must_match_own_holds, holds_decided_are_final,
             wallets_not_for_closed_users, wallets_refuse_inactive_movement;
