@@ -36,7 +36,7 @@ def test_capture_raced_against_void_raced_against_expiry_lets_exactly_one_win_fo
     payer, payee = new_user(services), new_user(services)
     committed(services.uow, 3, lambda uow: deposit(uow, services.settings, payer, MoneyRequest(SGD, 1_000_000, None)))
     token = create_api_key(services.uow(), "admin")
-    api_key_id = find_api_key(services.uow(), token)[0]
+    api_key_id = find_api_key(services.uow(), token).id
     rounds = []
     for n in range(ROUNDS):
         # Hold n expires before hold n + 1, and the sweep of round n runs on a clock between
