@@ -295,3 +295,24 @@ def test_the_database_refuses_to_change_a_decided_hold(engine, admin):
         _raw(engine, "UPDATE holds SET status = 'held', decided_at = NULL WHERE id = :id", id=hold_id)
     with pytest.raises(DBAPIError, match="cannot change"):
         _raw(engine, "DELETE FROM holds WHERE id = :id", id=hold_id)
+
+
+def test_hold_capture_void_and_freeze_answers_match_their_documented_schemas(admin):
+    from tests.test_openapi_schemas import Documented
+
+    doc = Documented(admin.get("/openapi.json").get_json())
+    ana, bo = funded(admin), admin.user()["id"]
+    held = doc.check("POST", "/api/v1/wallet/holds", hold(admin, ana, "10.00", reference="r-1"))
+    second = doc.check("POST", "/api/v1/wallet/holds", hold(admin, ana, "5.00"))
+    doc.check("POST", "/api/v1/wallet/holds/{hold_id}/capture",
+              admin.post(f"/api/v1/wallet/holds/{held['id']}/capture", {"amount": "4.00", "to_user_id": bo}))
+    doc.check("POST", "/api/v1/wallet/holds/{hold_id}/capture",
+              admin.post(f"/api/v1/wallet/holds/{second['id']}/capture", {}))
+    third = hold(admin, ana, "1.00").get_json()
+    doc.check("POST", "/api/v1/wallet/holds/{hold_id}/void",
+              admin.post(f"/api/v1/wallet/holds/{third['id']}/void", None, key=None))
+    doc.check("GET", "/api/v1/wallet/holds/{hold_id}", admin.get(f"/api/v1/wallet/holds/{held['id']}"))
+    for action in ("freeze", "unfreeze"):
+        doc.check("POST", f"/api/v1/users/{{user_id}}/wallets/{{code}}/{action}",
+                  admin.post(f"/api/v1/users/{ana}/wallets/SGD/{action}", {"reason": "check"}, key=None))
+    assert len(doc.checked) == 6

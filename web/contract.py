@@ -228,25 +228,27 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 reference=REFERENCE, expires_in_s={"type": "integer", "minimum": 1,
                                                    "description": "Default HOLD_EXPIRY_DEFAULT_S, at most"
                                                                   " HOLD_EXPIRY_MAX_S"}),
-        parameters=(IDEMPOTENCY_KEY,)),
+        parameters=(IDEMPOTENCY_KEY,), schema=ref("Hold")),
     ("GET", "/api/v1/wallet/holds/{hold_id}"): Operation(
         "A hold: status held, captured, voided or expired (a `user:` key: its own holds only)", 200, "The hold",
-        (401, 404, 422)),
+        (401, 404, 422), schema=ref("Hold")),
     ("POST", "/api/v1/wallet/holds/{hold_id}/capture"): Operation(
         "Capture a hold (admin): the amount (default: all) goes to to_user_id, or to bank as a withdrawal, in one"
         " journal entry; the rest is released", 201,
         "The transaction `{id, kind (transfer or withdrawal), hold_id, amount, released, ...}`; decided or expired"
         " already: 409 invalid_state", (400, 401, 403, 404, 409, 422),
-        _object((), amount=AMOUNT, to_user_id=UUID), body_required=False, parameters=(IDEMPOTENCY_KEY,)),
+        _object((), amount=AMOUNT, to_user_id=UUID), body_required=False, parameters=(IDEMPOTENCY_KEY,),
+        schema=ref("HoldCapture")),
     ("POST", "/api/v1/wallet/holds/{hold_id}/void"): Operation(
         "Void a hold (admin): all of it is released", 200, "The hold, voided; decided already: 409 invalid_state",
-        (401, 403, 404, 409, 422)),
+        (401, 403, 404, 409, 422), schema=ref("Hold")),
     ("POST", "/api/v1/users/{user_id}/wallets/{code}/freeze"): Operation(
         "Freeze a user's wallet (admin): no money in or out (422 wallet_frozen) until it is unfrozen", 200,
-        "The wallet, frozen; frozen already: 409 invalid_state", (400, 401, 403, 404, 409, 422), REASON_BODY),
+        "The wallet, frozen; frozen already: 409 invalid_state", (400, 401, 403, 404, 409, 422), REASON_BODY,
+        schema=ref("WalletStatus")),
     ("POST", "/api/v1/users/{user_id}/wallets/{code}/unfreeze"): Operation(
         "Unfreeze a user's wallet (admin)", 200, "The wallet, active; not frozen: 409 invalid_state",
-        (400, 401, 403, 404, 409, 422), REASON_BODY),
+        (400, 401, 403, 404, 409, 422), REASON_BODY, schema=ref("WalletStatus")),
     ("DELETE", "/api/v1/users/{user_id}"): Operation(
         "Close a user (admin): a soft delete, history kept; no money moves for them again (422 user_closed)", 204,
         "Closed; money (or held money) left in a wallet: 409 balance_not_zero; closed already: 409 invalid_state",
