@@ -89,3 +89,30 @@ def test_end_to_end_a_frozen_wallets_row_and_a_closed_users_row_fail_alone_with_
     assert http.get(f"/api/v1/users/{frozen}/balance").json["balance"] == "6.00"
     assert all(http.get(f"/api/v1/users/{u}/balance").json["balance"] == "1.00" for u in others)
     assert_ledger_invariants(services.engine)
+
+
+def test_a_bulk_reversal_takes_back_only_available_money_and_nothing_from_a_frozen_wallet(
+        services, queued_http, queue):
+    from pipeline import holds
+    from tests.test_bulk_reversal import URL, reverse
+    from tests.test_funding import reconcile_full
+
+    held, frozen, free = seed_users(services, 3)
+    post_file(queued_http, f"uuid,amount\n{held},10.00\n{frozen},10.00\n{free},10.00\n".encode())
+    apply_all(services, services.settings, queue.take())
+    credit_id = query(services.engine, "SELECT id::text FROM bulk_activities")[0][0]
+    # 10.00 each; 4.00 of the first payee's is held, so only 6.00 is available to take back.
+    committed(services.uow, 3, lambda uow: holds.place(
+        uow, holds.HoldRequest(held, MoneyRequest(SGD, 400, None), 3_600), COMMAND_LINE))
+    committed(services.uow, 3, lambda uow: lifecycle.set_frozen(uow, frozen, "SGD", True, "review", COMMAND_LINE))
+
+    reversal_id = reverse(queued_http, credit_id).json["activity_id"]
+    apply_all(services, services.settings, queue.take())
+
+    outcome = {row["user_id"]: (row["status"], row["error_code"])
+               for row in queued_http.get(f"{URL}/{reversal_id}/rows").json["data"]}
+    assert outcome == {held: ("FAILED", "insufficient_funds"), frozen: ("FAILED", "wallet_frozen"),
+                       free: ("SUCCESS", None)}
+    assert balances(services.engine) == {held: 1_000, frozen: 1_000, free: 0}
+    assert reconcile_full(services)["status"] == "clean"
+    assert_ledger_invariants(services.engine)

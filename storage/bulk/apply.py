@@ -276,12 +276,17 @@ class ChunkSql:
                 raise
             raise RowsRefused(type(error.orig).__name__ + ": " + str(error.orig).splitlines()[0][:300]) from error
 
+    def _fail_inactive(self, pending: dict[str, Any]) -> int:
+        """Fails the pending rows of frozen wallets and closed users, once their wallets are
+        locked (a credit's or a reversal's chunk); returns how many."""
+        return self.connection.execute(_FAIL_INACTIVE, {
+            **pending, "closed_code": USER_CLOSED, "closed_message": FAILURE_MESSAGES[USER_CLOSED],
+            "frozen_code": WALLET_FROZEN, "frozen_message": FAILURE_MESSAGES[WALLET_FROZEN]}).rowcount
+
     def _credit(self, chunk: Chunk, funding_shard: int, pending: dict[str, Any]) -> tuple[int, int]:
         created_ids = self.connection.execute(_CREATE_WALLETS, pending).scalars().all()
         self.connection.execute(_LOCK_USER_WALLETS, {**pending, "created_ids": created_ids})
-        inactive = self.connection.execute(_FAIL_INACTIVE, {
-            **pending, "closed_code": USER_CLOSED, "closed_message": FAILURE_MESSAGES[USER_CLOSED],
-            "frozen_code": WALLET_FROZEN, "frozen_message": FAILURE_MESSAGES[WALLET_FROZEN]}).rowcount
+        inactive = self._fail_inactive(pending)
         refused = inactive + self.connection.execute(_FAIL_OUT_OF_RANGE, {
             **pending, "created_ids": created_ids, "balance_max": BALANCE_MINOR_MAX, "code": AMOUNT_OUT_OF_RANGE,
             "message": FAILURE_MESSAGES[AMOUNT_OUT_OF_RANGE]}).rowcount
