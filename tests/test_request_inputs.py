@@ -169,7 +169,7 @@ def test_a_query_parameter_given_twice_on_a_dashboard_page_is_refused(client):
 # --- methods --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method, path, allowed", [
-    ("delete", "/api/v1/users", {"POST"}),
+    ("delete", "/api/v1/users", {"GET", "HEAD", "POST"}),
     ("put", "/api/v1/wallet/deposit", {"POST"}),
     ("post", "/api/v1/users/8c1f0f9e-8b1a-4c55-9a57-5e0bd1d6e0a1", {"GET", "HEAD", "DELETE"}),
     ("patch", "/api/v1/reconciliations", {"GET", "HEAD", "POST"}),
