@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from pipeline import audit
+from pipeline import audit, webhooks
 from pipeline.audit import Actor
 from pipeline.config import Settings
 from pipeline.errors import (FieldError, InsufficientFunds, InvalidState, NotFound, SameWallet, UserClosed,
                              ValidationFailed)
 from pipeline.ledger import Movement, WalletKey, check_active, post
-from pipeline.money import MINOR_UNITS, Currency, MoneyError, parse_amount
+from pipeline.money import MINOR_UNITS, Currency, MoneyError, format_amount, parse_amount
 from pipeline.ports import JournalEntry
 from pipeline.wallets import Moved, MoneyRequest, parse_money_request, parse_user_id, system_shard
 
@@ -213,6 +213,10 @@ def expire_due(uow_factory: Callable, now: datetime | None = None) -> int:
             for hold in holds:
                 audit.record(uow, audit.SCHEDULER, "hold.expire", "hold", hold.id, amount=hold.amount,
                              expires_at=hold.expires_at)
+                webhooks.emit(uow, "hold.expired", hold.id, {
+                    "hold_id": hold.id, "user_id": hold.user_id, "currency": hold.currency,
+                    "amount": format_amount(hold.amount, Currency(hold.currency, MINOR_UNITS[hold.currency])),
+                    "expires_at": hold.expires_at.isoformat()})
             uow.commit()
         expired += len(holds)
         if len(holds) < EXPIRY_BATCH_MAX:

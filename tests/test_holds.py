@@ -245,6 +245,10 @@ def test_the_scheduler_expires_a_hold_past_its_time_and_a_late_capture_is_refuse
     assert_problem(admin.post(f"/api/v1/wallet/holds/{hold_id}/capture", {}), 409, "invalid_state")
     assert [(event[0], event[2]) for event in audit_events(engine, hold_id)] == \
         [("api_key", "hold.create"), ("scheduler", "hold.expire")]
+    with engine.connect() as connection:  # the webhooks' outbox, written in the expiry's transaction
+        [(kind, payload)] = connection.execute(text("SELECT type, payload::text FROM webhook_events"
+                                                    " WHERE object_id = :id"), {"id": hold_id}).all()
+    assert kind == "hold.expired" and '"amount": "30.00"' in payload
 
 
 def test_a_capture_once_the_hold_has_expired_is_refused_even_before_the_sweep(admin):

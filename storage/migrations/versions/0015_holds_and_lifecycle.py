@@ -17,7 +17,7 @@ Revision ID: 0015
 from alembic import op
 
 revision = "0015"
-down_revision = "0014"  # "0013" in the brief; main has 0013 -> 0017 -> 0018 -> 0019 -> 0014 since: the lead re-chains at merge
+down_revision = "0025"  # "0013" in the brief; main is at 0025 (via 0014, 0016) since: the lead re-chains at merge
 
 SCHEMA = """
 ALTER TABLE users ADD COLUMN closed_at timestamptz;
