@@ -10,7 +10,7 @@ from pipeline.config import Settings
 from telemetry import logs, metrics
 from web import events as event_feeds
 from web import bulk_credit, docs, funding, inputs, observability, operations, problems, reconciliation, search, wallets
-from web import dashboard
+from web import dashboard, holds, lifecycle
 from web import audit as audit_web, webhooks as webhooks_web
 
 
@@ -41,6 +41,8 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     app.register_blueprint(event_feeds.blueprint)
     app.register_blueprint(webhooks_web.blueprint)
     app.register_blueprint(audit_web.blueprint)
+    app.register_blueprint(holds.blueprint)
+    app.register_blueprint(lifecycle.blueprint)
     cli.register(app)
     metrics.initialise(services.settings.supported_currencies)
     metrics.process_started("web")

@@ -16,7 +16,7 @@ import time
 from apscheduler.schedulers.background import BackgroundScheduler
 
 import bootstrap
-from jobs import bulk_credit, events, webhooks
+from jobs import bulk_credit, events, holds, webhooks
 from jobs.fencing import FencedServices
 from jobs.leadership import WATCHDOG_S, Lease, LeaseLost, Timings, holder_name
 from telemetry import exporter, logs, metrics
@@ -63,6 +63,8 @@ def build_scheduler(services) -> BackgroundScheduler:
     for job in bulk_credit.JOBS:
         scheduler.add_job(with_request_id(job.name, job.run), "interval", seconds=job.interval_s(settings),
                           args=[services], id=job.name)
+    scheduler.add_job(with_request_id("expire_holds", holds.expire_holds), "interval",
+                      seconds=settings.scheduler_sweep_interval_s, args=[services], id="expire_holds")
     scheduler.add_job(with_request_id("publish_events", events.publish_events), "interval",
                       seconds=events.INTERVAL_S, args=[services], id="publish_events")
     scheduler.add_job(with_request_id("dispatch_webhooks", webhooks.dispatch_webhooks), "interval",

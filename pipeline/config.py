@@ -52,6 +52,9 @@ class Settings:
     bulk_credit_fail_user_ids: frozenset[str] = field(default_factory=frozenset)
     #: `none`, `always` or per-currency thresholds in major units (pipeline/bulk/approval.py).
     bulk_credit_approval: str = "none"
+    #: A hold's life when the request names none, and the longest it may ask for, in seconds.
+    hold_expiry_default_s: int = 86_400
+    hold_expiry_max_s: int = 30 * 86_400
     retry_max_attempts: int = 5
     retry_base_delay_s: float = 30.0
     reconcile_interval_s: int = 300
@@ -140,6 +143,8 @@ class Settings:
         assert 1 <= self.bulk_credit_chunk_rows <= 50_000, "BULK_CREDIT_CHUNK_ROWS must be within 1..50000"
         assert self.bulk_credit_chunk_rows <= self.bulk_credit_max_rows <= 10_000_000
         assert 1 <= self.retry_max_attempts <= 50
+        assert 1 <= self.hold_expiry_default_s <= self.hold_expiry_max_s <= 366 * 86_400, \
+            "HOLD_EXPIRY_DEFAULT_S must be within 1..HOLD_EXPIRY_MAX_S, at most 366 days"
         unsupported = self.approval_policy.thresholds.keys() - self.supported_currencies  # parses, or says why not
         assert not unsupported, f"BULK_CREDIT_APPROVAL names unsupported currencies: {sorted(unsupported)}"
         # One chunk's credits add up to less than half of what a bigint balance holds, so no

@@ -68,6 +68,30 @@ class SameWallet(Rejected):
     code = "same_wallet"
 
 
+class WalletFrozen(Rejected):
+    """The wallet is frozen: no money in or out until an admin unfreezes it."""
+
+    code = "wallet_frozen"
+
+
+class UserClosed(Rejected):
+    """The user is closed (soft-deleted): no money moves for them any more."""
+
+    code = "user_closed"
+
+
+class BalanceNotZero(Conflict):
+    """A user with money (or held money) left in a wallet cannot be closed."""
+
+    code = "balance_not_zero"
+
+
+class InvalidState(Conflict):
+    """The object is not in a state that allows this transition (a hold decided already, say)."""
+
+    code = "invalid_state"
+
+
 class IdempotencyKeyReused(Rejected):
     code = "idempotency_key_reused"
 

@@ -1,5 +1,7 @@
-"""Double-entry rules: a journal entry's postings sum to zero per currency, and a user
-wallet, a funding account or a reservation never goes below zero.
+"""Double-entry rules: a journal entry's postings sum to zero per currency, a user
+wallet, a funding account or a reservation never goes below zero, no debit takes money a
+hold reserved (a user wallet's balance stays at or above its `held`), and no money moves
+in or out of a frozen wallet or a closed user's.
 
 These are checked here in Python before anything is written, and again by PostgreSQL
 (a deferred constraint trigger and a CHECK constraint): a pair of assertions on two
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from pipeline.errors import AmountOutOfRange, FieldError, InsufficientFunds
+from pipeline.errors import AmountOutOfRange, FieldError, InsufficientFunds, UserClosed, WalletFrozen
 from pipeline.money import BALANCE_MINOR_MAX, BALANCE_MINOR_MIN
 
 SYSTEM_WALLET_NAMES = ("bank", "fees", "bulk_funding", "funding", "reservation")
@@ -41,11 +43,30 @@ class WalletKey:
         return self.user_id is not None or self.system_name in FUNDED_SYSTEM_WALLETS
 
 
+#: Wallet statuses: only an active wallet's balance may change (migration 0015 checks it too).
+ACTIVE, FROZEN, CLOSED = "active", "frozen", "closed"
+
+
 @dataclass(frozen=True)
 class Wallet:
     id: int
     key: WalletKey
     balance: int
+    #: Money reserved by open holds, in minor units: `available = balance - held`.
+    held: int = 0
+    status: str = ACTIVE
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+def check_active(wallet: Wallet) -> None:
+    """Raises WalletFrozen or UserClosed unless money may move in or out of `wallet`."""
+    if wallet.status == FROZEN:
+        raise WalletFrozen("the wallet is frozen: no money moves in or out until it is unfrozen")
+    if wallet.status == CLOSED:
+        raise UserClosed("the user is closed: no money moves for them any more")
 
 
 @dataclass(frozen=True)
@@ -75,16 +96,21 @@ def assert_balanced(movements: list[Movement]) -> None:
 def post(wallets: dict[WalletKey, Wallet], movements: list[Movement]) -> list[Posting]:
     """The postings that apply `movements` to locked `wallets`, with each balance after.
 
-    Raises InsufficientFunds when a user wallet would go below zero, and AmountOutOfRange
-    when any balance would leave the bigint range the database stores it in.
+    Raises WalletFrozen or UserClosed when a wallet is not active, InsufficientFunds when a
+    user wallet would go below what its holds reserve (below zero for a funded system
+    wallet), and AmountOutOfRange when any balance would leave the bigint range the
+    database stores it in.
     """
     assert_balanced(movements)
     balances = {key: wallet.balance for key, wallet in wallets.items()}
     postings = []
     for movement in movements:
+        check_active(wallets[movement.wallet])
         balance = balances[movement.wallet] + movement.amount
-        if balance < 0 and movement.wallet.never_negative:
+        if movement.wallet.never_negative and balance < 0:
             raise InsufficientFunds("the wallet does not hold enough money for this movement")
+        if movement.amount < 0 and wallets[movement.wallet].held and balance < wallets[movement.wallet].held:
+            raise InsufficientFunds("the wallet's available balance (balance less held money) is too small")
         if not BALANCE_MINOR_MIN <= balance <= BALANCE_MINOR_MAX:
             limit = f"a wallet holds at most {BALANCE_MINOR_MAX} minor units"
             raise AmountOutOfRange(f"the movement would take a balance out of range: {limit}",

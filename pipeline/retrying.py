@@ -28,3 +28,16 @@ def with_retries(attempts_max: int, work: Callable[[], T]) -> T:
             pause_ms = BACKOFF_BASE_MS * 2 ** attempt * (0.5 + random.random())
             time.sleep(pause_ms / 1000)
     raise AssertionError("unreachable")
+
+
+def committed(uow_factory: Callable, attempts_max: int, act: Callable) -> T:
+    """Runs `act(uow)` in one unit of work and commits it, again on a transient fault; returns
+    what `act` returned. A refusal `act` raises rolls everything back."""
+    def attempt():
+        uow = uow_factory()
+        with uow:
+            result = act(uow)
+            uow.commit()
+        return result
+
+    return with_retries(attempts_max, attempt)

@@ -72,10 +72,11 @@ def wallets_of(uow: UnitOfWork, user_id: str) -> list[dict[str, Any]]:
         return uow.ledger.wallets_of(user_id)
 
 
-def balance_of(uow: UnitOfWork, user_id: str, currency: str) -> int:
+def balance_and_held_of(uow: UnitOfWork, user_id: str, currency: str) -> tuple[int, int]:
+    """(balance, held) in minor units; available is their difference. Raises NotFound."""
     with uow:
         _user_must_exist(uow, user_id)
-        return uow.ledger.balance(user_id, currency)
+        return uow.ledger.balance_and_held(user_id, currency)
 
 
 def history(uow: UnitOfWork, user_id: str, currency: str | None, limit: int, cursor: str | None) -> Page:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pipeline.config import Settings
-from pipeline.errors import FieldError, InsufficientFunds, NotFound, SameWallet, ValidationFailed
+from pipeline.errors import FieldError, InsufficientFunds, NotFound, SameWallet, UserClosed, ValidationFailed
 from pipeline.ledger import Movement, Posting, WalletKey, post
 from pipeline.money import Currency, MoneyError, currency, fee_for, parse_amount
 from pipeline.ports import JournalEntry, UnitOfWork
@@ -93,7 +93,10 @@ def _move(uow: UnitOfWork, entry: JournalEntry, users: list[str], movements: lis
         raise NotFound(f"no user {', '.join(sorted(missing))}")
     keys = list(dict.fromkeys(movement.wallet for movement in movements))
     wallets = uow.ledger.lock_wallets(keys)
-    if any(key not in wallets for key in keys):  # only a paying user can lack a wallet here
+    if any(key not in wallets for key in keys):
+        # A paying user without a wallet, or a closed user's (none is ever created for one).
+        if uow.ledger.closed_users(users):
+            raise UserClosed("the user is closed: no money moves for them any more")
         raise InsufficientFunds("the wallet holds no money in this currency")
     postings = post(wallets, movements)
     created_at = uow.ledger.record(entry, postings)

@@ -27,7 +27,7 @@ class SqlUsers:
             text("INSERT INTO users (id, name, email, external_id, created_at)"
                  " VALUES (:id, :name, :email, :external_id, :created_at)"
                  " ON CONFLICT DO NOTHING RETURNING 1"),
-            vars(user),
+            {key: value for key, value in vars(user).items() if key != "closed_at"},
         ).scalar_one_or_none()
         if inserted is None:
             taken_email = self.connection.execute(
@@ -36,7 +36,7 @@ class SqlUsers:
 
     def get(self, user_id: str) -> User | None:
         row = self.connection.execute(
-            text("SELECT id::text, name, email, external_id, created_at FROM users WHERE id = :id"),
+            text("SELECT id::text, name, email, external_id, created_at, closed_at FROM users WHERE id = :id"),
             {"id": user_id},
         ).one_or_none()
         return User(*row) if row else None

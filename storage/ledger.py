@@ -4,10 +4,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import psycopg.errors
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from pipeline.errors import AlreadyReversed
+from pipeline.errors import AlreadyReversed, UserClosed
 from pipeline.ledger import Posting, Wallet, WalletKey
 from pipeline.ports import JournalEntry
 from storage import driver
@@ -34,16 +35,16 @@ _USERS = ", ".join(f"CAST(:known_user_id_{n} AS uuid)" for n in range(USERS_PER_
 # One round trip for two questions: which users exist, and the wallets a movement may credit
 # for the first time, created unless they exist already (most do: an index probe, and no
 # sequence value spent) or belong to a user who does not exist (no foreign key error: the
-# caller reports the unknown user instead).
+# caller reports the unknown user instead) or is closed (the caller reports that).
 _KNOWN_USERS_CREATING_WALLETS = driver.statement(f"""
 WITH known AS (
-    SELECT id FROM users WHERE id IN ({_USERS})
+    SELECT id, closed_at FROM users WHERE id IN ({_USERS})
 ), created AS (
     INSERT INTO wallets (user_id, system_name, shard, currency)
     SELECT k.user_id, k.system_name, k.shard, k.currency
       FROM (VALUES {_KEYS}) AS k(user_id, system_name, shard, currency)
      WHERE k.currency IS NOT NULL
-       AND (k.user_id IS NULL OR k.user_id IN (SELECT id FROM known))
+       AND (k.user_id IS NULL OR k.user_id IN (SELECT id FROM known WHERE closed_at IS NULL))
        AND NOT EXISTS (SELECT 1 FROM wallets w
                         WHERE w.currency = k.currency
                           AND (w.user_id = k.user_id OR (w.system_name = k.system_name AND w.shard = k.shard)))
@@ -55,7 +56,7 @@ SELECT id::text FROM known
 # ORDER BY before FOR UPDATE: rows are locked in ascending id order, so two movements
 # over the same wallets always queue instead of deadlocking.
 _LOCK_WALLETS = driver.statement(f"""
-SELECT w.id, w.user_id::text, w.system_name, w.shard, w.currency, w.balance
+SELECT w.id, w.user_id::text, w.system_name, w.shard, w.currency, w.balance, w.held, w.status
   FROM wallets w
  WHERE w.id IN (SELECT found.id
                   FROM (VALUES {_KEYS}) AS k(user_id, system_name, shard, currency)
@@ -150,7 +151,13 @@ class SqlLedger:
         assert len(user_ids) <= USERS_PER_MOVEMENT_MAX, f"a movement names at most {USERS_PER_MOVEMENT_MAX} users"
         padded = list(user_ids) + [None] * (USERS_PER_MOVEMENT_MAX - len(user_ids))
         users = {f"known_user_id_{n}": user_id for n, user_id in enumerate(padded)}
-        rows = driver.execute(self.connection, _KNOWN_USERS_CREATING_WALLETS, {**users, **_padded_keys(create)})
+        try:
+            rows = driver.execute(self.connection, _KNOWN_USERS_CREATING_WALLETS, {**users, **_padded_keys(create)})
+        except DBAPIError as error:
+            # A close committed while this statement waited for the user's row (migration 0015).
+            if isinstance(error.orig, psycopg.errors.CheckViolation) and "closed user" in str(error.orig):
+                raise UserClosed("the user is closed: no money moves for them any more") from error
+            raise
         return {row[0] for row in rows}
 
     def lock_wallets(self, keys: list[WalletKey], create: list[WalletKey] = ()) -> dict[WalletKey, Wallet]:
@@ -158,9 +165,9 @@ class SqlLedger:
             self.connection.execute(_CREATE_WALLETS, _key_arrays(create))
         rows = driver.execute(self.connection, _LOCK_WALLETS, _padded_keys(keys))
         wallets = {}
-        for wallet_id, user_id, system_name, shard, currency, balance in rows:
+        for wallet_id, user_id, system_name, shard, currency, balance, held, status in rows:
             key = WalletKey(currency, user_id, system_name, shard if system_name else 0)
-            wallets[key] = Wallet(wallet_id, key, balance)
+            wallets[key] = Wallet(wallet_id, key, balance, held, status)
         return wallets
 
     def record(self, entry: JournalEntry, postings: list[Posting]) -> datetime:
@@ -217,7 +224,7 @@ class SqlLedger:
 
     def wallets_of(self, user_id: str) -> list[dict[str, Any]]:
         rows = self.connection.execute(
-            text("SELECT currency, balance, status, updated_at FROM wallets"
+            text("SELECT currency, balance, held, status, updated_at FROM wallets"
                  " WHERE user_id = :user_id ORDER BY currency"),
             {"user_id": user_id},
         )
@@ -229,6 +236,21 @@ class SqlLedger:
             {"user_id": user_id, "currency": currency},
         ).scalar_one_or_none()
         return balance or 0
+
+    def balance_and_held(self, user_id: str, currency: str) -> tuple[int, int]:
+        """(balance, held) of the user's wallet in `currency`, in minor units; (0, 0) without one."""
+        row = self.connection.execute(
+            text("SELECT balance, held FROM wallets WHERE user_id = :user_id AND currency = :currency"),
+            {"user_id": user_id, "currency": currency},
+        ).one_or_none()
+        return (row[0], row[1]) if row else (0, 0)
+
+    def closed_users(self, user_ids: list[str]) -> set[str]:
+        """Which of `user_ids` are closed."""
+        rows = self.connection.execute(
+            text("SELECT id::text FROM users WHERE id = ANY(CAST(:ids AS uuid[])) AND closed_at IS NOT NULL"),
+            {"ids": user_ids})
+        return {row[0] for row in rows}
 
     def history(self, user_id: str, currency: str | None, limit: int, before_id: int | None) -> list[dict[str, Any]]:
         rows = self.connection.execute(

@@ -19,7 +19,9 @@ from storage.engine import LOCK_TIMEOUT_INFO_KEY
 from storage.events import SqlEventOutbox
 from storage.faults import is_transient
 from storage.funding import SqlFunding
+from storage.holds import SqlHolds
 from storage.ledger import SqlLedger
+from storage.lifecycle import SqlLifecycle
 from storage.reconciliation import SqlReconciliations
 from storage.search import SqlSearch
 from storage.webhooks import SqlWebhooks
@@ -47,6 +49,8 @@ class SqlUnitOfWork:
         self.audit = SqlAuditTrail(self.connection)
         self.search = SqlSearch(self.connection)
         self.webhooks = SqlWebhooks(self.connection)
+        self.holds = SqlHolds(self.connection)
+        self.lifecycle = SqlLifecycle(self.connection)
         return self
 
     @contextlib.contextmanager

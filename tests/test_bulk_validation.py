@@ -59,7 +59,7 @@ def test_a_reference_longer_than_the_limit_is_invalid():
 
 
 def test_every_row_error_code_is_documented_once():
-    assert len(set(r.ROW_ERROR_CODES)) == len(r.ROW_ERROR_CODES) == 8
+    assert len(set(r.ROW_ERROR_CODES)) == len(r.ROW_ERROR_CODES) == 9
 
 
 def test_a_valid_row_carries_minor_units_its_currency_and_a_lowercase_user_id():

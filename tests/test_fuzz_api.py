@@ -91,8 +91,10 @@ def known(fuzz_app) -> dict[str, str]:
     activity = post("/api/v1/wallet/bulk-credit", data={"file": (io.BytesIO(csv), "payouts.csv")},
                     content_type="multipart/form-data")["activity_id"]
     run = post("/api/v1/reconciliations", json={})["id"]
+    held = post("/api/v1/wallet/holds", json={"user_id": ana, "amount": "10.00", "currency": "SGD"})["id"]
     return {"user_id": ana, "from_user_id": ana, "to_user_id": ben, "entry_id": entry, "activity_id": activity,
-            "reconciliation_id": run, "admin": admin_token, "user": create_api_key(services.uow(), f"user:{ana}")}
+            "reconciliation_id": run, "hold_id": held, "code": "SGD", "admin": admin_token,
+            "user": create_api_key(services.uow(), f"user:{ana}")}
 
 
 def with_known_ids(case, known: dict[str, str]):

@@ -25,8 +25,8 @@ from tests import conftest
 from tests.conftest import assert_ledger_invariants
 
 RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
-USER_FIELDS = {"id", "name", "email", "external_id", "created_at"}
-WALLET_FIELDS = {"currency", "balance", "status", "updated_at"}
+USER_FIELDS = {"id", "name", "email", "external_id", "created_at", "closed_at"}
+WALLET_FIELDS = {"currency", "balance", "held", "available", "status", "updated_at"}
 HISTORY_FIELDS = {"id", "kind", "amount", "fee", "currency", "direction", "balance_after",
                   "counterparty_user_id", "reference", "activity_id", "created_at"}
 # `reference` is echoed back on every movement in addition to the documented fields.
@@ -190,8 +190,8 @@ def test_wallets_list_each_currency_with_its_balance_in_its_own_digits(admin):
     for wallet in wallets:
         assert_timestamp(wallet.pop("updated_at"))
     assert sorted(wallets, key=lambda w: w["currency"]) == [
-        {"currency": "JPY", "balance": "1000", "status": "active"},
-        {"currency": "SGD", "balance": "12.50", "status": "active"},
+        {"currency": "JPY", "balance": "1000", "held": "0", "available": "1000", "status": "active"},
+        {"currency": "SGD", "balance": "12.50", "held": "0.00", "available": "12.50", "status": "active"},
     ]
 
 
@@ -199,11 +199,11 @@ def test_the_balance_of_a_currency_with_no_wallet_is_zero(admin):
     user = admin.user()["id"]
     assert admin.deposit(user, "0.05").status_code == 201
     assert admin.get(f"/api/v1/users/{user}/balance?currency=SGD").get_json() == \
-        {"user_id": user, "currency": "SGD", "balance": "0.05"}
+        {"user_id": user, "currency": "SGD", "balance": "0.05", "held": "0.00", "available": "0.05"}
     assert admin.get(f"/api/v1/users/{user}/balance?currency=USD").get_json() == \
-        {"user_id": user, "currency": "USD", "balance": "0.00"}
+        {"user_id": user, "currency": "USD", "balance": "0.00", "held": "0.00", "available": "0.00"}
     assert admin.get(f"/api/v1/users/{user}/balance?currency=JPY").get_json() == \
-        {"user_id": user, "currency": "JPY", "balance": "0"}
+        {"user_id": user, "currency": "JPY", "balance": "0", "held": "0", "available": "0"}
     assert admin.get(f"/api/v1/users/{user}/balance").get_json()["currency"] == "SGD"  # DEFAULT_CURRENCY
 
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from pipeline.errors import InsufficientFunds
+from pipeline.errors import InsufficientFunds, UserClosed, WalletFrozen
 from pipeline.ledger import Movement, Posting, Wallet, WalletKey, assert_balanced, post
 from pipeline.ports import JournalEntry
 
@@ -401,3 +401,20 @@ def test_a_system_shard_is_found_by_index_with_any_parameters(engine):
         plan = "\n".join(connection.exec_driver_sql("EXPLAIN EXECUTE shard_lookup('bank', 1, 'SGD')").scalars())
         connection.exec_driver_sql("DEALLOCATE shard_lookup")
     assert "wallets_one_per_system_shard" in plan and "Seq Scan" not in plan, plan
+
+
+def test_post_refuses_a_debit_of_money_a_hold_reserved_but_not_a_credit():
+    wallets = {**locked(bank=0), USER: Wallet(1, USER, 1_000, held=300)}
+    with pytest.raises(InsufficientFunds):
+        post(wallets, [Movement(USER, -701), Movement(BANK, 701)])
+    assert post(wallets, [Movement(USER, -700), Movement(BANK, 700)])[0].balance_after == 300
+    assert post(wallets, [Movement(BANK, -5), Movement(USER, 5)])[1].balance_after == 1_005
+
+
+@pytest.mark.parametrize("status, refusal", [("frozen", WalletFrozen), ("closed", UserClosed)])
+def test_post_moves_no_money_in_or_out_of_a_frozen_wallet_or_a_closed_users(status, refusal):
+    wallets = {**locked(bank=0), USER: Wallet(1, USER, 1_000, status=status)}
+    with pytest.raises(refusal):
+        post(wallets, [Movement(USER, -1), Movement(BANK, 1)])
+    with pytest.raises(refusal):
+        post(wallets, [Movement(BANK, -1), Movement(USER, 1)])

@@ -169,9 +169,9 @@ def test_a_query_parameter_given_twice_on_a_dashboard_page_is_refused(client):
 # --- methods --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method, path, allowed", [
-    ("delete", "/api/v1/users", {"POST"}),
+    ("delete", "/api/v1/users", {"GET", "HEAD", "POST"}),
     ("put", "/api/v1/wallet/deposit", {"POST"}),
-    ("post", "/api/v1/users/8c1f0f9e-8b1a-4c55-9a57-5e0bd1d6e0a1", {"GET", "HEAD"}),
+    ("post", "/api/v1/users/8c1f0f9e-8b1a-4c55-9a57-5e0bd1d6e0a1", {"GET", "HEAD", "DELETE"}),
     ("patch", "/api/v1/reconciliations", {"GET", "HEAD", "POST"}),
 ])
 def test_a_405_names_the_methods_the_path_takes_in_allow(client, admin_headers, method, path, allowed):
@@ -194,6 +194,8 @@ def test_the_document_states_uuid_formats_lengths_patterns_and_bounds(client):
                     assert parameter["schema"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,62}$", (path, parameter)
                 elif parameter["in"] == "path" and parameter["name"].endswith("delivery_id"):  # a row id
                     assert parameter["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+                elif parameter["in"] == "path" and parameter["name"] == "code":  # a wallet's currency
+                    assert parameter["schema"] == {"type": "string", "pattern": "^[A-Z]{3}$"}, (path, parameter)
                 elif parameter["in"] == "path":
                     assert parameter["schema"] == {"type": "string", "format": "uuid"}, (path, parameter)
     deposit = spec["paths"]["/api/v1/wallet/deposit"]["post"]

@@ -37,7 +37,8 @@ AMOUNT = {"$ref": "#/components/schemas/Amount"}
 CURRENCY = {"$ref": "#/components/schemas/Currency"}
 UUID = {"type": "string", "format": "uuid"}
 #: Path parameters that hold a uuid, by the names of the Flask URL rules; anything else is a 422.
-UUID_PATH_PARAMETERS = frozenset({"user_id", "entry_id", "activity_id", "reconciliation_id", "subscription_id"})
+UUID_PATH_PARAMETERS = frozenset({"user_id", "entry_id", "activity_id", "reconciliation_id", "subscription_id",
+                                  "hold_id"})
 #: Path parameters that hold a bigint row id, by the names of the Flask URL rules.
 ID_PATH_PARAMETERS = frozenset({"delivery_id"})
 BIGINT_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
@@ -191,10 +192,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/v1/users/{user_id}"): Operation("Read a user", 200, "The user", (401, 403, 404, 422),
                                                   schema=wref("User")),
     ("GET", "/api/v1/users/{user_id}/wallets"): Operation(
-        "List a user's wallets", 200, "`{data: [{currency, balance, status, updated_at}]}`", (401, 403, 404, 422),
-        schema=wref("Wallets")),
+        "List a user's wallets", 200, "`{data: [{currency, balance, held, available, status, updated_at}]}`",
+        (401, 403, 404, 422), schema=wref("Wallets")),
     ("GET", "/api/v1/users/{user_id}/balance"): Operation(
-        "A user's balance in one currency", 200, "`{user_id, currency, balance}`", (401, 403, 404, 422),
+        "A user's balance in one currency", 200,
+        "`{user_id, currency, balance, held, available}`: available = balance - held", (401, 403, 404, 422),
         parameters=(_query("currency", "Default DEFAULT_CURRENCY", CURRENCY_QUERY),), schema=wref("Balance")),
     ("GET", "/api/v1/users/{user_id}/transactions"): Operation(
         "A user's history, newest first", 200, "`{data: [...], next_cursor}`", (401, 403, 404, 422),
@@ -220,6 +222,40 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         " page) and `postings_next_cursor` (null on the last page)", (401, 404, 422),
         parameters=(_query("postings_cursor", "Opaque, from postings_next_cursor"),),
         schema=wref("TransactionDetail")),
+    ("POST", "/api/v1/wallet/holds"): Operation(
+        "Hold money out of a user's available balance (admin); the scheduler expires it after expires_in_s", 201,
+        "The hold `{id, status: held, user_id, amount, currency, reference, expires_at, created_at, ...}`; not"
+        " enough available: 422 insufficient_funds; a frozen wallet or a closed user: 422 wallet_frozen or"
+        " user_closed", (400, 401, 403, 404, 409, 422),
+        _object(("user_id", "amount", "currency"), user_id=UUID, amount=AMOUNT, currency=CURRENCY,
+                reference=REFERENCE, expires_in_s={"type": "integer", "minimum": 1,
+                                                   "description": "Default HOLD_EXPIRY_DEFAULT_S, at most"
+                                                                  " HOLD_EXPIRY_MAX_S"}),
+        parameters=(IDEMPOTENCY_KEY,), schema=ref("Hold")),
+    ("GET", "/api/v1/wallet/holds/{hold_id}"): Operation(
+        "A hold: status held, captured, voided or expired (a `user:` key: its own holds only)", 200, "The hold",
+        (401, 404, 422), schema=ref("Hold")),
+    ("POST", "/api/v1/wallet/holds/{hold_id}/capture"): Operation(
+        "Capture a hold (admin): the amount (default: all) goes to to_user_id, or to bank as a withdrawal, in one"
+        " journal entry; the rest is released", 201,
+        "The transaction `{id, kind (transfer or withdrawal), hold_id, amount, released, ...}`; decided or expired"
+        " already: 409 invalid_state", (400, 401, 403, 404, 409, 422),
+        _object((), amount=AMOUNT, to_user_id=UUID), body_required=False, parameters=(IDEMPOTENCY_KEY,),
+        schema=ref("HoldCapture")),
+    ("POST", "/api/v1/wallet/holds/{hold_id}/void"): Operation(
+        "Void a hold (admin): all of it is released", 200, "The hold, voided; decided already: 409 invalid_state",
+        (401, 403, 404, 409, 422), schema=ref("Hold")),
+    ("POST", "/api/v1/users/{user_id}/wallets/{code}/freeze"): Operation(
+        "Freeze a user's wallet (admin): no money in or out (422 wallet_frozen) until it is unfrozen", 200,
+        "The wallet, frozen; frozen already: 409 invalid_state", (400, 401, 403, 404, 409, 422), REASON_BODY,
+        schema=ref("WalletStatus")),
+    ("POST", "/api/v1/users/{user_id}/wallets/{code}/unfreeze"): Operation(
+        "Unfreeze a user's wallet (admin)", 200, "The wallet, active; not frozen: 409 invalid_state",
+        (400, 401, 403, 404, 409, 422), REASON_BODY, schema=ref("WalletStatus")),
+    ("DELETE", "/api/v1/users/{user_id}"): Operation(
+        "Close a user (admin): a soft delete, history kept; no money moves for them again (422 user_closed)", 204,
+        "Closed; money (or held money) left in a wallet: 409 balance_not_zero; closed already: 409 invalid_state",
+        (401, 403, 404, 409, 422)),
     ("POST", "/api/v1/wallet/bulk-credit"): Operation(
         "Upload a bulk-credit CSV (uuid,amount[,currency][,reference])", 202,
         "`{activity_id, status: accepted, total_records}`; the same file or key again: 200 with the activity",
@@ -340,6 +376,8 @@ def state_path_parameters(operation: dict) -> None:
             parameter["schema"] = dict(ACCOUNT_NAME)
         elif parameter["in"] == "path" and parameter["name"] in ID_PATH_PARAMETERS:
             parameter["schema"] = dict(BIGINT_ID)
+        elif parameter["in"] == "path" and parameter["name"] == "code":  # a wallet's currency
+            parameter["schema"] = dict(CURRENCY_QUERY)
 
 
 def apply(operation: dict, described: Operation) -> None:

@@ -94,6 +94,23 @@ SCHEMAS = {
     "TopUp": _object(id=UUID, kind={"type": "string", "const": "funding_top_up"}, funding_account={"type": "string"},
                      amount=AMOUNT, currency=CURRENCY, balance_after=MONEY_OR_ZERO,
                      reference={"type": ["string", "null"]}, created_at=TIME),
+    # Holds and frozen wallets (web/holds.py, web/lifecycle.py).
+    "Hold": _object(
+        id=UUID, status={"type": "string", "enum": ["held", "captured", "voided", "expired"]}, user_id=UUID,
+        amount=AMOUNT, currency=CURRENCY, reference={"type": ["string", "null"]}, expires_at=TIME, created_at=TIME,
+        decided_at=MAYBE_TIME, captured_amount={"type": ["string", "null"]},
+        to_user_id={"type": ["string", "null"], "format": "uuid"},
+        transaction_id={"type": ["string", "null"], "format": "uuid",
+                        "description": "The capture's journal entry, once captured"}),
+    "HoldCapture": _object(
+        id=UUID, kind={"type": "string", "enum": ["transfer", "withdrawal"]}, hold_id=UUID, user_id=UUID,
+        from_user_id=UUID, to_user_id={"type": ["string", "null"], "format": "uuid"}, amount=AMOUNT,
+        fee=MONEY_OR_ZERO, released=MONEY_OR_ZERO, currency=CURRENCY, reference={"type": ["string", "null"]},
+        balance_after=MONEY_OR_ZERO, created_at=TIME),
+    "WalletStatus": _object(
+        user_id=UUID, currency=CURRENCY, balance=MONEY_OR_ZERO, held=MONEY_OR_ZERO, available=MONEY_OR_ZERO,
+        status={"type": "string", "enum": ["active", "frozen", "closed"]}, status_reason={"type": "string"},
+        updated_at=TIME),
 }
 
 

@@ -36,7 +36,8 @@ def json_body() -> dict[str, Any]:
 
 def render_user(user) -> dict:
     return {"id": user.id, "name": user.name, "email": user.email, "external_id": user.external_id,
-            "created_at": rfc3339(user.created_at)}
+            "created_at": rfc3339(user.created_at),
+            "closed_at": rfc3339(user.closed_at) if user.closed_at else None}
 
 
 @blueprint.post("/users")
@@ -64,8 +65,14 @@ def get_user(user_id):
 @authenticated
 def user_wallets(user_id):
     rows = statements.wallets_of(services().uow(), _readable_user(user_id))
-    return jsonify({"data": [{"currency": row["currency"], "balance": money(row["balance"], row["currency"]),
-                              "status": row["status"], "updated_at": rfc3339(row["updated_at"])} for row in rows]})
+    return jsonify({"data": [render_wallet(row) for row in rows]})
+
+
+def render_wallet(row: dict) -> dict:
+    code = row["currency"]
+    return {"currency": code, "balance": money(row["balance"], code), "held": money(row["held"], code),
+            "available": money(row["balance"] - row["held"], code), "status": row["status"],
+            "updated_at": rfc3339(row["updated_at"])}
 
 
 def _query_currency() -> str:
@@ -80,8 +87,9 @@ def _query_currency() -> str:
 @authenticated
 def user_balance(user_id):
     user_id, code = _readable_user(user_id), _query_currency()
-    balance = statements.balance_of(services().uow(), user_id, code)
-    return jsonify({"user_id": user_id, "currency": code, "balance": money(balance, code)})
+    balance, held = statements.balance_and_held_of(services().uow(), user_id, code)
+    return jsonify({"user_id": user_id, "currency": code, "balance": money(balance, code),
+                    "held": money(held, code), "available": money(balance - held, code)})
 
 
 def render_history_item(row: dict, user_id: str) -> dict:
@@ -145,9 +153,10 @@ def get_transaction(entry_id):
     return jsonify(render_transaction(view, viewer))
 
 
-def idempotent(command, act, render, status: int = 201):
+def idempotent(command, act, render, status: int = 201, body_required: bool = True):
     """Validates first (a malformed request is refused without using up its key), then
-    moves the money at most once per key; answers `status` with the rendered result."""
+    moves the money at most once per key; answers `status` with the rendered result.
+    Without `body_required`, an empty body is `{}`."""
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key:
         raise HttpProblem(400, "idempotency_key_missing", "send an Idempotency-Key header with every money movement")
@@ -155,7 +164,7 @@ def idempotent(command, act, render, status: int = 201):
         raise ValidationFailed("Idempotency-Key is too long", [FieldError("Idempotency-Key", "at most 255 characters")])
     if not storable(key):
         raise ValidationFailed("Idempotency-Key is not valid", [FieldError("Idempotency-Key", "must not contain NUL")])
-    body = json_body()
+    body = json_object(required=body_required)
     parsed = command(body)
     once = IdempotentRequest(g.principal.api_key_id, key, request_sha256(request.method, request.path, body))
     (answered, answer), replayed = answer_once(

@@ -50,8 +50,12 @@ AMOUNT_ABOVE_MAXIMUM = "amount_above_maximum"
 UNSUPPORTED_CURRENCY = "unsupported_currency"
 INVALID_REFERENCE = "invalid_reference"
 DUPLICATE_REFERENCE = "duplicate_reference"
+#: The user was closed before the upload: a closed user never reopens, so the row is INVALID
+#: (a user closed after the upload fails the row with the same code, FAILED: pipeline/bulk/status.py).
+USER_CLOSED = "user_closed"
+USER_CLOSED_MESSAGE = "the user is closed: no money moves for them any more"
 ROW_ERROR_CODES = (MALFORMED_ROW, INVALID_USER_ID, UNKNOWN_USER, INVALID_AMOUNT, AMOUNT_ABOVE_MAXIMUM,
-                   UNSUPPORTED_CURRENCY, INVALID_REFERENCE, DUPLICATE_REFERENCE)
+                   UNSUPPORTED_CURRENCY, INVALID_REFERENCE, DUPLICATE_REFERENCE, USER_CLOSED)
 
 
 @dataclass(frozen=True, slots=True)

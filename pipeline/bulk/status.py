@@ -89,6 +89,8 @@ USER_NOT_FOUND = "user_not_found"
 AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
 CANNOT_APPLY = "cannot_apply"
 CHUNK_FAILED = "chunk_failed"
+WALLET_FROZEN = "wallet_frozen"
+USER_CLOSED = "user_closed"
 RETRIES_EXHAUSTED = "retries_exhausted"
 FAILURE_MESSAGES = {
     INJECTED_FAULT: "the user is listed in BULK_CREDIT_FAIL_USER_IDS (fault injection); retry once cleared",
@@ -97,6 +99,8 @@ FAILURE_MESSAGES = {
                          " (9223372036854775807 minor units)",
     CANNOT_APPLY: "the database refused this row",
     CHUNK_FAILED: "the chunk holding this row failed",
+    WALLET_FROZEN: "the wallet is frozen; retry once an admin has unfrozen it",
+    USER_CLOSED: "the user was closed after the upload: no money moves for them any more",
 }
 AUTOMATIC_RETRY_CODES = (INJECTED_FAULT, USER_NOT_FOUND)
 

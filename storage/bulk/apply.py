@@ -17,7 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.bulk.ports import Chunk, RowsRefused
-from pipeline.bulk.status import AMOUNT_OUT_OF_RANGE, FAILURE_MESSAGES, INJECTED_FAULT, RETRIES_EXHAUSTED, USER_NOT_FOUND
+from pipeline.bulk.status import (AMOUNT_OUT_OF_RANGE, FAILURE_MESSAGES, INJECTED_FAULT, RETRIES_EXHAUSTED, USER_CLOSED,
+                                  USER_NOT_FOUND, WALLET_FROZEN)
 from pipeline.money import BALANCE_MINOR_MAX
 from storage.faults import is_transient
 
@@ -76,6 +77,22 @@ UPDATE bulk_rows r
  WHERE r.id = s.id AND s.after > :balance_max
 """)
 
+# A row for a frozen wallet or a closed user fails alone, after the chunk has locked the
+# wallets (a freeze or a close in flight has committed by then, and is seen here). No
+# automatic retry: an operator retries once the wallet is unfrozen. A closed user has no
+# wallet created for them (migration 0015), so the user's row is asked too.
+_FAIL_INACTIVE = text(f"""
+UPDATE bulk_rows r
+   SET status = 'FAILED', attempts = r.attempts + 1, updated_at = now(), next_attempt_at = NULL,
+       error_code = CASE WHEN s.closed THEN :closed_code ELSE :frozen_code END,
+       error_message = CASE WHEN s.closed THEN :closed_message ELSE :frozen_message END
+  FROM (SELECT r.id, u.closed_at IS NOT NULL OR w.status = 'closed' AS closed
+          FROM bulk_rows r JOIN users u ON u.id = r.user_id
+          LEFT JOIN wallets w ON w.user_id = r.user_id AND w.currency = r.currency
+         WHERE {PENDING} AND (u.closed_at IS NOT NULL OR w.status <> 'active')) s
+ WHERE r.id = s.id
+""")
+
 # Never expected to match: postings and row statuses commit together. It keeps a chunk
 # idempotent even if they ever disagreed, instead of failing on the UNIQUE key forever.
 _SETTLE_POSTED = text(f"""
@@ -88,12 +105,15 @@ UPDATE bulk_rows r
 
 _TOTALS = text(f"SELECT r.currency, count(*), sum(r.amount_minor) FROM bulk_rows r WHERE {PENDING} GROUP BY r.currency")
 
+# A closed user has no wallet created (migration 0015 refuses it): their rows fail after the lock.
+_NOT_CLOSED = "NOT EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND u.closed_at IS NOT NULL)"
+
 # A wallet a chunk creates starts with its credits already in its balance: one write per
 # new wallet instead of an insert and then an update (most rows of a first bulk credit).
 _CREATE_WALLETS = text(f"""
 INSERT INTO wallets (user_id, currency, balance, version)
 SELECT r.user_id, r.currency, sum(r.amount_minor), 1 FROM bulk_rows r
- WHERE {PENDING}
+ WHERE {PENDING} AND {_NOT_CLOSED}
    AND NOT EXISTS (SELECT 1 FROM wallets w WHERE w.user_id = r.user_id AND w.currency = r.currency)
  GROUP BY r.user_id, r.currency
  ORDER BY r.user_id, r.currency
@@ -107,7 +127,7 @@ RETURNING id
 _CREATE_EMPTY_WALLETS = text(f"""
 INSERT INTO wallets (user_id, currency)
 SELECT DISTINCT r.user_id, r.currency FROM bulk_rows r
- WHERE {PENDING}
+ WHERE {PENDING} AND {_NOT_CLOSED}
    AND NOT EXISTS (SELECT 1 FROM wallets w WHERE w.user_id = r.user_id AND w.currency = r.currency)
  ORDER BY 1, 2
 ON CONFLICT DO NOTHING
@@ -241,8 +261,9 @@ class ChunkSql:
         """Credits the PENDING rows of the chunk (or of its rows first_row_id..last_row_id); of a
         reversal's chunk, takes their money back to the funding account instead.
 
-        Returns (rows credited, rows failed with amount_out_of_range), or for a reversal
-        (rows reversed, rows failed with insufficient_funds). Raises RowsRefused
+        Returns (rows credited, rows failed with amount_out_of_range, wallet_frozen or
+        user_closed), or for a reversal (rows reversed, rows failed with insufficient_funds).
+        Raises RowsRefused
         when PostgreSQL refuses the statements for a reason that is not transient.
         """
         pending = self._pending(chunk, first_row_id, last_row_id)
@@ -255,15 +276,23 @@ class ChunkSql:
                 raise
             raise RowsRefused(type(error.orig).__name__ + ": " + str(error.orig).splitlines()[0][:300]) from error
 
+    def _fail_inactive(self, pending: dict[str, Any]) -> int:
+        """Fails the pending rows of frozen wallets and closed users, once their wallets are
+        locked (a credit's or a reversal's chunk); returns how many."""
+        return self.connection.execute(_FAIL_INACTIVE, {
+            **pending, "closed_code": USER_CLOSED, "closed_message": FAILURE_MESSAGES[USER_CLOSED],
+            "frozen_code": WALLET_FROZEN, "frozen_message": FAILURE_MESSAGES[WALLET_FROZEN]}).rowcount
+
     def _credit(self, chunk: Chunk, funding_shard: int, pending: dict[str, Any]) -> tuple[int, int]:
         created_ids = self.connection.execute(_CREATE_WALLETS, pending).scalars().all()
         self.connection.execute(_LOCK_USER_WALLETS, {**pending, "created_ids": created_ids})
-        out_of_range = self.connection.execute(_FAIL_OUT_OF_RANGE, {
+        inactive = self._fail_inactive(pending)
+        refused = inactive + self.connection.execute(_FAIL_OUT_OF_RANGE, {
             **pending, "created_ids": created_ids, "balance_max": BALANCE_MINOR_MAX, "code": AMOUNT_OUT_OF_RANGE,
             "message": FAILURE_MESSAGES[AMOUNT_OUT_OF_RANGE]}).rowcount
         totals = self.connection.execute(_TOTALS, pending).all()
         if not totals:
-            return 0, out_of_range
+            return 0, refused
         currencies = [currency for currency, _, _ in totals]
         shard = {"shard": funding_shard, "currencies": currencies}
         locked = self.connection.execute(_LOCK_RESERVATION, {**shard, "activity_id": chunk.activity_id}).scalar_one()
@@ -280,4 +309,4 @@ class ChunkSql:
         assert debits == len(entries) and moved + len(created_ids) == wallets, (debits, moved, created_ids, wallets)
         # The pair of the CHECK on funded wallets: a chunk pays only what was reserved for it.
         assert reserve_after >= 0, f"chunk {chunk.id} overdrew its reservation: {reserve_after}"
-        return credited, out_of_range
+        return credited, refused

@@ -117,13 +117,14 @@ SELECT count(*) FROM (
 """)
 
 # With the wallets locked: the rows of a wallet fail from the first one whose running total
-# passes what the wallet holds now, so that no balance goes below zero. Not retried on a
+# passes what the wallet holds now and no hold reserves (its available balance, migration
+# 0015), so that no balance goes below zero or below its held money. Not retried on a
 # timer: the payee must first be paid again, so an operator retries when it makes sense.
 _FAIL_INSUFFICIENT = text(f"""
 UPDATE bulk_rows r
    SET status = 'FAILED', attempts = r.attempts + 1, updated_at = now(), next_attempt_at = NULL,
        error_code = :code, error_message = :message
-  FROM (SELECT r.id, coalesce(w.balance, 0)
+  FROM (SELECT r.id, coalesce(w.balance - w.held, 0)
                      - sum(r.amount_minor) OVER (PARTITION BY r.user_id, r.currency ORDER BY r.id) AS after
           FROM bulk_rows r LEFT JOIN wallets w ON w.user_id = r.user_id AND w.currency = r.currency
          WHERE {_PENDING}) s
@@ -239,9 +240,10 @@ class ReversalSql:
 
     def _reverse(self, chunk: Chunk, pending: dict[str, Any]) -> tuple[int, int]:
         """Takes the money of the chunk's PENDING rows back to the funding account; returns
-        (rows reversed, rows failed with insufficient_funds)."""
+        (rows reversed, rows failed with insufficient_funds, wallet_frozen or user_closed)."""
         self.connection.execute(_LOCK_USER_WALLETS, pending)
-        short = self.connection.execute(_FAIL_INSUFFICIENT, {
+        # A frozen wallet or a closed user's gives no money back either (storage/bulk/apply.py).
+        short = self._fail_inactive(pending) + self.connection.execute(_FAIL_INSUFFICIENT, {
             **pending, "code": INSUFFICIENT_FUNDS,
             "message": "the wallet no longer holds this row's money; retry once it does"}).rowcount
         totals = self.connection.execute(_TOTALS, pending).all()

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from pipeline.bulk.ports import Activity, DuplicateContent, DuplicateKey, UploadIdentity
-from pipeline.bulk.rows import DUPLICATE_REFERENCE, UNKNOWN_USER, Row
+from pipeline.bulk.rows import DUPLICATE_REFERENCE, UNKNOWN_USER, USER_CLOSED, USER_CLOSED_MESSAGE, Row
 from pipeline.bulk.status import SETTLED_STATUSES, ROW_INVALID, ROW_PENDING, Counters
 from pipeline.errors import IdempotencyKeyInProgress
 
@@ -24,11 +24,15 @@ CHUNK_QUEUE_ALLOWANCE_S = 1.0
 _COPY_ROWS = """COPY bulk_rows (activity_id, row_number, chunk_number, user_id, amount_minor, currency,
     reference, raw, status, error_code, error_message) FROM STDIN"""
 
+# Unknown users, and closed ones (a closed user never reopens: pipeline/lifecycle.py).
 _UNKNOWN_USERS = text("""
 UPDATE bulk_rows r
-   SET status = 'INVALID', error_code = :code, error_message = :message, chunk_number = NULL
+   SET status = 'INVALID', chunk_number = NULL,
+       error_code = CASE WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id) THEN :closed_code ELSE :code END,
+       error_message = CASE WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id) THEN :closed_message
+                            ELSE :message END
  WHERE r.activity_id = :activity_id AND r.status = 'PENDING'
-   AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id)
+   AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND u.closed_at IS NULL)
 """)
 
 # The references of the file's valid rows claimed in the funding account (the primary key of
@@ -143,7 +147,8 @@ class UploadSql:
 
     def invalidate_unknown_users(self, activity_id: str, message: str) -> int:
         return self.connection.execute(
-            _UNKNOWN_USERS, {"activity_id": activity_id, "code": UNKNOWN_USER, "message": message}).rowcount
+            _UNKNOWN_USERS, {"activity_id": activity_id, "code": UNKNOWN_USER, "message": message,
+                             "closed_code": USER_CLOSED, "closed_message": USER_CLOSED_MESSAGE}).rowcount
 
     def claim_references(self, activity_id: str, funding_account: str, rows_with_reference: int) -> int:
         """Claims the references of the activity's PENDING rows in `funding_account`; the rows
