@@ -66,6 +66,8 @@ def test_an_operator_reverses_chosen_rows_and_their_money_goes_back_to_the_fundi
     rows = text_of(operator.get(f"/dashboard/activities/{credit_id}").text)
     assert f"{reversal_id[:8]} row 2 SUCCESS" in rows and f"{reversal_id[:8]} row 4 SUCCESS" in rows
     assert f"{reversal_id[:8]} row 3" not in rows
+    home = text_of(operator.get("/dashboard/").text)
+    assert f"{reversal_id[:8]} reversal of credits.csv COMPLETED 2" in home, home[-400:]
     assert query(engine, "SELECT action, api_key_id, object_id FROM audit_events WHERE action = 'bulk_credit.reverse'"
                  ) == [("bulk_credit.reverse", operator_key, credit_id)]
 
