@@ -11,7 +11,7 @@ from tests.test_dashboard import operator, operator_token  # noqa: F401 (fixture
 
 
 def runs_section(page) -> str:
-    return re.search(r'<section class="card" id="runs-section"[^>]*>', page.text, re.S).group(0)
+    return re.search(r'<section class="card" id="runs-section"[^>]*>', page.text, re.DOTALL).group(0)
 
 
 def test_the_runs_list_is_followed_while_a_run_is_unfinished_and_shows_its_outcome_once_done(services, operator):

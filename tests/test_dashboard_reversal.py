@@ -10,7 +10,7 @@ import threading
 from pipeline import wallets
 from tests.test_bulk_pipeline import apply_all, balances, query, seed_users
 from tests.test_bulk_reversal import move
-from tests.test_dashboard import activity_id_of, csrf_of, queue, upload  # noqa: F401 (a fixture)
+from tests.test_dashboard import activity_id_of, csrf_of, upload
 from tests.test_dashboard_payouts import dashboard, flashes, text_of  # noqa: F401 (a fixture)
 from tests.test_funding import account_balance
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pipeline import wallets
 from pipeline.users import create_user
 from tests.test_bulk_reversal import move
-from tests.test_dashboard import operator, operator_token, queue  # noqa: F401 (fixtures)
+from tests.test_dashboard import operator, operator_token  # noqa: F401 (fixtures)
 from tests.test_dashboard_payouts import text_of
 
 
