@@ -345,4 +345,12 @@ def test_on_a_phone_an_admin_checks_a_file_uploads_it_cannot_approve_it_and_a_se
     wait_for_text(browser, "history", "bulk_reversal")
     assert users[0] in browser.find_element(By.ID, "user").text and fits_the_width(browser)
     snap(browser, "17-phone-user")
+
+    # And the admin freezes that user's wallet, with a reason, from the same page
+    browser.find_element(By.CSS_SELECTOR, "#freeze-SGD input[name=reason]").send_keys("fraud check")
+    browser.find_element(By.CSS_SELECTOR, "#freeze-SGD button").click()
+    wait_for_text(browser, "wallet-SGD", "frozen")
+    assert browser.find_elements(By.ID, "unfreeze-SGD") and fits_the_width(browser)
+    snap(browser, "18-phone-frozen")
+    assert query(services.engine, "SELECT status FROM wallets WHERE user_id = :u", u=users[0]) == [("frozen",)]
     assert_ledger_invariants(services.engine)

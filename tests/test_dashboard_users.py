@@ -4,7 +4,7 @@ page, several matches are listed, and the page shows wallets and history with th
 separators."""
 from __future__ import annotations
 
-from pipeline import wallets
+from pipeline import audit, holds, wallets
 from pipeline.users import create_user
 from tests.test_bulk_reversal import move
 from tests.test_dashboard import operator, operator_token  # noqa: F401 (fixtures)
@@ -39,14 +39,19 @@ def test_a_lookup_matching_several_users_lists_them_and_one_matching_none_says_s
     assert refused.status_code == 422 and "[validation_failed]" in refused.text and "email" in refused.text
 
 
-def test_a_users_page_shows_wallets_and_history_with_thousands_separators(services, operator):
+def test_a_users_page_shows_balance_held_available_and_history_with_thousands_separators(services, operator):
     user = create_user(services.uow(), "Eve", "eve@example.com")
     move(services, wallets.deposit, user.id, 1_234_567_89)
     move(services, wallets.withdraw, user.id, 1_000_00)
+    with services.uow() as uow:
+        request = holds.parse_hold_request({"user_id": user.id, "amount": "2000.00", "currency": "SGD"},
+                                           services.settings, "hold-1")
+        holds.place(uow, request, audit.COMMAND_LINE)
+        uow.commit()
 
     page = text_of(operator.get(f"/dashboard/users/{user.id}").text)
 
-    assert "SGD 1,233,567.89" in page and "ACTIVE" in page.upper()
+    assert "SGD 1,233,567.89 2,000.00 1,231,567.89 active" in page
     assert "withdrawal debit 1,000.00 SGD 0.00 1,233,567.89" in page
     assert "deposit credit 1,234,567.89 SGD 0.00 1,234,567.89" in page
     assert operator.get("/dashboard/users/not-a-uuid").status_code == 422
