@@ -93,6 +93,7 @@ def _set_frozen(user_id: str, code: str, frozen: bool):
     a refusal (frozen already, no such wallet, a closed user) comes back on the user's page."""
     user_id = wallets.parse_user_id(user_id, "user_id")
     require(g.principal.may_move_money(), "Only a key of scope admin can freeze or unfreeze a wallet.")
+    users.get_user(services().uow(), user_id)  # an unknown user is a 404 page; a missing wallet, a message
     verb = "frozen" if frozen else "unfrozen"
     try:
         code = currency(code, services().settings.supported_currencies).code
@@ -103,8 +104,6 @@ def _set_frozen(user_id: str, code: str, frozen: bool):
     except MoneyError as error:
         flash(f"Nothing was {verb}: currency: {error.reason} [validation_failed]", "error")
     except Rejected as refusal:
-        if refusal.status == 404 and refusal.detail.startswith("no user"):
-            raise
         flash(f"Nothing was {verb}: {described(refusal)}", "error")
     else:
         flash(f"The {code} wallet is {verb}" + (": it takes no money in or out until it is unfrozen." if frozen
