@@ -191,11 +191,11 @@ def test_a_user_page_shows_wallets_and_history(services, settings, operator, que
     for chunk_id in queue.take():
         chunks.apply_chunk(services.uow, settings, chunk_id)
 
-    page = operator.get(f"/dashboard/users?user_id={user}")
+    page = operator.get(f"/dashboard/users?user_id={user}", follow_redirects=True)
 
     assert page.status_code == 200
     assert "12.34" in page.text and "SGD" in page.text and activity_id[:8] in page.text
-    assert operator.get("/dashboard/users?user_id=00000000-0000-4000-8000-000000000000").status_code == 404
+    assert operator.get("/dashboard/users/00000000-0000-4000-8000-000000000000").status_code == 404
 
 
 def test_reconciliation_runs_are_listed_and_one_can_be_started(engine, operator):

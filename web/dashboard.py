@@ -3,8 +3,9 @@
 Sign in with an operator, approver or admin API key (web/dashboard_session.py); check a
 CSV, upload it, approve or reject it (web/dashboard_payouts.py); watch an activity settle,
 live, by Server-Sent Events (web/dashboard_events.py); list its FAILED or INVALID rows,
-retry them, download them as CSV; look up a user's wallets and history; list and start
-reconciliation runs. Counts and amounts show thousands separators. Templates are in web/templates/dashboard/,
+retry them, download them as CSV; reverse a credit (web/dashboard_actions.py); find a user
+by id, email or external id and read their wallets and history (web/dashboard_users.py); list
+and start reconciliation runs. Counts and amounts show thousands separators. Templates are in web/templates/dashboard/,
 the one script and style sheet in web/static/dashboard/: no build step, no CDN.
 """
 from __future__ import annotations
@@ -16,29 +17,31 @@ from flask import (Blueprint, Response, flash, g, redirect, render_template, req
 from werkzeug.exceptions import HTTPException
 
 from bootstrap import app_services as services
-from pipeline import reconciliation, statements, users, wallets
+from pipeline import reconciliation
 from pipeline.bulk import chunks, reads, release
 from pipeline.bulk.ports import Actor
 from pipeline.bulk.status import ROW_FAILED, ROW_INVALID, ROW_STATUSES
 from pipeline.errors import Rejected
 from telemetry.metrics import BULK_ROW_RETRIES
-from web import bulk_credit, dashboard_payouts, dashboard_session, stream_slots
+from web import (bulk_credit, dashboard_actions, dashboard_payouts, dashboard_session, dashboard_users,
+                 stream_slots)
 from web.dashboard_payouts import described
 from web.display import amount, count, grouped, when
 from web.dashboard_events import busy_events, progress_events
 from web.problems import HttpProblem
-from web.wallets import money, render_history_item
+from web.wallets import money
 
 blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                       static_folder="static/dashboard", static_url_path="/static")
 blueprint.record_once(lambda state: dashboard_session.configure(state.app))
 dashboard_payouts.register(blueprint)
+dashboard_actions.register(blueprint)
+dashboard_users.register(blueprint)
 #: HTML pages, not API: APIFlask leaves a blueprint with this flag out of /openapi.json.
 blueprint.enable_openapi = False
 
-#: Rows shown per page of an activity, and history items per page of a user.
+#: Rows shown per page of an activity.
 ROWS_PER_PAGE = 50
-HISTORY_PER_PAGE = 20
 RECONCILIATIONS_PER_PAGE = 20
 #: The pages load only their own script and style sheet, and may be framed by no one.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -141,7 +144,7 @@ def activity(activity_id):
     return render_template("dashboard/activity.html", activity=found, final=found["final"],
                            rows=[bulk_credit.render_row(row) for row in page.items], next_cursor=page.next_cursor,
                            status=status, statuses=ROW_STATUSES, exportable=(ROW_FAILED, ROW_INVALID),
-                           **dashboard_payouts.state_of(found))
+                           reverse_key=dashboard_actions.new_reverse_key(), **dashboard_payouts.state_of(found))
 
 
 @blueprint.get("/activities/<activity_id>/events")
@@ -197,19 +200,6 @@ def cancel(activity_id):
             raise
         flash(f"Nothing was cancelled: {described(refusal)}", "error")
     return redirect(url_for("dashboard.activity", activity_id=activity_id))
-
-
-@blueprint.get("/users")
-def user():
-    raw_user_id = request.args.get("user_id", "").strip()
-    if not raw_user_id:
-        return render_template("dashboard/user.html", user=None)
-    user_id = wallets.parse_user_id(raw_user_id, "user_id")
-    found = users.get_user(services().uow(), user_id)
-    held = statements.wallets_of(services().uow(), user_id)
-    page = statements.history(services().uow(), user_id, None, HISTORY_PER_PAGE, request.args.get("cursor"))
-    return render_template("dashboard/user.html", user=found, wallets=held, next_cursor=page.next_cursor,
-                           history=[render_history_item(row, user_id) for row in page.items])
 
 
 @blueprint.get("/reconciliations")

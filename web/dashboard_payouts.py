@@ -64,6 +64,15 @@ EXPLANATIONS = {
     "CANCELLED": "Cancelled: the rows not yet paid were cancelled and their reserved money went back to the "
                  "funding account; rows already credited stay credited.",
 }
+#: Where a reversal's sentence differs from a credit's: its rows take money back.
+REVERSAL_EXPLANATIONS = {
+    "UPLOADED": "Started: workers take the money of its rows back to the funding account.",
+    "PROCESSING": "Being reversed: workers take the money of its rows back, chunk by chunk.",
+    "COMPLETED": "Completed: the money of every reversible row is back in the funding account.",
+    "PARTIALLY_COMPLETED": "Partially completed: some rows failed (a wallet that no longer holds the money fails "
+                           "insufficient_funds). Retry them later, or cancel them.",
+    "FAILED": "Failed: no row was reversed (rows already reversed, or never credited, are not_reversible).",
+}
 
 
 def register(blueprint: Blueprint) -> None:
@@ -231,7 +240,8 @@ def state_of(activity: dict) -> dict:
                 else None)
     history = reads.history_page(services().uow(), activity_id, HISTORY_SHOWN_MAX, None)
     principal = g.principal
-    explanation = EXPLANATIONS.get(activity["status"], activity["status"]).format(
+    sentences = {**EXPLANATIONS, **REVERSAL_EXPLANATIONS} if activity["kind"] == "reversal" else EXPLANATIONS
+    explanation = sentences.get(activity["status"], activity["status"]).format(
         execute_at=when(activity["execute_at"]), funding_account=activity["funding_account"])
     return {"explanation": explanation, "review": reviewed,
             "history": history.items, "history_more": history.next_cursor is not None,

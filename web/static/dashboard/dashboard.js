@@ -1,6 +1,7 @@
 // The dashboard's only script: live progress of an activity, from the page's Server-Sent Events
 // stream, drawn as counters, a progress bar and an SVG chart of rows settled over time; the
-// "Check file" step of the upload form; and forms that submit once. Every page works without
+// "Check file" step of the upload form; reconciliation runs read again while they run; and
+// forms that submit once. Every page works without
 // it, only less smoothly.
 "use strict";
 
@@ -206,9 +207,41 @@
     update();
   }
 
+  // The list of reconciliation runs reads itself again, a short request each time (no stream
+  // holds a server thread): often while a run is queued or running, seldom otherwise (a run
+  // started elsewhere), never while the tab is hidden or on an older page of the list.
+  const RUNS_UNFINISHED_POLL_MS = 2000;
+  const RUNS_IDLE_POLL_MS = 30000;
+
+  function followRuns(section) {
+    if (section.dataset.live !== "true") return;
+    const tick = async () => {
+      const current = document.getElementById("runs-section");
+      if (!document.hidden) {
+        try {
+          const response = await fetch(window.location.href, { credentials: "same-origin" });
+          const fresh = response.ok &&
+            new DOMParser().parseFromString(await response.text(), "text/html").getElementById("runs-section");
+          if (fresh) current.replaceWith(document.adoptNode(fresh));
+        } catch (error) {
+          // The server or the network is away for a moment: the next tick tries again.
+        }
+      }
+      const shown = document.getElementById("runs-section");
+      const unfinished = shown.dataset.unfinished === "true";
+      document.getElementById("runs-live").textContent = unfinished ? "live" : "";
+      setTimeout(tick, unfinished ? RUNS_UNFINISHED_POLL_MS : RUNS_IDLE_POLL_MS);
+    };
+    const unfinished = section.dataset.unfinished === "true";
+    document.getElementById("runs-live").textContent = unfinished ? "live" : "";
+    setTimeout(tick, unfinished ? RUNS_UNFINISHED_POLL_MS : RUNS_IDLE_POLL_MS);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const root = document.getElementById("activity");
     if (root) follow(root);
+    const runs = document.getElementById("runs-section");
+    if (runs) followRuns(runs);
     const upload = document.getElementById("upload");
     if (upload && upload.dataset.checkUrl) checkBeforeUpload(upload);
   });
