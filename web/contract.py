@@ -6,6 +6,7 @@ every operation described here exists in the app, so this table cannot outlive a
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pipeline.bulk.status import ROW_STATUSES
@@ -367,6 +368,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 }
 
 
+def documented_fields(method: str, rule: str) -> frozenset[str] | None:
+    """The fields of the JSON body the operation at this Flask URL rule documents; None when it
+    documents no JSON object body (then nothing is checked here)."""
+    described = OPERATIONS.get((method, re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)))
+    body = described.body if described is not None and described.body_type == "application/json" else None
+    if not body or body.get("type") != "object" or "properties" not in body:
+        return None
+    return frozenset(body["properties"])
+
+
 def state_path_parameters(operation: dict) -> None:
     """Gives the uuid path parameters of any operation, described here or not, their format."""
     for parameter in operation.get("parameters", []):
@@ -389,8 +400,11 @@ def apply(operation: dict, described: Operation) -> None:
         operation["parameters"] = [*operation.get("parameters", []), *described.parameters]
     errors = set(described.errors) | set(COMMON_ERRORS)
     if described.body is not None:
+        body = described.body
+        if described.body_type == "application/json" and "properties" in body:  # web/inputs.py refuses others
+            body = {**body, "additionalProperties": False}
         operation["requestBody"] = {"required": described.body_required,
-                                    "content": {described.body_type: {"schema": described.body}}}
+                                    "content": {described.body_type: {"schema": body}}}
         if described.body_type == "application/json":
             errors.add(400)
     schema = {"schema": described.schema or {"type": "object"}} if described.answer_type == "application/json" else {}

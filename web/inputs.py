@@ -148,7 +148,22 @@ def json_object(required: bool = True) -> dict[str, Any]:
         raise _malformed(f"the body must be a JSON object, not {_JSON_TYPES.get(type(body), 'a number')}")
     if _depth(body) > JSON_DEPTH_MAX:
         raise _malformed(f"the body nests more than {JSON_DEPTH_MAX} levels deep")
+    _refuse_unknown_fields(body)
     return body
+
+
+def _refuse_unknown_fields(body: dict[str, Any]) -> None:
+    """A field the operation does not take is a 422 naming it: a misspelt `row_numbers` or
+    `amount` must never fall back to a default that moves more money (all rows, the whole
+    hold, to `bank`). The fields are the documented body's (web/contract.py)."""
+    from web.contract import documented_fields  # contract reads this module's limits
+
+    allowed = documented_fields(request.method, request.url_rule.rule if request.url_rule else "")
+    unknown = sorted(set(body) - allowed) if allowed is not None else []
+    if unknown:
+        raise ValidationFailed("the body has fields this operation does not take", [
+            FieldError(name, f"unknown field: this operation takes {', '.join(sorted(allowed)) or 'no field'}")
+            for name in unknown])
 
 
 def rfc3339_field(raw: str | None, field: str) -> datetime | None:
