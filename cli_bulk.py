@@ -223,9 +223,13 @@ def retry_command(activity_id, wait):
     except Rejected as refusal:
         _refused(refusal)
     click.echo(f"retrying {retried.retried_records} rows of {activity_id}", err=True)
+    activity = reads.activity(services().uow(), activity_id)
     if wait:
         _wait(activity_id)
-    _show(reads.activity(services().uow(), activity_id))
+        activity = reads.activity(services().uow(), activity_id)
+        _show(activity)
+        sys.exit(EXIT_STATUSES.get(activity.status, 1))
+    _show(activity)
 
 
 @bulk_credit.command("reverse")
@@ -250,6 +254,8 @@ def reverse_command(activity_id, reason, row_numbers, references, wait, token):
     if wait:
         _wait(activity.id)
         activity = reads.activity(services().uow(), activity.id)
+        _show(activity)
+        sys.exit(EXIT_STATUSES.get(activity.status, 1))
     _show(activity)
 
 

@@ -1,4 +1,5 @@
-"""Webhooks over HTTP (admin): subscribe, list, delete, read deliveries, replay one."""
+"""Webhooks over HTTP: subscribe, delete and replay (admin); list and read deliveries (every key
+that reads everything)."""
 from __future__ import annotations
 
 from apiflask import APIBlueprint
@@ -41,7 +42,7 @@ def create():
 @blueprint.get("")
 @authenticated
 def list_all():
-    _admin()
+    allow(g.principal.may_read_all())  # reading: operators and approvers too (API.md)
     limit = parse_limit(request.args.get("limit"))
     page = subscriptions.subscriptions_page(services().uow, limit, request.args.get("cursor"))
     return jsonify({"data": [render(item["subscription"]) for item in page.items], "next_cursor": page.next_cursor})
@@ -58,7 +59,7 @@ def delete(subscription_id):
 @blueprint.get("/<subscription_id>/deliveries")
 @authenticated
 def deliveries(subscription_id):
-    _admin()
+    allow(g.principal.may_read_all())  # reading: operators and approvers too (API.md)
     subscription_id = parse_user_id(subscription_id, "id")
     limit = parse_limit(request.args.get("limit"))
     page = subscriptions.deliveries_page(services().uow, subscription_id, limit, request.args.get("cursor"))
