@@ -249,10 +249,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/api/v1/users/{user_id}/wallets/{code}/freeze"): Operation(
         "Freeze a user's wallet (admin): no money in or out (422 wallet_frozen) until it is unfrozen", 200,
         "The wallet, frozen; frozen already: 409 invalid_state", (400, 401, 403, 404, 409, 422), REASON_BODY,
-        schema=ref("WalletStatus")),
+        schema=ref("WalletLifecycle")),
     ("POST", "/api/v1/users/{user_id}/wallets/{code}/unfreeze"): Operation(
         "Unfreeze a user's wallet (admin)", 200, "The wallet, active; not frozen: 409 invalid_state",
-        (400, 401, 403, 404, 409, 422), REASON_BODY, schema=ref("WalletStatus")),
+        (400, 401, 403, 404, 409, 422), REASON_BODY, schema=ref("WalletLifecycle")),
     ("DELETE", "/api/v1/users/{user_id}"): Operation(
         "Close a user (admin): a soft delete, history kept; no money moves for them again (422 user_closed)", 204,
         "Closed; money (or held money) left in a wallet: 409 balance_not_zero; closed already: 409 invalid_state",

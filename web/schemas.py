@@ -107,7 +107,7 @@ SCHEMAS = {
         from_user_id=UUID, to_user_id={"type": ["string", "null"], "format": "uuid"}, amount=AMOUNT,
         fee=MONEY_OR_ZERO, released=MONEY_OR_ZERO, currency=CURRENCY, reference={"type": ["string", "null"]},
         balance_after=MONEY_OR_ZERO, created_at=TIME),
-    "WalletStatus": _object(
+    "WalletLifecycle": _object(  # not WalletStatus: a generated client names Wallet.status's enum so
         user_id=UUID, currency=CURRENCY, balance=MONEY_OR_ZERO, held=MONEY_OR_ZERO, available=MONEY_OR_ZERO,
         status={"type": "string", "enum": ["active", "frozen", "closed"]}, status_reason={"type": "string"},
         updated_at=TIME),
