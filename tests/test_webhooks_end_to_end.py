@@ -71,8 +71,9 @@ def test_every_event_reaches_a_receiver_that_fails_twice_signed_and_in_order_per
     with services.uow() as uow:
         uow.bulk.copy_users([(fail_user, "Fails", f"{fail_user}@example.test")])
         uow.commit()
-    assert admin.post("/api/v1/funding-accounts/small/top-up", json={"amount": "1.00", "currency": "SGD"},
-                      headers={"Idempotency-Key": "small-1"}).status_code == 201
+    for account in ("small", "later"):
+        assert admin.post(f"/api/v1/funding-accounts/{account}/top-up", json={"amount": "1.00", "currency": "SGD"},
+                          headers={"Idempotency-Key": f"{account}-1"}).status_code == 201
 
     with Receiver(fail_first=2) as receiver:
         hook = admin.post("/api/v1/webhooks", json={"url": receiver.url, "events": list(EVENT_TYPES)}).json
@@ -82,6 +83,9 @@ def test_every_event_reaches_a_receiver_that_fails_twice_signed_and_in_order_per
         cancelled = upload(operator, [(users[2], "70.00")])
         unfunded = upload(operator, [(users[0], "2.00")], funding_account="small")
         failed = upload(operator, [(fail_user, "1.00")])
+        released = upload(operator, [(users[1], "2.00")], funding_account="later")
+        assert admin.post("/api/v1/funding-accounts/later/top-up", json={"amount": "5.00", "currency": "SGD"},
+                          headers={"Idempotency-Key": "later-2"}).status_code == 201
         for activity_id in (partly, completed):
             assert approver.post(f"{BULK}/{activity_id}/approve").status_code == 202
         assert approver.post(f"{BULK}/{rejected}/reject", json={"reason": "wrong file"}).status_code == 200
@@ -94,6 +98,7 @@ def test_every_event_reaches_a_receiver_that_fails_twice_signed_and_in_order_per
             cancelled: ["activity.awaiting_approval", "activity.cancelled"],
             unfunded: ["activity.awaiting_funds", "activity.cancelled"],
             failed: ["activity.failed"],
+            released: ["activity.awaiting_funds", "activity.released", "activity.completed"],
         }
         deadline = time.monotonic() + SETTLE_S_MAX
         while len({r.headers["webhook-id"] for r in receiver.accepted()}) < sum(map(len, expected.values())):
@@ -111,9 +116,13 @@ def test_every_event_reaches_a_receiver_that_fails_twice_signed_and_in_order_per
         arrived[event["data"]["activity_id"]].append(event["type"])
     assert dict(arrived) == expected
     deliveries = admin.get(f"/api/v1/webhooks/{hook['id']}/deliveries?limit=100").json["data"]
-    assert {d["status"] for d in deliveries} == {"SUCCEEDED"} and len(deliveries) == 11
-    assert sum(d["attempts"] for d in deliveries) == 11 + 2  # the two refused attempts were retried
-    assert query(engine, "SELECT count(*) FROM webhook_attempts") == [(13,)]
+    assert {d["status"] for d in deliveries} == {"SUCCEEDED"} and len(deliveries) == 14
+    assert sum(d["attempts"] for d in deliveries) == 14 + 2  # the two refused attempts were retried
+    assert query(engine, "SELECT count(*) FROM webhook_attempts") == [(16,)]
     payload = json.loads(next(r.body for r in receiver.accepted()
                               if json.loads(r.body)["type"] == "activity.partially_completed"))
     assert payload["data"]["successful_records"] == 2 and payload["data"]["failed_records"] == 1
+    release = next(json.loads(r.body)["data"] for r in receiver.accepted()
+                   if json.loads(r.body)["type"] == "activity.released")
+    assert (release["activity_id"], release["previous_status"], release["status"], release["reason"]) == (
+        released, "AWAITING_FUNDS", "UPLOADED", "funds reserved")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pipeline.bulk.status import ROW_STATUSES
 from pipeline.money import AMOUNT_TEXT_LENGTH_MAX
+from pipeline.webhooks import EVENT_TYPES
 from pipeline.wallets import REFERENCE_LENGTH_MAX
 from web.inputs import REQUEST_BODY_MAX_BYTES
 from web.schemas import ref
@@ -96,10 +97,7 @@ TRANSFER_EXAMPLE = {"from_user_id": "5b6f0f9e-3c1a-4a57-9a0e-2f5a3c1d7e21",
 MONEY_BODY = _object(("user_id", "amount", "currency"), user_id=UUID, amount=AMOUNT, currency=CURRENCY,
                      reference=REFERENCE)
 
-WEBHOOK_EVENTS = {"type": "array", "minItems": 1, "maxItems": 32, "items": {"type": "string", "enum": [
-    "activity.awaiting_approval", "activity.completed", "activity.partially_completed", "activity.failed",
-    "activity.rejected", "activity.cancelled", "activity.awaiting_funds", "reversal.completed", "hold.expired",
-    "reconciliation.mismatch"]}}
+WEBHOOK_EVENTS = {"type": "array", "minItems": 1, "maxItems": 32, "items": {"type": "string", "enum": list(EVENT_TYPES)}}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ EVENT_TYPES = (
     "activity.awaiting_approval", "activity.completed", "activity.partially_completed", "activity.failed",
     "activity.rejected", "activity.cancelled", "activity.awaiting_funds", "reversal.completed", "hold.expired",
     "reconciliation.mismatch",
+    # Not in API.md's list: an activity that waited for funds had its total reserved (migration 0027).
+    "activity.released",
 )
 
 #: Delivery states, and who moves a delivery between them: the one table every change is checked against.
