@@ -80,3 +80,12 @@ def test_an_approver_lists_activities_and_a_user_key_may_not(client, services, t
     assert [a["activity_id"] for a in approver.get(f"{URL}?status=UPLOADED").json["data"]] == three_files[:0:-1]
     user = Api(client, create_api_key(services.uow(), f"user:{three_files[0]}"))
     assert user.get(URL).status_code == 403
+
+
+def test_a_file_name_is_found_in_any_case_of_any_alphabet(services, queued_http):
+    """Both sides are lower-cased by PostgreSQL: Python lower-cases İ to two characters, and a
+    search in capitals then missed the file whose name it was."""
+    user = seed_users(services, 1)[0]
+    activity = upload_named(queued_http, "İSTANBUL-Été.csv", f"uuid,amount\n{user},1.00\n")
+    for part in ("İSTANBUL", "istanbul", "ÉTÉ", "été", "L-é"):
+        assert listed(queued_http, f"?file_name={part}") == [activity], part

@@ -89,7 +89,7 @@ class ActivityFilters:
     def as_sql(self) -> dict[str, Any]:
         pattern = None
         if self.file_name is not None:
-            pattern = self.file_name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = self.file_name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return {"statuses": list(self.statuses) or None, "file_name": pattern,
                 "created_after": self.created_after, "created_before": self.created_before}
 

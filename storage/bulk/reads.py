@@ -53,7 +53,8 @@ def activity_from(row) -> Activity:
 #: The filters of the activity list, each a fragment over parameters of the same name.
 _LIST_FILTERS = {
     "statuses": "status = ANY(:statuses)",
-    "file_name": "lower(file_name) LIKE '%' || :file_name || '%' ESCAPE '\\'",
+    # Both sides lower-cased by PostgreSQL: Python's lower() differs for some letters (İ).
+    "file_name": "lower(file_name) LIKE '%' || lower(:file_name) || '%' ESCAPE '\\'",
     "created_after": "created_at >= :created_after",
     "created_before": "created_at < :created_before",
 }
@@ -76,7 +77,7 @@ class ReadSql:
                         limit: int) -> list[tuple[int, Activity]]:
         """Activities newest first (by `seq`), with only the filters given: a statement per
         combination, so that each plan uses the index its filter has (migration 0017).
-        `filters["file_name"]` is a lower-case part of the name, LIKE's wildcards escaped."""
+        `filters["file_name"]` is a part of the name in any case, LIKE's wildcards escaped."""
         where = [_LIST_FILTERS[name] for name in _LIST_FILTERS if filters.get(name) is not None]
         if before_seq is not None:
             where.append("seq < :before_seq")
