@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import dramatiq
 
-from alerting import reconciliation_alert
 from bootstrap import process_services as services
 from pipeline import reconciliation
 from pipeline.errors import NotFound
+from telemetry.alerting import reconciliation_alert
 
 QUEUE_NAME = "reconciliation"
 #: A run is cheap to repeat, and the scheduler starts a new one every interval anyway.

@@ -10,10 +10,10 @@ import logging
 
 import dramatiq
 
+from actors.webhook_http import HttpSender
 from bootstrap import process_services as services
 from pipeline.webhooks import delivery
 from telemetry.metrics import WEBHOOK_ATTEMPT_DURATION, WEBHOOK_ATTEMPTS
-from webhook_http import HttpSender
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,8 @@ Design overview.
 - `exporter`: a /metrics endpoint of their own for the worker and the scheduler when
   METRICS_PORT is set, for containers that are scraped one by one (docker-compose.yml).
 - `slow_queries`: statements slower than SLOW_QUERY_MS, counted and logged without parameters.
+- `alerting`: what a reconciliation that finds mismatches does: an error line, a metric, and a
+  JSON POST to ALERT_WEBHOOK_URL when it is set.
 
 Nothing here imports Flask, so workers and the scheduler use it as they are.
 """

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import cli_bulk
+from cli import bulk_credit as cli_bulk
 from pipeline.bulk import reads
 from tests.test_approval import client_for, upload_file
 from tests.test_bulk_pipeline import RecordingQueue, apply_all, fund, query, seed_users

@@ -130,12 +130,12 @@ def test_a_malformed_setting_or_an_unmigrated_database_is_one_line(services, cle
 def test_making_many_apps_wraps_each_command_once(services):
     """Every app made registers the same command objects: wrapping them again each time grew a
     chain of wrappers until a long test session hit RecursionError."""
-    import cli
     from api import create_app
+    from cli.keys import keys
 
     for _ in range(5):
         create_app(services.settings)
-    callback, wrappers = cli.keys.commands["list"].callback, 0
+    callback, wrappers = keys.commands["list"].callback, 0
     while callback is not None:
         wrappers += bool(getattr(callback, "plainly", False))
         callback = getattr(callback, "__wrapped__", None)

@@ -159,7 +159,7 @@ def test_a_mismatch_is_posted_to_the_alert_webhook_as_json(services, engine, fun
     import json
     import threading
 
-    from alerting import reconciliation_alert
+    from telemetry.alerting import reconciliation_alert
 
     received = []
 

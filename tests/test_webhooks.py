@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import text
 from standardwebhooks import Webhook
 
+from actors.webhook_http import HttpSender
 from pipeline import webhooks
 from pipeline.users import create_api_key
 from pipeline.webhooks import delivery
 from storage.unit_of_work import SqlUnitOfWork
 from tests.test_bulk_pipeline import RecordingQueue, apply_all, query, seed_users
 from tests.webhook_receiver import Receiver
-from webhook_http import HttpSender
 
 HOOKS = "/api/v1/webhooks"
 BULK = "/api/v1/wallet/bulk-credit"

@@ -1,30 +1,27 @@
-"""Command line for bulk credits: `users seed-and-export` and `bulk-credit upload|status|approve|reject|cancel|retry`.
+"""`bulk-credit upload|status|approve|reject|cancel|retry|reverse`: bulk credits from a CSV file.
 
 The commands call the same use cases as the HTTP API, in this process; messages go to
-the Redis in REDIS_URL, where the workers of `make up` pick them up.
+the Redis in REDIS_URL, where the workers of `make up` pick them up. `--wait` exits 0 only
+when every valid row was credited, 2 for PARTIALLY_COMPLETED and 1 for anything else.
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
-from flask.cli import AppGroup
 
 from bootstrap import app_services as services
-from pipeline.access import Principal
+from cli.common import TOKEN, Group, actor_of, refused
 from pipeline.bulk import approval, chunks, preview, reads, release, reversal
-from pipeline.bulk.seeding import seed_and_export
-from pipeline.bulk.ports import Actor
 from pipeline.bulk.status import (AWAITING_APPROVAL, AWAITING_FUNDS, CANCELLED, PROCESSING, REJECTED, SCHEDULED,
                                   UPLOADED)
 from pipeline.bulk.upload import upload
 from pipeline.errors import Rejected
-from pipeline.users import find_api_key
 
-users = AppGroup("users", help="Users.")
-bulk_credit = AppGroup("bulk-credit", help="Bulk credits from a CSV file.")
+bulk_credit = Group("bulk-credit", help="Bulk credits from a CSV file.")
 
 #: How often --wait looks at the activity, in seconds.
 POLL_S = 0.5
@@ -42,52 +39,10 @@ def queue():
     return ChunkMessages(redis_broker(services().settings.redis_url))
 
 
-def _refused(refusal: Rejected):
-    raise click.ClickException(f"{refusal.code}: {refusal.detail}")
-
-
 #: Statuses an activity leaves only when someone acts (an approver, a top-up, time).
 WAITING_FOR_SOMEONE = (AWAITING_APPROVAL, SCHEDULED, AWAITING_FUNDS, REJECTED, CANCELLED)
 #: `--wait` exit statuses (API.md, Command line): 0 only when every valid row was credited.
 EXIT_STATUSES = {"COMPLETED": 0, "PARTIALLY_COMPLETED": 2}
-
-
-def _actor_of(token: str | None, needs: str) -> Actor:
-    """The API key behind `token` as the actor, or the command line without one. `needs`
-    names the Principal check the key must pass. Raises ClickException for a bad token."""
-    if token is None:
-        return Actor("command_line")
-    found = find_api_key(services().uow(), token)
-    if found is None:
-        raise click.ClickException("the token is not a valid API key, or it is revoked or expired (WALLET_TOKEN or --token)")
-    if not getattr(Principal(found.id, found.scope), needs)():
-        raise click.ClickException(f"forbidden: a key of scope {found.scope} may not do this")
-    return Actor("api_key", found.id)
-
-
-TOKEN = click.option("--token", envvar="WALLET_TOKEN", default=None,
-                     help="An API key that acts (default: $WALLET_TOKEN); it is recorded as the actor.")
-
-
-@users.command("seed-and-export")
-@click.option("--total", default=100_000, show_default=True, type=click.IntRange(1, 10_000_000))
-@click.option("--currency", "currency_code", default=None, help="Default: DEFAULT_CURRENCY.")
-@click.option("--amount", default="100.00", show_default=True)
-@click.option("--out", "out_path", default="exports/users_wallet_seed.csv", show_default=True,
-              type=click.Path(dir_okay=False))
-def seed_users(total, currency_code, amount, out_path):
-    """Creates users with COPY and writes the CSV of credits for them."""
-    settings = services().settings
-    started = time.monotonic()
-    try:
-        with click.progressbar(length=total, label="creating users", file=sys.stderr) as bar:
-            seed_and_export(services().uow(), settings, total, amount, currency_code or settings.default_currency,
-                            out_path, bar.update)
-    except Rejected as refusal:
-        _refused(refusal)
-    click.echo(f"created {total} users in {time.monotonic() - started:.1f} s; wrote {out_path}; topped up the"
-               f" default funding account by {total} x {amount}", err=True)
-    click.echo(out_path)
 
 
 def _show(activity) -> None:
@@ -129,7 +84,7 @@ def upload_command(file, wait, idempotency_key, funding_account, dry_run, token)
     --token, that key is the uploader, which may then not approve the file (maker-checker).
     --wait exits 0 only for COMPLETED, 2 for PARTIALLY_COMPLETED and 1 for anything else."""
     started = time.monotonic()
-    uploader = _actor_of(token, "may_operate")
+    uploader = actor_of(token, "may_operate")
     try:
         if dry_run:
             from web.bulk_credit import render_preview
@@ -140,7 +95,7 @@ def upload_command(file, wait, idempotency_key, funding_account, dry_run, token)
         uploaded = upload(services().uow, queue(), services().settings, file, file.name, idempotency_key,
                           uploader.api_key_id, funding_account=funding_account)
     except Rejected as refusal:
-        _refused(refusal)
+        refused(refusal)
     activity = uploaded.activity
     click.echo(f"activity {activity.id}: {'accepted' if uploaded.created else 'already uploaded'},"
                f" {activity.counters.total} records", err=True)
@@ -165,7 +120,7 @@ def status_command(activity_id):
     try:
         _show(reads.activity(services().uow(), chunks.parse_activity_id(activity_id)))
     except Rejected as refusal:
-        _refused(refusal)
+        refused(refusal)
 
 
 @bulk_credit.command("cancel")
@@ -177,7 +132,7 @@ def cancel_command(activity_id, reason):
         _show(release.cancel(services().uow, services().settings, chunks.parse_activity_id(activity_id),
                              Actor("command_line"), reason))
     except Rejected as refusal:
-        _refused(refusal)
+        refused(refusal)
 
 
 @bulk_credit.command("approve")
@@ -190,10 +145,10 @@ def approve_command(activity_id, token):
         raise click.ClickException("maker-checker needs the approver's API key: pass --token or set WALLET_TOKEN")
     try:
         activity_id = chunks.parse_activity_id(activity_id)
-        approval.approve(services().uow, queue(), services().settings, activity_id, _actor_of(token, "may_approve"))
+        approval.approve(services().uow, queue(), services().settings, activity_id, actor_of(token, "may_approve"))
         _show(reads.activity(services().uow(), activity_id))
     except Rejected as refusal:
-        _refused(refusal)
+        refused(refusal)
 
 
 @bulk_credit.command("reject")
@@ -206,9 +161,9 @@ def reject_command(activity_id, reason, token):
         raise click.ClickException("maker-checker needs the approver's API key: pass --token or set WALLET_TOKEN")
     try:
         _show(approval.reject(services().uow, services().settings, chunks.parse_activity_id(activity_id),
-                              _actor_of(token, "may_approve"), reason))
+                              actor_of(token, "may_approve"), reason))
     except Rejected as refusal:
-        _refused(refusal)
+        refused(refusal)
 
 
 @bulk_credit.command("retry")
@@ -221,7 +176,7 @@ def retry_command(activity_id, wait):
         retried = chunks.retry_failed_rows(services().uow, queue(), services().settings, activity_id,
                                            Actor("command_line"))
     except Rejected as refusal:
-        _refused(refusal)
+        refused(refusal)
     click.echo(f"retrying {retried.retried_records} rows of {activity_id}", err=True)
     activity = reads.activity(services().uow(), activity_id)
     if wait:
@@ -245,10 +200,10 @@ def reverse_command(activity_id, reason, row_numbers, references, wait, token):
     try:
         activity = reversal.reverse_and_send(
             services().uow, queue(), services().settings, activity_id=chunks.parse_activity_id(activity_id),
-            actor=_actor_of(token, "may_operate"), reason=reason, row_numbers=sorted(set(row_numbers)) or None,
+            actor=actor_of(token, "may_operate"), reason=reason, row_numbers=sorted(set(row_numbers)) or None,
             references=sorted(set(references)) or None)
     except Rejected as refusal:
-        _refused(refusal)
+        refused(refusal)
     click.echo(f"reversal {activity.id} of {activity_id}: {activity.counters.valid} rows to reverse,"
                f" {activity.counters.invalid} not reversible", err=True)
     if wait:
@@ -257,8 +212,3 @@ def reverse_command(activity_id, reason, row_numbers, references, wait, token):
         _show(activity)
         sys.exit(EXIT_STATUSES.get(activity.status, 1))
     _show(activity)
-
-
-def register(app) -> None:
-    app.cli.add_command(users)
-    app.cli.add_command(bulk_credit)

@@ -1,0 +1,35 @@
+"""`users seed-and-export`: users made with COPY, and the CSV of credits for them."""
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from bootstrap import app_services as services
+from cli.common import Group, refused
+from pipeline.bulk.seeding import seed_and_export
+from pipeline.errors import Rejected
+
+users = Group("users", help="Users.")
+
+
+@users.command("seed-and-export")
+@click.option("--total", default=100_000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--currency", "currency_code", default=None, help="Default: DEFAULT_CURRENCY.")
+@click.option("--amount", default="100.00", show_default=True)
+@click.option("--out", "out_path", default="exports/users_wallet_seed.csv", show_default=True,
+              type=click.Path(dir_okay=False))
+def seed_users(total, currency_code, amount, out_path):
+    """Creates users with COPY and writes the CSV of credits for them."""
+    settings = services().settings
+    started = time.monotonic()
+    try:
+        with click.progressbar(length=total, label="creating users", file=sys.stderr) as bar:
+            seed_and_export(services().uow(), settings, total, amount, currency_code or settings.default_currency,
+                            out_path, bar.update)
+    except Rejected as refusal:
+        refused(refusal)
+    click.echo(f"created {total} users in {time.monotonic() - started:.1f} s; wrote {out_path}; topped up the"
+               f" default funding account by {total} x {amount}", err=True)
+    click.echo(out_path)
