@@ -72,6 +72,12 @@ def _wait(activity_id: str) -> None:
             bar.update(done(activity) - before)
 
 
+def file_name(file) -> str | None:
+    """The name the activity keeps, as the HTTP upload keeps the multipart filename: the file's
+    own name, never the local path to it (a home folder is nobody's business); none for stdin."""
+    return None if file.name == "<stdin>" else Path(file.name).name
+
+
 @bulk_credit.command("upload")
 @click.argument("file", type=click.File("rb"))
 @click.option("--wait", is_flag=True, help="Show progress until every row is settled.")
@@ -92,7 +98,7 @@ def upload_command(file, wait, idempotency_key, funding_account, dry_run, token)
             checked = preview.preview(services().uow, services().settings, file, funding_account=funding_account)
             click.echo(json.dumps(render_preview(checked), indent=2))
             return
-        uploaded = upload(services().uow, queue(), services().settings, file, file.name, idempotency_key,
+        uploaded = upload(services().uow, queue(), services().settings, file, file_name(file), idempotency_key,
                           uploader.api_key_id, funding_account=funding_account)
     except Rejected as refusal:
         refused(refusal)
@@ -126,11 +132,13 @@ def status_command(activity_id):
 @bulk_credit.command("cancel")
 @click.argument("activity_id")
 @click.option("--reason", required=True, help="Why; kept in the activity's history.")
-def cancel_command(activity_id, reason):
-    """Ends the activity's rows not yet credited CANCELLED and returns their reserved money."""
+@TOKEN
+def cancel_command(activity_id, reason, token):
+    """Ends the activity's rows not yet credited CANCELLED and returns their reserved money.
+    With --token (or WALLET_TOKEN), that operator's or admin's key is the actor."""
     try:
         _show(release.cancel(services().uow, services().settings, chunks.parse_activity_id(activity_id),
-                             Actor("command_line"), reason))
+                             actor_of(token, "may_operate"), reason))
     except Rejected as refusal:
         refused(refusal)
 
@@ -169,12 +177,14 @@ def reject_command(activity_id, reason, token):
 @bulk_credit.command("retry")
 @click.argument("activity_id")
 @click.option("--wait/--no-wait", default=True, show_default=True)
-def retry_command(activity_id, wait):
-    """Sends an activity's FAILED rows again."""
+@TOKEN
+def retry_command(activity_id, wait, token):
+    """Sends an activity's FAILED rows again. With --token (or WALLET_TOKEN), that operator's or
+    admin's key is the actor."""
     try:
         activity_id = chunks.parse_activity_id(activity_id)
         retried = chunks.retry_failed_rows(services().uow, queue(), services().settings, activity_id,
-                                           Actor("command_line"))
+                                           actor_of(token, "may_operate"))
     except Rejected as refusal:
         refused(refusal)
     click.echo(f"retrying {retried.retried_records} rows of {activity_id}", err=True)

@@ -14,7 +14,8 @@ from sqlalchemy.engine import make_url
 
 from pipeline.users import create_api_key
 from tests.conftest import test_environ
-from tests.test_bulk_pipeline import balances, seed_users
+from pipeline.bulk import reads
+from tests.test_bulk_pipeline import apply_all, balances, query, seed_users
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,6 +73,80 @@ def test_approve_and_reject_need_an_approvers_key_other_than_the_uploaders(app, 
     rejected = runner.invoke(args=["bulk-credit", "reject", second, "--reason", "wrong month", "--token", checker])
     assert same.exit_code == 1 and "same_approver" in same.output
     assert rejected.exit_code == 0 and json.loads(rejected.stdout)["status"] == "REJECTED"
+
+
+def approving_always(app, services):
+    """The app's services on the same engine, with every file held for approval."""
+    configured = copy.copy(services)
+    configured.settings = dataclasses.replace(services.settings, bulk_credit_approval="always")
+    app.extensions["wallet"] = configured
+
+
+def actors_of(engine, action: str, activity_id: str) -> list[tuple]:
+    return query(engine, "SELECT actor_type, api_key_id FROM audit_events WHERE action = :action"
+                 " AND object_id = :id ORDER BY id", action=action, id=activity_id)
+
+
+def test_an_upload_from_the_command_line_keeps_the_files_name_not_its_local_path(
+        app, services, tmp_path, clean_database):
+    """Like the HTTP upload's multipart filename: the name an operator searches for, not where
+    the file sat on one machine (which also told every reader the operator's home folder)."""
+    [user] = seed_users(services, 1)
+    (tmp_path / "payroll").mkdir()
+    uploaded = app.test_cli_runner().invoke(
+        args=["bulk-credit", "upload", write(tmp_path / "payroll", "march.csv", [f"{user},1.00"])])
+
+    assert uploaded.exit_code == 0, uploaded.output
+    activity_id = json.loads(uploaded.stdout)["activity_id"]
+    assert json.loads(uploaded.stdout)["file_name"] == "march.csv"
+    assert reads.activity(services.uow(), activity_id).file_name == "march.csv"
+    [(detail,)] = query(services.engine, "SELECT detail FROM audit_events WHERE action = 'bulk_credit.upload'")
+    assert detail["file_name"] == "march.csv"
+
+
+def test_cancel_with_a_token_names_the_key_in_the_history_and_the_audit_trail_and_without_one_the_command_line(
+        app, services, tmp_path, clean_database):
+    users = seed_users(services, 2)
+    approving_always(app, services)
+    operator, approver = create_api_key(services.uow(), "operator"), create_api_key(services.uow(), "approver")
+    [operator_id] = [key_id for (key_id,) in query(services.engine, "SELECT id FROM api_keys WHERE scope = 'operator'")]
+    runner = app.test_cli_runner()
+    files = [json.loads(runner.invoke(args=["bulk-credit", "upload", write(tmp_path, f"{n}.csv", [f"{user},1.00"])])
+                        .stdout)["activity_id"] for n, user in enumerate(users)]
+
+    forbidden = runner.invoke(args=["bulk-credit", "cancel", files[0], "--reason", "no", "--token", approver])
+    forged = runner.invoke(args=["bulk-credit", "cancel", files[0], "--reason", "no", "--token", "wp_nope"])
+    keyed = runner.invoke(args=["bulk-credit", "cancel", files[0], "--reason", "wrong month"],
+                          env={"WALLET_TOKEN": operator})
+    anonymous = runner.invoke(args=["bulk-credit", "cancel", files[1], "--reason", "duplicate"])
+
+    assert forbidden.exit_code == 1 and "forbidden" in forbidden.output  # as over HTTP: an operator's or admin's
+    assert forged.exit_code == 1 and "not a valid API key" in forged.output
+    assert keyed.exit_code == 0, keyed.output
+    assert anonymous.exit_code == 0, anonymous.output
+    assert [json.loads(r.stdout)["status"] for r in (keyed, anonymous)] == ["CANCELLED", "CANCELLED"]
+    assert actors_of(services.engine, "bulk_credit.cancel", files[0]) == [("api_key", operator_id)]
+    assert actors_of(services.engine, "bulk_credit.cancel", files[1]) == [("command_line", None)]
+    for activity_id, actor in ((files[0], ("api_key", operator_id)), (files[1], ("command_line", None))):
+        [*_, last] = reads.history_page(services.uow(), activity_id, 100, None).items
+        assert (last["to_status"], last["actor_type"], last["api_key_id"]) == ("CANCELLED", *actor)
+
+
+def test_retry_with_a_token_names_the_key_in_the_audit_trail(app, services, tmp_path, clean_database):
+    users = seed_users(services, 2)
+    operator = create_api_key(services.uow(), "operator")
+    [operator_id] = [key_id for (key_id,) in query(services.engine, "SELECT id FROM api_keys")]
+    runner = app.test_cli_runner()
+    uploaded = runner.invoke(args=["bulk-credit", "upload", write(tmp_path, "a.csv", [f"{u},1.00" for u in users])])
+    activity_id = json.loads(uploaded.stdout)["activity_id"]
+    faulty = dataclasses.replace(services.settings, bulk_credit_fail_user_ids=frozenset({users[0]}))
+    apply_all(services, faulty, [chunk_id for (chunk_id,) in query(services.engine, "SELECT id FROM bulk_chunks")])
+
+    retried = runner.invoke(args=["bulk-credit", "retry", activity_id, "--no-wait", "--token", operator])
+
+    assert retried.exit_code == 0, retried.output
+    assert json.loads(retried.stdout)["pending_records"] == 1
+    assert actors_of(services.engine, "bulk_credit.retry", activity_id) == [("api_key", operator_id)]
 
 
 def flask_command(*args: str, cwd=ROOT, **environ: str) -> subprocess.CompletedProcess:
