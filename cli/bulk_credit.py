@@ -81,7 +81,9 @@ def file_name(file) -> str | None:
 @bulk_credit.command("upload")
 @click.argument("file", type=click.File("rb"))
 @click.option("--wait", is_flag=True, help="Show progress until every row is settled.")
-@click.option("--idempotency-key", default=None)
+@click.option("--idempotency-key", default=None,
+              help="The same key again returns the first activity; with other rows or another funding"
+                   " account it is refused.")
 @click.option("--funding-account", default="default", show_default=True, help="The funding account paying the file.")
 @click.option("--dry-run", is_flag=True, help="Check the file as the upload would, store nothing, print the preview.")
 @TOKEN
@@ -176,7 +178,8 @@ def reject_command(activity_id, reason, token):
 
 @bulk_credit.command("retry")
 @click.argument("activity_id")
-@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Show progress until the rows are settled; exits like upload --wait.")
 @TOKEN
 def retry_command(activity_id, wait, token):
     """Sends an activity's FAILED rows again. With --token (or WALLET_TOKEN), that operator's or
@@ -202,7 +205,8 @@ def retry_command(activity_id, wait, token):
 @click.option("--reason", required=True, help="Why; kept in the reversal's history and the audit trail.")
 @click.option("--row", "row_numbers", type=int, multiple=True, help="A row number to reverse (repeatable).")
 @click.option("--reference", "references", multiple=True, help="A row reference to reverse (repeatable).")
-@click.option("--wait/--no-wait", default=False, show_default=True)
+@click.option("--wait/--no-wait", default=False, show_default=True,
+              help="Show progress until the reversal is settled; exits like upload --wait.")
 @TOKEN
 def reverse_command(activity_id, reason, row_numbers, references, wait, token):
     """Takes the money of a credit's SUCCESS rows (all, or those named) back to its funding account;

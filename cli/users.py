@@ -15,9 +15,10 @@ users = Group("users", help="Users.")
 
 
 @users.command("seed-and-export")
-@click.option("--total", default=100_000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--total", default=100_000, show_default=True, type=click.IntRange(1, 10_000_000),
+              help="How many users to create.")
 @click.option("--currency", "currency_code", default=None, help="Default: DEFAULT_CURRENCY.")
-@click.option("--amount", default="100.00", show_default=True)
+@click.option("--amount", default="100.00", show_default=True, help="Each user's credit in the CSV.")
 @click.option("--out", "out_path", default="exports/users_wallet_seed.csv", show_default=True,
               type=click.Path(dir_okay=False))
 def seed_users(total, currency_code, amount, out_path):
