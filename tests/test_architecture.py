@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = ROOT / "pipeline"
 FRAMEWORKS = {"flask", "werkzeug", "dramatiq", "sqlalchemy", "psycopg", "apscheduler", "redis", "alembic",
-              "gunicorn", "storage", "web", "actors", "jobs", "api", "bootstrap"}
+              "gunicorn", "storage", "web", "actors", "jobs", "api", "bootstrap", "cli"}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -37,7 +37,7 @@ def test_pipeline_modules_import_no_web_queue_or_database_framework(module):
 #: (`api.py`), the wiring every entry point shares (`bootstrap.py`: settings, engine, Redis),
 #: and the settings gunicorn reads from the working directory (`gunicorn.conf.py`).
 TOP_LEVEL_MODULES = {"api.py", "bootstrap.py", "gunicorn.conf.py"}
-#: The top level's packages (README, Design).
+#: The top level's packages.
 PACKAGES = {"actors", "bench", "cli", "jobs", "pipeline", "storage", "telemetry", "tests", "web"}
 
 
