@@ -75,15 +75,17 @@ class ReadSql:
 
     def list_activities(self, filters: dict[str, Any], before_seq: int | None,
                         limit: int) -> list[tuple[int, Activity]]:
-        """Activities newest first (by `seq`), with only the filters given: a statement per
-        combination, so that each plan uses the index its filter has (migration 0017).
+        """Activities newest first (by creation time, then `seq`), with only the filters given: a
+        statement per combination, so that each plan uses the index its filter has (migrations
+        0017, 0028). `before_seq` is the last activity of the previous page.
         `filters["file_name"]` is a part of the name in any case, LIKE's wildcards escaped."""
         where = [_LIST_FILTERS[name] for name in _LIST_FILTERS if filters.get(name) is not None]
         if before_seq is not None:
-            where.append("seq < :before_seq")
+            where.append("(created_at, seq) < (SELECT c.created_at, c.seq FROM bulk_activities c"
+                         " WHERE c.seq = :before_seq)")
         rows = self.connection.execute(text(
             f"SELECT seq, {ACTIVITY_COLUMNS} FROM bulk_activities"
-            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq DESC LIMIT :limit"),
+            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY created_at DESC, seq DESC LIMIT :limit"),
             {**filters, "before_seq": before_seq, "limit": limit}).all()
         return [(row[0], activity_from(row[1:])) for row in rows]
 
