@@ -4,6 +4,7 @@
 - `keys`: `keys create|list|revoke`, API keys;
 - `users`: `users seed-and-export`, users made with COPY and a CSV of credits for them;
 - `bulk_credit`: `bulk-credit upload|status|approve|reject|cancel|retry|reverse`;
+- `funding`: `funding list|show|top-up`, the funding accounts;
 - `reconcile`: `reconcile [--full] [--csv FILE]`;
 - `common`: what every command shares. Each command says first, on stderr, which database
   and Redis it uses; an unreachable server is one line naming it, exit status 1.
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from cli import bulk_credit, db, keys, reconcile, users
+from cli import bulk_credit, db, funding, keys, reconcile, users
 
 #: Every command and group, as `flask --app api --help` lists them with Flask's own.
-COMMANDS = (db.db, keys.keys, users.users, bulk_credit.bulk_credit, reconcile.reconcile)
+COMMANDS = (db.db, keys.keys, users.users, bulk_credit.bulk_credit, funding.funding, reconcile.reconcile)
 
 
 def register(app: Flask) -> None:

@@ -69,8 +69,9 @@ class Group(AppGroup):
 
 
 def refused(refusal: Rejected):
-    """A use case's refusal as one line, `code: detail`, exit status 1."""
-    raise click.ClickException(f"{refusal.code}: {refusal.detail}")
+    """A use case's refusal as one line, `code: detail (field: reason; ...)`, exit status 1."""
+    fields = "; ".join(f"{error.field}: {error.message}" for error in getattr(refusal, "errors", None) or ())
+    raise click.ClickException(f"{refusal.code}: {refusal.detail}" + (f" ({fields})" if fields else ""))
 
 
 TOKEN = click.option("--token", envvar="WALLET_TOKEN", default=None,

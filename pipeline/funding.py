@@ -12,9 +12,12 @@ import base64
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import timezone
 
+from pipeline import action_log
 from pipeline.errors import FieldError, NotFound, ValidationFailed
 from pipeline.ledger import Movement, WalletKey, post
+from pipeline.money import MINOR_UNITS, Currency, format_amount
 from pipeline.ports import JournalEntry
 from pipeline.statements import Page
 from pipeline.wallets import MoneyRequest, Moved, system_shard
@@ -51,6 +54,36 @@ def top_up(uow, settings, name: str, request: MoneyRequest) -> Moved:
     account = WalletKey(code, system_name="funding", owner=name)
     postings = post(wallets, [Movement(bank, -request.amount), Movement(account, request.amount)])
     return Moved(entry, uow.ledger.record(entry, postings), postings)
+
+
+def receipt_amount(minor: int, code: str) -> str:
+    """Minor units as the API writes amounts: decimal text in the currency's units."""
+    return format_amount(minor, Currency(code, MINOR_UNITS[code]))
+
+
+def describe(name: str, balances: list[Balance]) -> dict:
+    """An account as the API answers it: {name, balances: [{currency, balance, reserved}]}."""
+    return {"name": name, "balances": [{"currency": b.currency, "balance": receipt_amount(b.balance, b.currency),
+                                        "reserved": receipt_amount(b.reserved, b.currency)} for b in balances]}
+
+
+def receipt(moved: Moved) -> dict:
+    """A top-up as the API answers it (and stores it for a replay): {id, kind, funding_account,
+    amount, currency, balance_after, reference, created_at}, amounts as decimal text."""
+    entry = moved.entry
+    return {"id": entry.id, "kind": entry.kind, "funding_account": entry.funding_account,
+            "amount": receipt_amount(entry.amount, entry.currency), "currency": entry.currency,
+            "balance_after": receipt_amount(moved.postings[-1].balance_after, entry.currency),
+            "reference": entry.reference,
+            "created_at": moved.created_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")}
+
+
+def log_top_up(actor, moved: Moved) -> None:
+    """The operator action's log line (pipeline/action_log.py), once the top-up has committed."""
+    entry = moved.entry
+    action_log.logged("funding.top_up", actor, f"{entry.amount} minor units of {entry.currency} into {entry.funding_account}",
+                      funding_account=entry.funding_account, journal_entry_id=entry.id, currency=entry.currency,
+                      amount_minor=entry.amount)
 
 
 def account(uow, name: str) -> list[Balance]:

@@ -5,18 +5,13 @@ from apiflask import APIBlueprint
 from flask import g, jsonify, request
 
 from bootstrap import app_services as services
-from pipeline import action_log, funding, wallets
+from pipeline import funding, wallets
 from pipeline.audit import Actor
 from pipeline.statements import parse_limit
 from web.auth import allow, authenticated
-from web.wallets import _idempotent, _journal_key, money, rfc3339
+from web.wallets import _idempotent, _journal_key
 
 blueprint = APIBlueprint("funding", __name__, url_prefix="/api/v1/funding-accounts", tag="Funding accounts")
-
-
-def render_account(name: str, balances: list[funding.Balance]) -> dict:
-    return {"name": name, "balances": [{"currency": b.currency, "balance": money(b.balance, b.currency),
-                                        "reserved": money(b.reserved, b.currency)} for b in balances]}
 
 
 @blueprint.post("/<name>/top-up")
@@ -31,20 +26,12 @@ def top_up(name):
 
     def render(moved):
         committed.append(moved)  # rendered in the transaction; logged once it has committed
-        entry = moved.entry
-        return {"id": entry.id, "kind": entry.kind, "funding_account": entry.funding_account,
-                "amount": money(entry.amount, entry.currency), "currency": entry.currency,
-                "balance_after": money(moved.postings[-1].balance_after, entry.currency),
-                "reference": entry.reference, "created_at": rfc3339(moved.created_at)}
+        return funding.receipt(moved)
 
     committed = []
     answer = _idempotent(command, lambda uow, parsed: funding.top_up(uow, settings, *parsed), render)
     if committed and isinstance(answer, tuple) and answer[1] == 201 and not answer[2]:  # not a replay
-        entry = committed[-1].entry
-        action_log.logged("funding.top_up", Actor("api_key", g.principal.api_key_id),
-                          f"{entry.amount} minor units of {entry.currency} into {entry.funding_account}",
-                          funding_account=entry.funding_account, journal_entry_id=entry.id, currency=entry.currency,
-                          amount_minor=entry.amount)
+        funding.log_top_up(Actor("api_key", g.principal.api_key_id), committed[-1])
     return answer
 
 
@@ -53,7 +40,7 @@ def top_up(name):
 def get_account(name):
     allow(g.principal.may_read_all())
     name = funding.parse_account_name(name, "name")
-    return jsonify(render_account(name, funding.account(services().uow(), name)))
+    return jsonify(funding.describe(name, funding.account(services().uow(), name)))
 
 
 @blueprint.get("")
@@ -61,5 +48,5 @@ def get_account(name):
 def list_accounts():
     allow(g.principal.may_read_all())
     page = funding.accounts_page(services().uow(), parse_limit(request.args.get("limit")), request.args.get("cursor"))
-    items = [render_account(item["name"], funding.account(services().uow(), item["name"])) for item in page.items]
+    items = [funding.describe(item["name"], funding.account(services().uow(), item["name"])) for item in page.items]
     return jsonify({"data": items, "next_cursor": page.next_cursor})
