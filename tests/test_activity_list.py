@@ -125,3 +125,12 @@ def test_a_time_range_long_ago_reads_only_its_own_activities(clean_database):
         removed += node.get("Rows Removed by Filter", 0)
         nodes += node.get("Plans", [])
     assert removed < 1_000, plan
+
+
+def test_an_upload_keeps_the_files_name_without_the_path_a_client_sent(services, queued_http):
+    users = seed_users(services, 3)
+    sent = ["/home/ana/Desktop/payroll.csv", "../ana/rewards.csv", "plain.csv"]
+    ids = [upload_named(queued_http, name, f"uuid,amount\n{user},1.00\n") for name, user in zip(sent, users)]
+    names = {a["activity_id"]: a["file_name"] for a in queued_http.get(URL).json["data"]}
+    assert [names[activity] for activity in ids] == ["payroll.csv", "rewards.csv", "plain.csv"]
+    assert listed(queued_http, "?file_name=ana") == []  # the folder is not kept, so not found either

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -273,9 +274,11 @@ def _store(uow, settings: Settings, reader: HashingReader, activity_id: str, fil
 def storable_name(file_name: str | None) -> str | None:
     """The upload's file name as PostgreSQL can store it and a page can show it: characters
     it cannot store (NUL, a lone surrogate from a name that was not UTF-8), control and
-    format characters (a newline, U+202E that reverses the text shown after it) become U+FFFD."""
-    if not file_name:
+    format characters (a newline, U+202E that reverses the text shown after it) become U+FFFD.
+    Only the last part of a path is kept: some clients send `/home/ana/pay.csv` (or, unquoted,
+    `C:\\Users\\ana\\pay.csv`), and a home folder is nobody's business."""
+    name = re.split(r"[\\/]", file_name or "")[-1][:FILE_NAME_LENGTH_MAX]
+    if not name:
         return None
-    name = file_name[:FILE_NAME_LENGTH_MAX]
     return "".join(character if storable(character) and unicodedata.category(character) not in ("Cc", "Cf")
                    else "\ufffd" for character in name)
