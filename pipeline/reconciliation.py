@@ -69,6 +69,21 @@ class Evidence:
     reversal_rows: list[int] = ()
 
 
+#: The activity counters check (d) compares with a count of the rows (storage/reconciliation.py).
+ACTIVITY_COUNTERS = ("total_records", "valid_records", "invalid_records", "successful_records", "failed_records",
+                     "pending_records", "cancelled_records")
+#: The row statuses check (e) looks at: a SUCCESS row has one posting, the others none.
+ROW_POSTING_STATUSES = ("SUCCESS", "FAILED", "INVALID", "CANCELLED")
+#: Every kind of mismatch `mismatches_in` reports: /metrics exports each at 0 from the start,
+#: so that an alert on increase() sees the first one of any kind.
+MISMATCH_KINDS = (
+    "balance_differs_from_postings", "balance_differs_from_last_balance_after", "journal_entry_unbalanced",
+    "currency_not_zero", *(f"activity_counter_{counter}" for counter in ACTIVITY_COUNTERS),
+    *(f"{status.lower()}_row_postings" for status in ROW_POSTING_STATUSES), "reservation_differs_from_unpaid_rows",
+    "reversal_row_differs_from_credit_row",
+)
+
+
 def _money(minor: int, code: str) -> str:
     return format_amount(minor, currency(code)) if code in MINOR_UNITS else str(minor)
 

@@ -26,6 +26,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, d
 from prometheus_client import multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from pipeline import reconciliation
+
 # The `*_created` timestamps of every counter and histogram double the series and tell an
 # operator nothing that process start times do not.
 disable_created_metrics()
@@ -96,10 +98,6 @@ CHUNK_RESULTS = ("applied", "skipped", "error")
 ACTOR_NAMES = ("apply_bulk_chunk", "reconcile")
 #: The statements slow_queries counts most; others get their series when first counted.
 STATEMENT_OPERATIONS = ("select", "insert", "update", "delete")
-#: The kinds of mismatch a reconciliation reports for wallets, entries and reservations
-#: (pipeline/reconciliation.py); the per-counter and per-status kinds appear when found.
-MISMATCH_KINDS = ("balance_differs_from_postings", "balance_differs_from_last_balance_after",
-                  "journal_entry_unbalanced", "currency_not_zero", "reservation_differs_from_unpaid_rows")
 
 
 def multiprocess_dir() -> str | None:
@@ -129,7 +127,7 @@ def initialise(currencies=()) -> None:
     """
     families = ((BULK_ROWS_PROCESSED, ROW_OUTCOMES), (BULK_ROW_RETRIES, RETRY_SOURCES),
                 (BULK_CHUNK_DURATION, CHUNK_RESULTS), (MESSAGE_RETRIES, ACTOR_NAMES), (MESSAGES_FAILED, ACTOR_NAMES),
-                (SLOW_STATEMENTS, STATEMENT_OPERATIONS), (RECONCILIATION_MISMATCHES, MISMATCH_KINDS),
+                (SLOW_STATEMENTS, STATEMENT_OPERATIONS), (RECONCILIATION_MISMATCHES, reconciliation.MISMATCH_KINDS),
                 (PROCESS_STARTS, PROCESS_KINDS), (BULK_CREDITED, tuple(sorted(currencies))))
     for family, values in families:
         for value in values:
