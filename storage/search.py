@@ -39,7 +39,8 @@ class SqlSearch:
     def users(self, filters: dict[str, Any], before_seq: int | None, limit: int) -> list[tuple[int, User]]:
         rows = self.connection.execute(text(
             "SELECT seq, id::text, name, email, external_id, created_at FROM users"
-            f"{_where(filters, _USER_FILTERS, before_seq and 'seq < :before_seq')} ORDER BY seq DESC LIMIT :limit"),
+            f"{_where(filters, _USER_FILTERS, None if before_seq is None else 'seq < :before_seq')}"
+            " ORDER BY seq DESC LIMIT :limit"),
             {**filters, "before_seq": before_seq, "limit": limit})
         return [(row[0], User(*row[1:])) for row in rows]
 

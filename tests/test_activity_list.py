@@ -67,6 +67,10 @@ def test_filters_narrow_the_list(queued_http, three_files):
     ("?created_before=2026-11-30T10:00:00", "created_before"), ("?file_name=" + "x" * 256, "file_name"),
     ("?file_name=a%00b", "file_name"), ("?limit=0", "limit"), ("?cursor=nope", "cursor"),
     ("?created_after=2026-11-30T10:00:00Z&created_before=2026-11-30T09:00:00Z", "created_before"),
+    # Before or after what UTC can write (a 500 before), and what is ISO 8601 but not RFC 3339.
+    ("?created_after=0001-01-01T00:00:00%2B14:00", "created_after"),
+    ("?created_before=9999-12-31T23:59:59-14:00", "created_before"),
+    ("?created_after=20261130T100000Z", "created_after"), ("?created_after=2026-W48-1T00:00Z", "created_after"),
 ])
 def test_a_bad_filter_is_a_422_naming_the_field(queued_http, query, field):
     response = queued_http.get(URL + query)
@@ -134,3 +138,16 @@ def test_an_upload_keeps_the_files_name_without_the_path_a_client_sent(services,
     names = {a["activity_id"]: a["file_name"] for a in queued_http.get(URL).json["data"]}
     assert [names[activity] for activity in ids] == ["payroll.csv", "rewards.csv", "plain.csv"]
     assert listed(queued_http, "?file_name=ana") == []  # the folder is not kept, so not found either
+
+
+def test_an_offset_whose_plus_became_a_space_says_to_encode_it(queued_http):
+    response = queued_http.get(URL + "?created_after=2026-11-30T10:00:00+08:00")  # + is a space in a query
+    assert response.status_code == 422 and "write + as %2B" in response.json["errors"][0]["message"]
+
+
+def test_an_execute_at_past_what_utc_can_write_is_a_422(services, queued_http):
+    user = seed_users(services, 1)[0]
+    response = queued_http.post(URL, data={"file": (io.BytesIO(f"uuid,amount\n{user},1.00\n".encode()), "a.csv"),
+                                           "dry_run": "true", "execute_at": "0001-01-01T00:00:00+14:00"},
+                                content_type="multipart/form-data")
+    assert response.status_code == 422 and response.json["errors"][0]["field"] == "execute_at"

@@ -66,6 +66,8 @@ def test_transactions_are_found_by_reference_user_kind_activity_and_time(service
     ("/api/v1/transactions?user_id=1", "user_id"), ("/api/v1/transactions?kind=DROP TABLE", "kind"),
     ("/api/v1/transactions?created_before=today", "created_before"), ("/api/v1/transactions?cursor=x", "cursor"),
     ("/api/v1/transactions?created_after=2026-11-30T10:00:00Z&created_before=2026-11-30T09:00:00Z", "created_before"),
+    ("/api/v1/transactions?kind=nope", "kind"), ("/api/v1/transactions?created_after=9999-12-31T23:59:59-14:00",
+                                                 "created_after"),
 ])
 def test_a_bad_filter_is_a_422_naming_the_field(admin, query, field):
     response = admin.get(query)
@@ -105,3 +107,14 @@ def test_every_transaction_filter_uses_its_index_on_a_large_table(clean_database
     assert "journal_entries_newest" in plans["old dates"], plans["old dates"]
     assert "journal_entries_newest" in plans["newest"], plans["newest"]
     assert not any("Seq Scan" in plan for plan in plans.values()), plans
+
+
+def test_a_cursor_at_the_very_start_is_an_empty_page_not_a_500(admin):
+    assert admin.get("/api/v1/users?cursor=cDA").json == {"data": [], "next_cursor": None}  # "p0"
+
+
+def test_an_external_id_or_reference_with_spaces_is_found_as_it_was_stored(admin):
+    created = admin.post("/api/v1/users", {"name": "Pad", "email": "pad@example.test", "external_id": " crm-7 "})
+    assert created.status_code == 201, created.get_json()
+    assert ids(admin.get("/api/v1/users?external_id=%20crm-7%20")) == [created.get_json()["id"]]
+    assert ids(admin.get("/api/v1/users?external_id=crm-7")) == []  # exactly, as documented

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pipeline.bulk.status import ROW_STATUSES
 from pipeline.money import AMOUNT_TEXT_LENGTH_MAX
+from pipeline.search import ENTRY_KINDS
 from pipeline.webhooks import EVENT_TYPES
 from pipeline.wallets import REFERENCE_LENGTH_MAX
 from web.inputs import REQUEST_BODY_MAX_BYTES
@@ -184,7 +185,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                    {"type": "string", "minLength": 1, "maxLength": 320}),
             _query("activity_id", "Written by this bulk-credit activity", UUID),
             _query("user_id", "With a posting on this user's wallets", UUID),
-            _query("kind", "deposit, withdrawal, transfer, bulk_credit, ...", {"type": "string", "pattern": "^[a-z_]{1,40}$"}),
+            _query("kind", "the journal entry's kind", {"type": "string", "enum": list(ENTRY_KINDS)}),
             _query("created_after", "Created at or after this RFC 3339 time", {"type": "string", "format": "date-time"}),
             _query("created_before", "Created before this RFC 3339 time", {"type": "string", "format": "date-time"}),
             *LIST_QUERY), schema=wref("TransactionPage")),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -166,16 +167,22 @@ def _refuse_unknown_fields(body: dict[str, Any]) -> None:
             for name in unknown])
 
 
+#: RFC 3339's date-time (section 5.6): nothing else, so `20261130T100000Z` or a week date is refused.
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
 def rfc3339_field(raw: str | None, field: str) -> datetime | None:
     """A time sent as RFC 3339 with its offset (`2026-12-01T09:00:00Z`), in UTC; None when
     absent. Raises ValidationFailed naming `field`, for an empty value too."""
     if raw is None:
         return None
+    text = raw.strip()
     try:
-        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
+        if not RFC3339.fullmatch(text):
+            raise ValueError(text)
+        # A year-1 time at +14:00, or year 9999 at -14:00, is before or after what UTC can write.
+        return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00")).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        hint = "; in a URL, write + as %2B" if RFC3339.fullmatch(text[:19] + "+" + text[20:]) else ""
         raise ValidationFailed(f"{field} is not valid", [FieldError(
-            field, "an RFC 3339 time with its offset, such as 2026-12-01T09:00:00Z")])
-    return moment.astimezone(timezone.utc)
+            field, f"an RFC 3339 time with its offset, such as 2026-12-01T09:00:00Z{hint}")]) from None
