@@ -306,20 +306,24 @@
     };
     form.addEventListener("input", later);
     form.addEventListener("change", later);
+    let sending = false;
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      if (form.dataset.sent) return;
+      if (sending) return;  // a second click sends nothing; the form's key guards the server too
+      sending = true;
       for (const name of ["to_user_id", "amount", "currency"]) touched.add(name);
       clearTimeout(timer);
       send.disabled = true;
       const result = outcome || await check();
       if (result && result.ok) {
-        form.dataset.sent = "true";  // a second click sends nothing; the server's key guards the rest
         HTMLFormElement.prototype.submit.call(form);
       } else {
+        sending = false;
         send.disabled = false;
       }
     });
+    // A page restored from the back-forward cache may send again (with the same key: at most once).
+    window.addEventListener("pageshow", () => { sending = false; send.disabled = false; });
   }
 
   document.addEventListener("DOMContentLoaded", () => {
