@@ -40,7 +40,7 @@ def check_transfer(uow: UnitOfWork, settings: Settings, from_user_id: str, body:
 
     Raises ValidationFailed naming every field at fault (`to_user_id`: not a uuid, the sender
     itself, no such user, a closed user; `amount`, `currency`, `reference`: as the API parses
-    them; `amount` also when it and its fee exceed what is available, alongside other faults),
+    them; `currency` also when the sender's wallet in it is frozen; `amount` also when it and its fee exceed what is available, alongside other faults),
     or InsufficientFunds naming `amount` when that is the only fault, as the transfer would.
     """
     errors: list[FieldError] = []
@@ -64,7 +64,11 @@ def check_transfer(uow: UnitOfWork, settings: Settings, from_user_id: str, body:
                 errors.append(FieldError("to_user_id", "this user is closed and takes no money"))
         if request is None:
             raise ValidationFailed("the transfer is not valid", errors)
-        balance, held = uow.ledger.balance_and_held(from_user_id, request.currency.code)
+        code = request.currency.code
+        balance, held = uow.ledger.balance_and_held(from_user_id, code)
+        if any(wallet["currency"] == code and wallet["status"] == "frozen"
+               for wallet in uow.ledger.wallets_of(from_user_id)):
+            errors.append(FieldError("currency", f"your {code} wallet is frozen: no money moves in or out of it"))
     fee = fee_for(request.amount, settings.transfer_fee_bps)
     checked = CheckedTransfer(to_user_id or "", request.currency, request.amount, fee, balance - held)
     if checked.total > checked.available:

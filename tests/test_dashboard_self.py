@@ -8,11 +8,12 @@ import dataclasses
 import json
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 
-from pipeline import wallets
+from pipeline import audit, lifecycle, wallets
 from pipeline.events import ALL_EVENTS_STREAM, publish_pending, user_shard
 from pipeline.users import create_api_key, create_user
 from storage.event_streams import RedisEventLog
@@ -147,6 +148,16 @@ def test_a_transfer_is_checked_as_it_is_typed_with_the_fee_the_api_charges(as_al
     assert set(field_errors(both)) == {"to_user_id", "amount"}
 
 
+def test_a_transfer_from_a_frozen_wallet_is_refused_while_it_is_typed(services, as_alice, alice, bob):
+    with services.uow() as uow:
+        lifecycle.set_frozen(uow, alice, "SGD", True, "fraud check", audit.COMMAND_LINE)
+        uow.commit()
+
+    refused = check(as_alice, alice, to_user_id=bob, amount="1.00")
+
+    assert refused.status_code == 422 and "frozen" in field_errors(refused)["currency"]
+
+
 def test_a_transfer_form_sent_twice_transfers_once_and_says_so(as_alice, alice, bob, engine):
     key = transfer_key_of(as_alice, alice)
 
@@ -163,6 +174,20 @@ def test_a_transfer_form_sent_twice_transfers_once_and_says_so(as_alice, alice, 
         ("transfer", 10_00, 15, "lunch")]
     page = text_of(as_alice.get(f"/dashboard/me/{alice}").text)
     assert "transfer −10.00 SGD 0.15 989.85" in page and bob[:8] in page
+
+
+def test_two_submissions_of_one_form_at_once_transfer_once(app, as_alice, alice, bob, engine):
+    key = transfer_key_of(as_alice, alice)
+    twin = app.test_client()  # the same session in a second connection: a double click that raced
+    twin.set_cookie("session", as_alice.get_cookie("session").value)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda client: send(client, alice, key, to_user_id=bob, amount="10.00"),
+                                (as_alice, twin)))
+
+    assert [answer.status_code for answer in answers] == [302, 302]
+    assert balances(engine) == {alice: 989_85, bob: 10_00}
+    assert query(engine, "SELECT count(*) FROM journal_entries WHERE kind = 'transfer'") == [(1,)]
 
 
 def test_a_refused_transfer_shows_the_apis_code_and_moves_nothing(as_alice, alice, bob, engine):

@@ -261,7 +261,7 @@
   function checkTransfer(form, checkUrl) {
     const quote = document.getElementById("transfer-quote");
     const send = document.getElementById("send-button");
-    const touched = new Set();
+    const touched = new Set(["currency"]);  // a select always holds a choice
     let timer = null, latest = 0, outcome = null;
 
     function showErrors(errors, detail) {
