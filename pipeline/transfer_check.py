@@ -40,8 +40,9 @@ def check_transfer(uow: UnitOfWork, settings: Settings, from_user_id: str, body:
 
     Raises ValidationFailed naming every field at fault (`to_user_id`: not a uuid, the sender
     itself, no such user, a closed user; `amount`, `currency`, `reference`: as the API parses
-    them; `currency` also when the sender's wallet in it is frozen; `amount` also when it and its fee exceed what is available, alongside other faults),
-    or InsufficientFunds naming `amount` when that is the only fault, as the transfer would.
+    them; `currency` also when the sender's wallet in it is frozen; `amount` also when it and
+    its fee exceed what is available, alongside other faults), or InsufficientFunds naming
+    `amount` when that is the only fault, as the transfer would.
     """
     errors: list[FieldError] = []
     to_user_id = request = None

@@ -174,9 +174,11 @@ def activity_events(activity_id):
     # No stream_with_context: the stream needs nothing of the request, and keeps nothing of it.
     budget = stream_slots.slots()
     release = budget.take()
+    def with_pace(found: dict) -> dict:
+        return {**found, **pace_shown(found)}
+
     body = (busy_events(budget.capacity) if release is None
-            else stream_slots.SlotBody(progress_events(read_activity, annotate=lambda found: {**found, **pace_shown(found)}),
-                                       release))
+            else stream_slots.SlotBody(progress_events(read_activity, annotate=with_pace), release))
     return Response(body, mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
