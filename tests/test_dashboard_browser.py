@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -197,9 +197,11 @@ def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_unt
     wait_for_text(browser, "status", "COMPLETED", explain)
     assert "PARTIALLY" not in browser.find_element(By.ID, "status").text
     assert (counter(browser, "successful_records"), counter(browser, "failed_records")) == (USERS, 0)
-    WebDriverWait(browser, PAGE_WAIT_S).until(lambda driver: "PENDING" not in driver.find_element(By.ID, "rows").text
-                                              and "FAILED" not in driver.find_element(By.ID, "rows").text)
-    assert not browser.find_element(By.ID, "retry").is_displayed()
+    # The rows and status sections are replaced live while this reads them: a stale element is read again.
+    WebDriverWait(browser, PAGE_WAIT_S, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda driver: "PENDING" not in driver.find_element(By.ID, "rows").text
+        and "FAILED" not in driver.find_element(By.ID, "rows").text
+        and not driver.find_element(By.ID, "retry").is_displayed())
     snap(browser, "06-retried-completed")
     assert balances(services.engine) == amounts
     assert query(services.engine, "SELECT status FROM bulk_activities") == [("COMPLETED",)]
