@@ -80,15 +80,6 @@ def test_a_bad_key_is_refused_and_signs_nobody_in(client, operator_token):
     assert client.get("/dashboard/").status_code == 302
 
 
-def test_a_user_scoped_key_is_refused_with_403(services, client, clean_database):
-    user = create_user(services.uow(), "Ana", "ana@example.com")
-    refused = sign_in(client, create_api_key(services.uow(), f"user:{user.id}"))
-
-    assert refused.status_code == 403
-    assert "operator, approver or admin" in refused.text
-    assert client.get("/dashboard/").headers["Location"].startswith("/dashboard/sign-in")
-
-
 def test_an_operator_signs_in_and_the_cookie_holds_a_digest_of_the_key_never_the_key(app, client, operator_token):
     signed_in = sign_in(client, operator_token)
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -196,9 +197,11 @@ def test_an_operator_watches_a_file_settle_live_then_retries_its_failed_rows_unt
     wait_for_text(browser, "status", "COMPLETED", explain)
     assert "PARTIALLY" not in browser.find_element(By.ID, "status").text
     assert (counter(browser, "successful_records"), counter(browser, "failed_records")) == (USERS, 0)
-    WebDriverWait(browser, PAGE_WAIT_S).until(lambda driver: "PENDING" not in driver.find_element(By.ID, "rows").text
-                                              and "FAILED" not in driver.find_element(By.ID, "rows").text)
-    assert not browser.find_element(By.ID, "retry").is_displayed()
+    # The rows and status sections are replaced live while this reads them: a stale element is read again.
+    WebDriverWait(browser, PAGE_WAIT_S, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda driver: "PENDING" not in driver.find_element(By.ID, "rows").text
+        and "FAILED" not in driver.find_element(By.ID, "rows").text
+        and not driver.find_element(By.ID, "retry").is_displayed())
     snap(browser, "06-retried-completed")
     assert balances(services.engine) == amounts
     assert query(services.engine, "SELECT status FROM bulk_activities") == [("COMPLETED",)]
@@ -353,4 +356,72 @@ def test_on_a_phone_an_admin_checks_a_file_uploads_it_cannot_approve_it_and_a_se
     assert browser.find_elements(By.ID, "unfreeze-SGD") and fits_the_width(browser)
     snap(browser, "18-phone-frozen")
     assert query(services.engine, "SELECT status FROM wallets WHERE user_id = :u", u=users[0]) == [("frozen",)]
+    assert_ledger_invariants(services.engine)
+
+
+def type_into(driver, element_id: str, text: str) -> None:
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(text)
+
+
+@pytest.mark.parametrize("web_server", [{"TRANSFER_FEE_BPS": "150"}], indirect=True)
+def test_on_a_phone_a_user_sees_their_balance_is_told_of_a_bad_amount_sends_money_and_sees_money_arrive_live(
+        services, settings, tmp_path, web_server, browser):
+    from pipeline import wallets
+    from pipeline.users import create_user
+    from tests.processes import Process
+    from tests.test_bulk_reversal import move
+
+    alice = create_user(services.uow(), "Alice Tan", "alice@example.com").id
+    bob = create_user(services.uow(), "Bob Lim", "bob@example.com").id
+    move(services, wallets.deposit, alice, 1_000_00)
+    move(services, wallets.deposit, bob, 50_00)
+    alice_token, bob_token = (create_api_key(services.uow(), f"user:{user}") for user in (alice, bob))
+    # The scheduler's publisher moves the outbox to the event streams the page follows.
+    scheduler = Process(tmp_path / "scheduler.log", [sys.executable, "-m", "jobs"], test_environ())
+    explain = lambda: f"--- scheduler\n{scheduler.tail()}"  # noqa: E731
+    browser.set_window_size(PHONE_WIDTH, 1400)
+    try:
+        # Given Alice, signed in with her own key: her page, her balance
+        browser.get(f"{web_server}/dashboard/sign-in")
+        browser.find_element(By.ID, "api_key").send_keys(alice_token)
+        browser.find_element(By.CSS_SELECTOR, "#sign-in button").click()
+        wait_for_text(browser, "balances", "1,000.00")
+        assert browser.current_url == f"{web_server}/dashboard/me/{alice}" and fits_the_width(browser)
+
+        # When she types an amount that is not one, then one above her balance with its fee, she is told at the field
+        type_into(browser, "to_user_id", bob)
+        type_into(browser, "amount", "12.345")
+        wait_for_text(browser, "error-amount", "at most 2 digits after the point")
+        type_into(browser, "amount", "990.00")
+        wait_for_text(browser, "error-amount", "more than the 1000.00 SGD you have available")
+        assert fits_the_width(browser)
+        snap(browser, "21-phone-user-amount-refused")
+
+        # Then with a fitting amount she sees the fee, sends it with a double click, and it moves once
+        type_into(browser, "amount", "10.00")
+        wait_for_text(browser, "transfer-quote", "Fee 0.15 SGD · you pay 10.15 SGD")
+        assert browser.find_element(By.ID, "error-amount").text == ""
+        ActionChains(browser).double_click(browser.find_element(By.ID, "send-button")).perform()
+        wait_for_text(browser, "balances", "989.85")
+        assert "Sent 10.00 SGD" in browser.find_element(By.CSS_SELECTOR, ".flash.info").text
+        assert balances(services.engine) == {alice: 989_85, bob: 60_00}
+        assert fits_the_width(browser)
+        snap(browser, "22-phone-user-sent")
+
+        # And money Bob sends her arrives on the open page, live, without a reload
+        wait_for_text(browser, "own-live", "LIVE", explain)  # upper case by its style
+        browser.execute_script("window.sameDocument = true")
+        sent = requests.post(f"{web_server}/api/v1/wallet/transfer", timeout=30,
+                             headers={"Authorization": f"Bearer {bob_token}", "Idempotency-Key": "bob-pays-alice"},
+                             json={"from_user_id": bob, "to_user_id": alice, "amount": "2.50", "currency": "SGD"})
+        assert sent.status_code == 201, sent.text
+        wait_for_text(browser, "balances", "992.35", explain)
+        wait_for_text(browser, "history", "+2.50 SGD", explain)
+        assert browser.execute_script("return window.sameDocument === true"), "the page was reloaded"
+        assert fits_the_width(browser)
+        snap(browser, "23-phone-user-received-live")
+    finally:
+        scheduler.stop()
     assert_ledger_invariants(services.engine)

@@ -5,7 +5,9 @@ CSV, upload it, approve or reject it (web/dashboard_payouts.py); watch an activi
 live, by Server-Sent Events (web/dashboard_events.py); list its FAILED or INVALID rows,
 retry them, download them as CSV; reverse a credit (web/dashboard_actions.py); find a user
 by id, email or external id and read their wallets and history (web/dashboard_users.py); list
-and start reconciliation runs. Counts and amounts show thousands separators. Templates are in web/templates/dashboard/,
+and start reconciliation runs. A `user:<id>` key signs in to its own page only: balances,
+history and a transfer (web/dashboard_self.py). Running activities show their rows per second and
+time left (web/display.py). Counts and amounts show thousands separators. Templates are in web/templates/dashboard/,
 the one script and style sheet in web/static/dashboard/: no build step, no CDN.
 """
 from __future__ import annotations
@@ -23,10 +25,10 @@ from pipeline.bulk.ports import Actor
 from pipeline.bulk.status import ROW_FAILED, ROW_INVALID, ROW_STATUSES
 from pipeline.errors import Rejected
 from telemetry.metrics import BULK_ROW_RETRIES
-from web import (bulk_credit, dashboard_actions, dashboard_payouts, dashboard_session, dashboard_users,
-                 stream_slots)
+from web import (bulk_credit, dashboard_actions, dashboard_payouts, dashboard_self, dashboard_session,
+                 dashboard_users, stream_slots)
 from web.dashboard_payouts import described
-from web.display import amount, count, grouped, when
+from web.display import amount, count, grouped, pace_shown, when
 from web.dashboard_events import busy_events, progress_events
 from web.problems import HttpProblem
 from web.wallets import money
@@ -37,6 +39,7 @@ blueprint.record_once(lambda state: dashboard_session.configure(state.app))
 dashboard_payouts.register(blueprint)
 dashboard_actions.register(blueprint)
 dashboard_users.register(blueprint)
+dashboard_self.register(blueprint)
 #: HTML pages, not API: APIFlask leaves a blueprint with this flag out of /openapi.json.
 blueprint.enable_openapi = False
 
@@ -47,6 +50,8 @@ RECONCILIATIONS_PER_PAGE = 20
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 PUBLIC_ENDPOINTS = ("dashboard.sign_in", "dashboard.static")
+#: Event streams answer a signed-out browser 401, not a redirect to a page it cannot show.
+STREAM_ENDPOINTS = ("dashboard.activity_events", "dashboard.own_events")
 
 
 @blueprint.before_request
@@ -58,10 +63,20 @@ def require_session():
         return None
     g.principal = dashboard_session.signed_in()
     if g.principal is None:
-        if request.endpoint == "dashboard.activity_events":
+        if request.endpoint in STREAM_ENDPOINTS:
             return Response("sign in first\n", status=401, mimetype="text/plain")
         return redirect(url_for("dashboard.sign_in", next=request.full_path if request.method == "GET" else None))
+    if g.principal.user_id is not None and request.endpoint not in dashboard_self.ENDPOINTS:
+        return _user_key_elsewhere()
     return None
+
+
+def _user_key_elsewhere():
+    """A `user:` key outside its own page: the home page leads there, any other page is refused."""
+    if request.endpoint == "dashboard.home":
+        return redirect(url_for("dashboard.own_page", user_id=g.principal.user_id))
+    detail = "A key of scope user:<id> opens its own page only: sign in with an operator, approver or admin key."
+    return render_template("dashboard/error.html", status=403, detail=detail), 403
 
 
 @blueprint.after_request
@@ -95,7 +110,7 @@ def on_http_exception(error: HTTPException):
 @blueprint.context_processor
 def dashboard_globals():
     return {"csrf_token": dashboard_session.csrf_token, "money": money, "when": when, "count": count,
-            "amount": amount, "grouped": grouped}
+            "amount": amount, "grouped": grouped, "pace_shown": pace_shown}
 
 
 def _local_path(target: str | None) -> str:
@@ -159,8 +174,11 @@ def activity_events(activity_id):
     # No stream_with_context: the stream needs nothing of the request, and keeps nothing of it.
     budget = stream_slots.slots()
     release = budget.take()
+    def with_pace(found: dict) -> dict:
+        return {**found, **pace_shown(found)}
+
     body = (busy_events(budget.capacity) if release is None
-            else stream_slots.SlotBody(progress_events(read_activity), release))
+            else stream_slots.SlotBody(progress_events(read_activity, annotate=with_pace), release))
     return Response(body, mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

@@ -41,11 +41,14 @@ def busy_events(streams_max: int) -> Iterator[str]:
 
 
 def progress_events(read_activity: Callable[[], dict], clock: Callable[[], float] = time.monotonic,
-                    sleep: Callable[[float], None] = time.sleep) -> Iterator[str]:
+                    sleep: Callable[[float], None] = time.sleep,
+                    annotate: Callable[[dict], dict] = dict) -> Iterator[str]:
     """Yields `progress` events while the activity changes.
 
     `read_activity` returns the activity as the API renders it; it must open and close its
-    own transaction. The caller holds a stream slot for as long as this runs.
+    own transaction. `annotate` returns what a `progress` event sends for it (the page adds its
+    pace): it runs only when the activity changed, so a pace that moves with the clock alone
+    sends nothing. The caller holds a stream slot for as long as this runs.
     """
     yield f"retry: {RECONNECT_MS}\n\n"
     deadline = clock() + STREAM_DURATION_S
@@ -53,7 +56,7 @@ def progress_events(read_activity: Callable[[], dict], clock: Callable[[], float
     while True:
         current = read_activity()
         if current != last:
-            yield event("progress", current)
+            yield event("progress", annotate(current))
             last, last_sent = current, clock()
         if current["final"]:
             yield event("end", {"status": current["status"]})

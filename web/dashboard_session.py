@@ -1,7 +1,8 @@
 """The dashboard's session: sign-in with an API key, and one CSRF token per session.
 
 Keys of scope operator and admin sign in to operate (upload, retry, cancel), approver and
-admin to approve or reject (web/dashboard_payouts.py); every one of them reads everything.
+admin to approve or reject (web/dashboard_payouts.py); every one of them reads everything. A
+key of scope user:<id> signs in to that user's own page, and nothing else (web/dashboard_self.py).
 
 A session lives on the server, in Redis: signing in stores a random session id under
 SESSION_KEY with the SHA-256 of the API key's token, for SESSION_HOURS; signing out
@@ -53,7 +54,7 @@ def configure(app: Flask) -> None:
 
 
 def sign_in(token: str) -> Principal:
-    """Starts a fresh session for an operator, approver or admin key; refuses any other."""
+    """Starts a fresh session for an operator, approver, admin or user key; refuses any other."""
     token = token.strip()
     if not token or len(token) > TOKEN_LENGTH_MAX:
         raise SignInRefused(401, "This API key is not valid.")
@@ -63,7 +64,7 @@ def sign_in(token: str) -> Principal:
         raise SignInRefused(401, "This API key is not valid.")
     if not may_use_dashboard(principal):
         raise SignInRefused(403, f"A key of scope {principal.scope} cannot use the dashboard: "
-                                 "sign in with an operator, approver or admin key.")
+                                 "sign in with an operator, approver, admin or user key.")
     session.clear()  # a new session id and CSRF token at each sign-in: no session fixation
     session_id = secrets.token_urlsafe(32)
     _store(lambda client: client.set(_key(session_id), digest, ex=SESSION_HOURS * 3600))
@@ -94,8 +95,9 @@ def signed_in() -> Principal | None:
 
 
 def may_use_dashboard(principal: Principal) -> bool:
-    """Operators, approvers and admins: the keys that read everything."""
-    return principal.may_read_all()
+    """Operators, approvers and admins, the keys that read everything; and `user:` keys, which
+    web/dashboard.py lets into their own page only (web/dashboard_self.py)."""
+    return principal.may_read_all() or principal.user_id is not None
 
 
 def _key(session_id: str) -> str:

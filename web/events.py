@@ -12,7 +12,7 @@ Retry-After, at once, keeping threads for the other requests.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from typing import Callable, Iterator
 
 import redis
 from apiflask import APIBlueprint
@@ -76,7 +76,22 @@ def _sse(deliveries: Iterator[event_feed.Delivery], gap_after: str | None) -> It
 @authenticated
 def follow_events():
     settings = current_app.extensions["wallet"].settings
-    subscription = _subscription(settings)
+    return feed_response(settings, _subscription(settings), _busy_problem)
+
+
+def _busy_problem(capacity: int) -> Response:
+    return problem_response(
+        problem(503, "too_many_event_streams", f"this process already serves {capacity} streams;"
+                                               f" try again in {BUSY_RETRY_AFTER_S} s"),
+        {"Retry-After": str(BUSY_RETRY_AFTER_S)})
+
+
+def feed_response(settings, subscription: event_feed.Subscription,
+                  busy: Callable[[int], Response]) -> Response:
+    """The subscription's events as a text/event-stream response, from the request's
+    Last-Event-ID (header, or `last_event_id` query parameter); `busy(capacity)` answers when
+    every stream slot of this process is taken. The dashboard's user page uses it too, with the
+    user's own subscription and the session's authentication."""
     # Both are checked, so a bad one is refused even when the other (the header, first) is used.
     from_header, from_query = (event_feed.parse_last_event_id(request.headers.get("Last-Event-ID")),
                                event_feed.parse_last_event_id(request.args.get("last_event_id")))
@@ -94,10 +109,7 @@ def follow_events():
     budget = stream_slots.slots()
     release = budget.take()
     if release is None:
-        return problem_response(
-            problem(503, "too_many_event_streams", f"this process already serves {budget.capacity} streams;"
-                                                   f" try again in {BUSY_RETRY_AFTER_S} s"),
-            {"Retry-After": str(BUSY_RETRY_AFTER_S)})
+        return busy(budget.capacity)
     limits = event_feed.FeedLimits(settings.events_feed_duration_max_s, settings.events_feed_block_ms,
                                    settings.events_feed_read_count_max)
     body = stream_slots.SlotBody(_sse(event_feed.follow(reader, subscription, after_id, limits),

@@ -240,14 +240,16 @@ def transfer():
         allow(g.principal.may_transfer_from(from_user_id))
         return from_user_id, to_user_id, wallets.parse_money_request(body, settings, _journal_key())
 
-    def render(moved):
-        entry = moved.entry
-        return {"id": entry.id, "kind": "transfer", "from_user_id": entry.from_user_id,
-                "to_user_id": entry.to_user_id, "amount": money(entry.amount, entry.currency),
-                "fee": money(entry.fee, entry.currency), "currency": entry.currency,
-                "reference": entry.reference, "created_at": rfc3339(moved.created_at)}
+    return idempotent(command, lambda uow, parsed: wallets.transfer(uow, settings, *parsed), render_transfer)
 
-    return idempotent(command, lambda uow, parsed: wallets.transfer(uow, settings, *parsed), render)
+
+def render_transfer(moved: wallets.Moved) -> dict:
+    """A transfer's answer, which the dashboard's transfer form stores and replays too."""
+    entry = moved.entry
+    return {"id": entry.id, "kind": "transfer", "from_user_id": entry.from_user_id,
+            "to_user_id": entry.to_user_id, "amount": money(entry.amount, entry.currency),
+            "fee": money(entry.fee, entry.currency), "currency": entry.currency,
+            "reference": entry.reference, "created_at": rfc3339(moved.created_at)}
 
 
 @blueprint.post("/transactions/<entry_id>/reverse")

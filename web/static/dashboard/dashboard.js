@@ -1,6 +1,7 @@
 // The dashboard's only script: live progress of an activity, from the page's Server-Sent Events
 // stream, drawn as counters, a progress bar and an SVG chart of rows settled over time; the
-// "Check file" step of the upload form; reconciliation runs read again while they run; and
+// "Check file" step of the upload form; reconciliation runs read again while they run; a
+// user's own page, followed live, with its transfer form checked as the user types; and
 // forms that submit once. Every page works without
 // it, only less smoothly.
 "use strict";
@@ -237,7 +238,100 @@
     setTimeout(tick, unfinished ? RUNS_UNFINISHED_POLL_MS : RUNS_IDLE_POLL_MS);
   }
 
+  // A user's own page: its balances and history are read again (the same page, parsed here)
+  // at each of the user's events, sent by the page's stream as they happen.
+  function followOwn(root) {
+    const live = document.getElementById("own-live");
+    const source = new EventSource(root.dataset.eventsUrl);
+    source.addEventListener("open", () => { live.textContent = "live"; });
+    const reread = () => refresh(["balances-section", "history-section"]);
+    source.addEventListener("message", reread);
+    source.addEventListener("gap", reread);  // events were trimmed: the page is the truth
+    source.addEventListener("busy", () => { live.textContent = "busy · retrying"; });
+    source.addEventListener("error", () => { live.textContent = "reconnecting"; });
+  }
+
+  // The transfer form is checked by the server while the user types (a short pause after the
+  // last key): the fee and the total when it would pass, else the API's message under each
+  // field at fault. A field shows its error once it was typed in, or once Send was pressed.
+  // Send waits for a passing check, then sends the form once.
+  const CHECK_PAUSE_MS = 250;
+  const TRANSFER_FIELDS = ["to_user_id", "amount", "currency", "reference"];
+
+  function checkTransfer(form, checkUrl) {
+    const quote = document.getElementById("transfer-quote");
+    const send = document.getElementById("send-button");
+    const touched = new Set(["currency"]);  // a select always holds a choice
+    let timer = null, latest = 0, outcome = null;
+
+    function showErrors(errors, detail) {
+      for (const name of TRANSFER_FIELDS) {
+        const messages = errors.filter((error) => error.field === name).map((error) => error.message);
+        const shown = touched.has(name) ? messages.join("; ") : "";
+        document.getElementById(`error-${name}`).textContent = shown;
+        document.getElementById(name).setAttribute("aria-invalid", shown ? "true" : "false");
+      }
+      quote.textContent = detail;
+    }
+
+    async function check() {
+      const asked = ++latest;
+      const query = new URLSearchParams();
+      for (const name of TRANSFER_FIELDS) query.set(name, form.elements[name].value);
+      let result;
+      try {
+        const response = await fetch(`${checkUrl}?${query}`, { credentials: "same-origin" });
+        const body = await response.json();
+        result = response.ok ? { ok: true, body } : { ok: false, body };
+      } catch (error) {
+        result = { ok: false, body: { errors: [], detail: `The check did not reach the server: ${error.message}` } };
+      }
+      if (asked !== latest) return null;  // a newer check is on its way
+      outcome = result;
+      if (result.ok) {
+        const { fee, total, currency } = result.body;
+        showErrors([], `Fee ${fee} ${currency} · you pay ${total} ${currency}`);
+      } else {
+        const errors = result.body.errors || [];
+        showErrors(errors, errors.length ? "" : result.body.detail || "");
+      }
+      return result;
+    }
+
+    const later = (event) => {
+      if (TRANSFER_FIELDS.includes(event.target.name) && event.target.value !== "") touched.add(event.target.name);
+      outcome = null;
+      clearTimeout(timer);
+      timer = setTimeout(check, CHECK_PAUSE_MS);
+    };
+    form.addEventListener("input", later);
+    form.addEventListener("change", later);
+    let sending = false;
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (sending) return;  // a second click sends nothing; the form's key guards the server too
+      sending = true;
+      for (const name of ["to_user_id", "amount", "currency"]) touched.add(name);
+      clearTimeout(timer);
+      send.disabled = true;
+      const result = outcome || await check();
+      if (result && result.ok) {
+        HTMLFormElement.prototype.submit.call(form);
+      } else {
+        sending = false;
+        send.disabled = false;
+      }
+    });
+    // A page restored from the back-forward cache may send again (with the same key: at most once).
+    window.addEventListener("pageshow", () => { sending = false; send.disabled = false; });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    const own = document.getElementById("own");
+    if (own) {
+      followOwn(own);
+      checkTransfer(document.getElementById("transfer"), own.dataset.checkUrl);
+    }
     const root = document.getElementById("activity");
     if (root) follow(root);
     const runs = document.getElementById("runs-section");
