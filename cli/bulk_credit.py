@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from bootstrap import app_services as services
-from cli.common import TOKEN, Group, actor_of, refused
+from cli.common import TOKEN, Group, actor_of, reason_option, refused
 from pipeline.bulk import approval, chunks, preview, reads, release, reversal
 from pipeline.bulk.status import (AWAITING_APPROVAL, AWAITING_FUNDS, CANCELLED, PROCESSING, REJECTED, SCHEDULED,
                                   UPLOADED)
@@ -133,7 +133,7 @@ def status_command(activity_id):
 
 @bulk_credit.command("cancel")
 @click.argument("activity_id")
-@click.option("--reason", required=True, help="Why; kept in the activity's history.")
+@reason_option(help="Why; kept in the activity's history.")
 @TOKEN
 def cancel_command(activity_id, reason, token):
     """Ends the activity's rows not yet credited CANCELLED and returns their reserved money.
@@ -163,7 +163,7 @@ def approve_command(activity_id, token):
 
 @bulk_credit.command("reject")
 @click.argument("activity_id")
-@click.option("--reason", required=True, help="Why; kept in the activity's history.")
+@reason_option(help="Why; kept in the activity's history.")
 @TOKEN
 def reject_command(activity_id, reason, token):
     """Rejects a file awaiting approval with an approver's or admin's key: nothing moves."""
@@ -200,9 +200,16 @@ def retry_command(activity_id, wait, token):
     _show(activity)
 
 
+def _named_rows(row_numbers: tuple[int, ...], references: tuple[str, ...]) -> dict:
+    """--row and --reference checked as the API checks them (ValidationFailed)."""
+    rows, refs = reversal.parse_named_rows({"row_numbers": list(row_numbers) or None,
+                                            "references": list(references) or None})
+    return {"row_numbers": rows, "references": refs}
+
+
 @bulk_credit.command("reverse")
 @click.argument("activity_id")
-@click.option("--reason", required=True, help="Why; kept in the reversal's history and the audit trail.")
+@reason_option(help="Why; kept in the reversal's history and the audit trail.")
 @click.option("--row", "row_numbers", type=int, multiple=True, help="A row number to reverse (repeatable).")
 @click.option("--reference", "references", multiple=True, help="A row reference to reverse (repeatable).")
 @click.option("--wait/--no-wait", default=False, show_default=True,
@@ -214,8 +221,7 @@ def reverse_command(activity_id, reason, row_numbers, references, wait, token):
     try:
         activity = reversal.reverse_and_send(
             services().uow, queue(), services().settings, activity_id=chunks.parse_activity_id(activity_id),
-            actor=actor_of(token, "may_operate"), reason=reason, row_numbers=sorted(set(row_numbers)) or None,
-            references=sorted(set(references)) or None)
+            actor=actor_of(token, "may_operate"), reason=reason, **_named_rows(row_numbers, references))
     except Rejected as refusal:
         refused(refusal)
     click.echo(f"reversal {activity.id} of {activity_id}: {activity.counters.valid} rows to reverse,"

@@ -21,7 +21,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from bootstrap import app_services as services
 from pipeline.access import Principal
 from pipeline.bulk.ports import Actor
-from pipeline.errors import Rejected, TransientFault
+from pipeline.errors import Rejected, TransientFault, ValidationFailed
+from pipeline.text import parse_reason
 from pipeline.users import find_api_key
 
 
@@ -72,6 +73,18 @@ def refused(refusal: Rejected):
     """A use case's refusal as one line, `code: detail (field: reason; ...)`, exit status 1."""
     fields = "; ".join(f"{error.field}: {error.message}" for error in getattr(refusal, "errors", None) or ())
     raise click.ClickException(f"{refusal.code}: {refusal.detail}" + (f" ({fields})" if fields else ""))
+
+
+def _reason(ctx, param, value):
+    try:
+        return parse_reason(value)
+    except ValidationFailed as refusal:
+        raise click.BadParameter(refusal.errors[0].message)
+
+
+def reason_option(help: str):
+    """`--reason`, required and checked as the API checks it (1 to 500 characters once stripped)."""
+    return click.option("--reason", required=True, callback=_reason, help=help)
 
 
 TOKEN = click.option("--token", envvar="WALLET_TOKEN", default=None,

@@ -27,7 +27,9 @@ def keys_create(scope, label, expires_in):
         click.echo(create_api_key(services().uow(), scope, label, expires_in))
     except Rejected as refusal:
         field = refusal.errors[0].field if getattr(refusal, "errors", None) else "scope"
-        raise click.BadParameter(refusal.detail, param_hint=f"--{field.replace('_', '-')}")
+        reason = refusal.errors[0].message if getattr(refusal, "errors", None) else ""
+        raise click.BadParameter(f"{refusal.detail}: {reason}" if reason else refusal.detail,
+                                 param_hint=f"--{field.replace('_', '-')}")
 
 
 @keys.command("list")

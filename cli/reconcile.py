@@ -1,6 +1,8 @@
 """`reconcile [--full] [--csv FILE]`: a reconciliation run here and now."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from bootstrap import app_services as services
@@ -13,6 +15,9 @@ from cli.common import plainly
 @plainly
 def reconcile(full, csv_path):
     """Runs a reconciliation here and now; exits with status 1 when anything mismatches."""
+    if csv_path and not os.path.isdir(os.path.dirname(os.path.abspath(csv_path))):
+        # Checked first: failing after the run would exit 1, which says "mismatch" to a script.
+        raise click.BadParameter(f"the folder of {csv_path} does not exist", param_hint="--csv")
     # Imported here: pandas takes a second to load, which every other command would pay.
     from pipeline import reconciliation
     from telemetry.alerting import reconciliation_alert

@@ -31,6 +31,8 @@ def seed_users(total, currency_code, amount, out_path):
                             out_path, bar.update)
     except Rejected as refusal:
         refused(refusal)
+    except OSError as error:  # the folder is a file, or not writable: checked before the users are committed
+        raise click.ClickException(f"cannot write {out_path}: {error.strerror or error}")
     click.echo(f"created {total} users in {time.monotonic() - started:.1f} s; wrote {out_path}; topped up the"
                f" default funding account by {total} x {amount}", err=True)
     click.echo(out_path)

@@ -6,6 +6,11 @@ instead of being refused as invalid input (a 422 naming the field).
 """
 from __future__ import annotations
 
+from pipeline.errors import FieldError, ValidationFailed
+
+#: The longest reason an operator's action (a cancel, a reject, a reversal) may give, in characters.
+REASON_LENGTH_MAX = 500
+
 
 def storable(text: str) -> bool:
     """Whether PostgreSQL can store `text`: no NUL character, and valid UTF-8."""
@@ -16,3 +21,13 @@ def storable(text: str) -> bool:
     except UnicodeEncodeError:  # a lone surrogate
         return False
     return True
+
+
+def parse_reason(reason: object, length_max: int = REASON_LENGTH_MAX) -> str:
+    """An operator's `reason`, stripped. Raises ValidationFailed naming `reason` unless it is a
+    text of 1 to `length_max` characters once stripped: every entry point (API, dashboard,
+    command line) takes the same, so an empty reason never cancels or reverses anything."""
+    if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= length_max or not storable(reason):
+        raise ValidationFailed("reason is required", [FieldError(
+            "reason", f"a text of 1 to {length_max} characters saying why")])
+    return reason.strip()

@@ -70,9 +70,10 @@ def create_api_key(uow: UnitOfWork, scope: str, label: str | None = None, expire
     """Stores a new key's hash and returns the token, which is never stored. `expires_in_days`
     (1..KEY_EXPIRY_DAYS_MAX) or None for a key that does not expire. Raises ValidationFailed."""
     scope = check_scope(scope)
-    if label is not None and (not 1 <= len(label.strip()) <= KEY_LABEL_LENGTH_MAX or not storable(label)):
+    if label is not None and (not 1 <= len(label.strip()) <= KEY_LABEL_LENGTH_MAX or not storable(label)
+                              or not label.isprintable()):  # a tab or newline would break `keys list`'s table
         raise ValidationFailed("the label is not valid", [FieldError(
-            "label", f"1 to {KEY_LABEL_LENGTH_MAX} characters, no NUL")])
+            "label", f"1 to {KEY_LABEL_LENGTH_MAX} characters on one line, no tab or control character")])
     if expires_in_days is not None and not 1 <= expires_in_days <= KEY_EXPIRY_DAYS_MAX:
         raise ValidationFailed("the expiry is out of range", [FieldError(
             "expires_in", f"from 1 to {KEY_EXPIRY_DAYS_MAX} days")])

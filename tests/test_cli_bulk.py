@@ -215,3 +215,34 @@ def test_making_many_apps_wraps_each_command_once(services):
         wrappers += bool(getattr(callback, "plainly", False))
         callback = getattr(callback, "__wrapped__", None)
     assert wrappers == 1
+
+
+def test_mistakes_on_the_command_line_are_one_line_and_move_nothing(app, services, tmp_path, clean_database):
+    """From a break-it pass: an empty --reason cancelled and reversed (the API refuses it), a row
+    number past integer and a --csv or --out into a missing folder printed tracebacks, and a label
+    with a tab or newline broke `keys list`'s table."""
+    users = seed_users(services, 2)
+    runner = app.test_cli_runner()
+    uploaded = runner.invoke(args=["bulk-credit", "upload", write(tmp_path, "a.csv", [f"{u},1.00" for u in users])])
+    activity_id = json.loads(uploaded.stdout)["activity_id"]
+    apply_all(services, services.settings, [chunk_id for (chunk_id,) in query(services.engine, "SELECT id FROM bulk_chunks")])
+    (tmp_path / "file").write_text("x")
+
+    answers = {
+        "cancel": runner.invoke(args=["bulk-credit", "cancel", activity_id, "--reason", "  "]),
+        "reverse": runner.invoke(args=["bulk-credit", "reverse", activity_id, "--reason", "", "--row", "2"]),
+        "row": runner.invoke(args=["bulk-credit", "reverse", activity_id, "--reason", "x", "--row", "3000000000"]),
+        "csv": runner.invoke(args=["reconcile", "--csv", str(tmp_path / "missing" / "x.csv")]),
+        "out": runner.invoke(args=["users", "seed-and-export", "--total", "1", "--out", str(tmp_path / "file" / "x.csv")]),
+        "label": runner.invoke(args=["keys", "create", "--scope", "operator", "--label", "a\tb\nc"]),
+    }
+
+    for name, answer in answers.items():
+        assert answer.exit_code in (1, 2) and "Traceback" not in answer.output, (name, answer.output)
+        assert isinstance(answer.exception, SystemExit), (name, answer.exception)
+    assert answers["csv"].exit_code == 2  # not 1, which says "mismatch" to a script
+    assert "reason" in answers["cancel"].output and "row_numbers" in answers["row"].output
+    assert "tab" in answers["label"].output
+    assert query(services.engine, "SELECT status FROM bulk_activities") == [("COMPLETED",)]
+    assert query(services.engine, "SELECT count(*) FROM users") == [(2,)]
+    assert query(services.engine, "SELECT count(*) FROM api_keys") == [(0,)]

@@ -13,7 +13,7 @@ from pipeline.audit import Actor
 from pipeline.idempotency import IdempotentRequest, answer_once, request_sha256
 from pipeline.money import MINOR_UNITS, Currency, MoneyError, currency, format_amount
 from pipeline.errors import FieldError, ValidationFailed
-from pipeline.text import storable
+from pipeline.text import REASON_LENGTH_MAX, parse_reason, storable
 from web.auth import allow, authenticated
 from web.inputs import json_object
 from web.problems import HttpProblem, problem_response, refusal_body
@@ -179,17 +179,9 @@ def idempotent(command, act, render, status: int = 201, body_required: bool = Tr
 
 _idempotent = idempotent  # its name before bulk reversals used it too
 
-#: The longest reason an operator's action (a cancel, a reversal) may give, in characters.
-REASON_LENGTH_MAX = 500
-
-
 def reason_in(body: dict, length_max: int = REASON_LENGTH_MAX) -> str:
     """The body's `reason`, stripped; ValidationFailed naming `reason` unless 1..length_max characters."""
-    reason = body.get("reason")
-    if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= length_max or not storable(reason):
-        raise ValidationFailed("reason is required", [FieldError(
-            "reason", f"a text of 1 to {length_max} characters saying why")])
-    return reason.strip()
+    return parse_reason(body.get("reason"), length_max)
 
 
 def _journal_key() -> str:
