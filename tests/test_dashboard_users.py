@@ -36,7 +36,17 @@ def test_a_lookup_matching_several_users_lists_them_and_one_matching_none_says_s
     assert several.status_code == 200
     assert f'href="/dashboard/users/{first.id}"' in several.text and f'href="/dashboard/users/{second.id}"' in several.text
     assert none.status_code == 200 and 'id="no-match"' in none.text
-    assert refused.status_code == 422 and "[validation_failed]" in refused.text and "email" in refused.text
+    assert refused.status_code == 422 and "[validation_failed]" in refused.text and "external_id" in refused.text
+
+
+def test_an_external_id_shaped_like_a_uuid_is_found_when_no_user_has_that_id(services, operator):
+    """It opened the page of a user id that did not exist (404), never searching external ids."""
+    crm_id = "9abf8d29-6a5a-404b-b87e-3479297efc7c"
+    eve = create_user(services.uow(), "Eve", "eve@example.com", crm_id)
+
+    found = operator.get(f"/dashboard/users?q={crm_id}")
+
+    assert found.status_code == 302 and found.headers["Location"] == f"/dashboard/users/{eve.id}"
 
 
 def test_a_users_page_shows_balance_held_available_and_history_with_thousands_separators(services, operator):

@@ -17,7 +17,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from bootstrap import app_services as services
 from pipeline import lifecycle, search, statements, users, wallets
 from pipeline.audit import Actor
-from pipeline.errors import Rejected
+from pipeline.errors import NotFound, Rejected
 from pipeline.money import MoneyError, currency
 from pipeline.retrying import committed
 from web.dashboard_payouts import described, require
@@ -45,6 +45,13 @@ def _as_user_id(text: str) -> str | None:
         return None
 
 
+def _exists(user_id: str) -> bool:
+    try:
+        return users.get_user(services().uow(), user_id) is not None
+    except NotFound:
+        return False
+
+
 def lookup():
     """`?q=` a user id, an email or an external id; `?user_id=` (older links) opens that user."""
     raw_user_id = request.args.get("user_id", "").strip()
@@ -54,10 +61,10 @@ def lookup():
     if not asked:
         return render_template("dashboard/users.html", asked="", matches=None)
     user_id = _as_user_id(asked)
-    if user_id is not None:
+    if user_id is not None and _exists(user_id):
         return redirect(url_for("dashboard.user_page", user_id=user_id))
-    try:
-        by_email, _ = search.users_page(services().uow(), asked, None, MATCHES_SHOWN_MAX, None)
+    try:  # a uuid that is no user's id may be someone's external id; only a text with @ is an email
+        by_email = search.users_page(services().uow(), asked, None, MATCHES_SHOWN_MAX, None)[0] if "@" in asked else []
         by_external_id, _ = search.users_page(services().uow(), None, asked, MATCHES_SHOWN_MAX, None)
     except Rejected as refusal:
         return render_template("dashboard/users.html", asked=asked, matches=None,
