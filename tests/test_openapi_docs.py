@@ -63,7 +63,7 @@ def test_the_document_describes_bearer_tokens_problems_and_money_bodies(client):
     spec = client.get("/openapi.json").get_json()
 
     assert spec["components"]["securitySchemes"]["bearer"] == {
-        "type": "http", "scheme": "bearer", "description": "An API key: admin, operator or user:<id> scope."}
+        "type": "http", "scheme": "bearer", "description": "An API key of scope admin, operator, approver or user:<id>."}
     assert spec["paths"]["/healthz"]["get"]["security"] == []
     transfer = spec["paths"]["/api/v1/wallet/transfer"]["post"]
     assert {"from_user_id", "to_user_id", "amount", "currency"} <= set(

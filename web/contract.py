@@ -120,6 +120,8 @@ class Operation:
     schema: dict | None = None
     #: Other success answers: status -> (description, schema).
     also: dict = field(default_factory=dict)
+    #: Other media types of the success answer, chosen by `Accept` (a CSV export): text.
+    exports: tuple[str, ...] = ()
 
 
 #: Issue 10, items 5 and 6 (web/webhooks.py, web/audit.py): admin only.
@@ -295,7 +297,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Row outcomes; `Accept: text/csv` exports them", 200, "`{data: [...], next_cursor}` or a CSV file",
         (401, 403, 404, 422), parameters=(_query("status", "Only rows of this status",
                                                  {"type": "string", "enum": list(ROW_STATUSES)}), *LIST_QUERY),
-        schema=ref("RowPage")),
+        schema=ref("RowPage"), exports=("text/csv",)),
     ("POST", "/api/v1/wallet/bulk-credit/retry"): Operation(
         "Retry an activity's FAILED rows", 202, "`{activity_id, status, retried_records}`",
         (400, 401, 403, 404, 422), _object(("activity_id",), activity_id=UUID), schema=ref("Retried")),
@@ -407,7 +409,8 @@ def apply(operation: dict, described: Operation) -> None:
         if described.body_type == "application/json":
             errors.add(400)
     schema = {"schema": described.schema or {"type": "object"}} if described.answer_type == "application/json" else {}
-    responses = {str(described.status): {"description": described.answer, "content": {described.answer_type: schema}}}
+    responses = {str(described.status): {"description": described.answer, "content": {
+        described.answer_type: schema, **{export: {"schema": {"type": "string"}} for export in described.exports}}}}
     if described.status == 204:  # no content
         responses = {"204": {"description": described.answer}}
     for status, (description, other) in described.also.items():

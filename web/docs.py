@@ -120,7 +120,7 @@ def _operation_ids() -> dict[tuple[str, str], str]:
 def complete_spec(spec: dict) -> dict:
     components = spec.setdefault("components", {})
     components.setdefault("securitySchemes", {})["bearer"] = {
-        "type": "http", "scheme": "bearer", "description": "An API key: admin, operator or user:<id> scope."}
+        "type": "http", "scheme": "bearer", "description": "An API key of scope admin, operator, approver or user:<id>."}
     components.setdefault("schemas", {}).update(contract.SCHEMAS)
     components["schemas"].update(schemas.SCHEMAS)
     components["schemas"].update(wallet_schemas.SCHEMAS)
