@@ -79,6 +79,8 @@ def create_api_key(uow: UnitOfWork, scope: str, label: str | None = None, expire
             "expires_in", f"from 1 to {KEY_EXPIRY_DAYS_MAX} days")])
     token = "wp_" + secrets.token_urlsafe(32)
     with uow:
+        if scope.startswith("user:") and uow.users.get(scope[5:]) is None:
+            raise ValidationFailed("scope names no user", [FieldError("scope", f"no user {scope[5:]}")])
         key = uow.api_keys.add(token_sha256(token), scope, label.strip() if label else None,
                                expires_in_days * 86_400 if expires_in_days else None)
         audit.record(uow, actor, "api_key.create", "api_key", key.id, scope=scope, label=key.label,

@@ -82,7 +82,7 @@ def test_an_approver_lists_activities_and_a_user_key_may_not(client, services, t
 
     approver = Api(client, create_api_key(services.uow(), "approver"))
     assert [a["activity_id"] for a in approver.get(f"{URL}?status=UPLOADED").json["data"]] == three_files[:0:-1]
-    user = Api(client, create_api_key(services.uow(), f"user:{three_files[0]}"))
+    user = Api(client, create_api_key(services.uow(), f"user:{seed_users(services, 1)[0]}"))
     assert user.get(URL).status_code == 403
 
 

@@ -450,7 +450,7 @@ def test_retry_over_http_answers_202_then_400_and_refuses_unknown_or_malformed_i
 
 
 def test_bulk_credit_needs_an_operator_or_admin_scope(services, app, http):
-    user_token = create_api_key(services.uow(), f"user:{uuid.uuid4()}")
+    user_token = create_api_key(services.uow(), f"user:{seed_users(services, 1)[0]}")
     operator_token = create_api_key(services.uow(), "operator")
     client = app.test_client()
     as_user = client.get(f"/api/v1/wallet/bulk-credit/{uuid.uuid4()}", headers={"Authorization": f"Bearer {user_token}"})
