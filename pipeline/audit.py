@@ -91,7 +91,7 @@ def parse_filters(actor: str | None, action: str | None, object_id: str | None) 
 def events_page(uow: Any, filters: dict[str, Any], limit: int, cursor: str | None) -> Page:
     """Audit events matching `filters` (parse_filters), newest first, a page at a time.
     Raises ValidationFailed for a cursor this API did not make."""
-    before_id = decode_cursor(cursor)
+    before_id = decode_cursor(cursor, "e")
     with uow:
         events = uow.audit.page(filters, before_id, limit + 1)
-    return page_of(events, limit, "id")
+    return page_of(events, limit, "id", "e")

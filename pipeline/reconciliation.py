@@ -169,12 +169,12 @@ def get(uow: UnitOfWork, reconciliation_id: str) -> dict:
 
 def recent(uow: UnitOfWork, limit: int, cursor: str | None) -> Page:
     """Runs, newest first; the cursor is the position in that order."""
-    offset = decode_cursor(cursor) or 0
+    offset = decode_cursor(cursor, "r") or 0
     with uow:
         runs = uow.reconciliations.recent(limit + 1, offset)
     for position, run in enumerate(runs, start=offset + 1):
         run["position"] = position
-    return page_of(runs, limit, "position")
+    return page_of(runs, limit, "position", "r")
 
 
 def mismatch_table(mismatches: list[dict]) -> pandas.DataFrame:

@@ -44,10 +44,10 @@ def users_page(uow, email: str | None, external_id: str | None, limit: int,
     `external_id` exactly. Raises ValidationFailed."""
     filters = {"email": (_text(email, "email") or "").strip().lower() or None,
                "external_id": _text(external_id, "external_id")}
-    before = decode_cursor(cursor)
+    before = decode_cursor(cursor, "u")
     with uow:
         found = uow.search.users(filters, before, limit + 1)
-    page = page_of([{"seq": seq, "user": user} for seq, user in found], limit, "seq")
+    page = page_of([{"seq": seq, "user": user} for seq, user in found], limit, "seq", "u")
     return [item["user"] for item in page.items], page.next_cursor
 
 

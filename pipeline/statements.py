@@ -34,11 +34,13 @@ def parse_limit(raw: str | None) -> int:
     return int(raw)
 
 
-def encode_cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
+def encode_cursor(position: int, tag: str = "p") -> str:
+    """An opaque cursor: a position in the list that `tag` (one letter) names, so that a cursor
+    of one list is refused by another instead of paging it from a meaningless position."""
+    return base64.urlsafe_b64encode(f"{tag}{position}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> int | None:
+def decode_cursor(cursor: str | None, tag: str = "p") -> int | None:
     if cursor is None:
         return None
     try:
@@ -48,17 +50,17 @@ def decode_cursor(cursor: str | None) -> int | None:
     digits = text[1:]
     # A position is a bigint id: anything else (a sign, "²", 2**63) is a forged cursor that
     # would otherwise reach PostgreSQL and fail there as a 500.
-    if not (text.startswith("p") and digits.isascii() and digits.isdigit() and len(digits) <= 19
+    if not (text.startswith(tag) and digits.isascii() and digits.isdigit() and len(digits) <= 19
             and int(digits) <= CURSOR_POSITION_MAX):
         raise ValidationFailed("cursor is not valid", [FieldError("cursor", "use next_cursor from a previous page")])
     return int(digits)
 
 
-def page_of(rows: list[dict[str, Any]], limit: int, position_key: str) -> Page:
+def page_of(rows: list[dict[str, Any]], limit: int, position_key: str, tag: str = "p") -> Page:
     """Rows were read with limit + 1: the extra row says whether another page exists."""
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(rows, encode_cursor(rows[-1][position_key]) if more else None)
+    return Page(rows, encode_cursor(rows[-1][position_key], tag) if more else None)
 
 
 def _user_must_exist(uow: UnitOfWork, user_id: str) -> None:
@@ -112,7 +114,7 @@ def transaction(uow: UnitOfWork, entry_id: str, viewer_user_id: str | None = Non
     Raises ValidationFailed for a cursor this API did not make.
     """
     try:
-        after_id = decode_cursor(postings_cursor)
+        after_id = decode_cursor(postings_cursor, "t")
     except ValidationFailed:
         raise ValidationFailed("postings_cursor is not valid",
                                [FieldError("postings_cursor", "use postings_next_cursor from a previous answer")])
@@ -123,5 +125,5 @@ def transaction(uow: UnitOfWork, entry_id: str, viewer_user_id: str | None = Non
                                                             POSTINGS_PAGE_ROWS_MAX + 1)
     if entry is None or (viewer_user_id is not None and total == 0):
         raise NotFound(f"no transaction {entry_id}")
-    page = page_of(rows, POSTINGS_PAGE_ROWS_MAX, "id")
+    page = page_of(rows, POSTINGS_PAGE_ROWS_MAX, "id", "t")
     return EntryView(entry, page.items, total, amount, page.next_cursor)

@@ -110,7 +110,19 @@ def test_every_transaction_filter_uses_its_index_on_a_large_table(clean_database
 
 
 def test_a_cursor_at_the_very_start_is_an_empty_page_not_a_500(admin):
-    assert admin.get("/api/v1/users?cursor=cDA").json == {"data": [], "next_cursor": None}  # "p0"
+    assert admin.get("/api/v1/users?cursor=dTA").json == {"data": [], "next_cursor": None}  # "u0"
+
+
+def test_a_cursor_of_one_list_is_refused_by_another(admin, services):
+    """Every list's cursor was "p<position>": one list's cursor paged another from a meaningless
+    position (a users cursor read audit events below that id)."""
+    for n in range(3):
+        admin.post("/api/v1/users", {"name": f"U{n}", "email": f"u{n}@example.test"})
+    users_cursor = admin.get("/api/v1/users?limit=1").json["next_cursor"]
+    for path in ("/api/v1/wallet/bulk-credit", "/api/v1/audit-events", "/api/v1/reconciliations", "/api/v1/webhooks"):
+        refused = admin.get(f"{path}?cursor={users_cursor}")
+        assert refused.status_code == 422 and refused.json["errors"][0]["field"] == "cursor", path
+    assert admin.get(f"/api/v1/users?limit=1&cursor={users_cursor}").status_code == 200
 
 
 def test_an_external_id_or_reference_with_spaces_is_found_as_it_was_stored(admin):

@@ -97,10 +97,10 @@ class ActivityFilters:
 def activities_page(uow, filters: ActivityFilters, limit: int, cursor: str | None) -> tuple[list[Activity], str | None]:
     """Activities newest first, `limit` at most, after `cursor`; and the next page's cursor.
     Raises ValidationFailed for a cursor this API did not make."""
-    before = decode_cursor(cursor)
+    before = decode_cursor(cursor, "a")
     with uow:
         found = uow.bulk.list_activities(filters.as_sql(), before, limit + 1)
-    page = page_of([{"seq": seq, "activity": activity} for seq, activity in found], limit, "seq")
+    page = page_of([{"seq": seq, "activity": activity} for seq, activity in found], limit, "seq", "a")
     return [item["activity"] for item in page.items], page.next_cursor
 
 
@@ -113,22 +113,22 @@ def _columns(uow, activity_id: str) -> tuple[str, ...]:
 
 def rows_page(uow, activity_id: str, status: str | None, limit: int, cursor: str | None) -> Page:
     """A page of row outcomes (dicts of ROW_FIELDS) by row number. Raises NotFound."""
-    after = decode_cursor(cursor) or 0
+    after = decode_cursor(cursor, "o") or 0
     with uow:
         columns = _columns(uow, activity_id)
         rows = uow.bulk.rows(activity_id, status, after, limit + 1)
-    page = page_of(rows, limit, "row_number")
+    page = page_of(rows, limit, "row_number", "o")
     return Page([row_outcome(columns, row) for row in page.items], page.next_cursor)
 
 
 def history_page(uow, activity_id: str, limit: int, cursor: str | None) -> Page:
     """The activity's status changes, oldest first, a page at a time. Raises NotFound."""
-    after = decode_cursor(cursor) or 0
+    after = decode_cursor(cursor, "h") or 0
     with uow:
         if uow.bulk.activity(activity_id) is None:
             raise NotFound(f"no bulk-credit activity {activity_id}")
         changes = uow.bulk.history(activity_id, after, limit + 1)
-    return page_of(changes, limit, "id")
+    return page_of(changes, limit, "id", "h")
 
 
 def row_outcome(columns: tuple[str, ...], row: dict[str, Any]) -> dict[str, Any]:

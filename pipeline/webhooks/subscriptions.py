@@ -77,11 +77,11 @@ def subscribe(uow_factory: Callable, settings: Settings, actor: Actor, *, url: o
 def subscriptions_page(uow_factory: Callable, limit: int, cursor: str | None) -> Page:
     """Live subscriptions, oldest first; the cursor is the position in that order. Raises
     ValidationFailed for a cursor this API did not make."""
-    offset = decode_cursor(cursor) or 0
+    offset = decode_cursor(cursor, "w") or 0
     with uow_factory() as uow:
         found = uow.webhooks.subscriptions(limit + 1, offset)
     return page_of([{"position": offset + n, "subscription": s} for n, s in enumerate(found, start=1)],
-                   limit, "position")
+                   limit, "position", "w")
 
 
 def unsubscribe(uow_factory: Callable, actor: Actor, subscription_id: str) -> None:
@@ -96,12 +96,12 @@ def unsubscribe(uow_factory: Callable, actor: Actor, subscription_id: str) -> No
 
 def deliveries_page(uow_factory: Callable, subscription_id: str, limit: int, cursor: str | None) -> Page:
     """The subscription's deliveries, newest first. Raises NotFound, ValidationFailed (cursor)."""
-    before_id = decode_cursor(cursor)
+    before_id = decode_cursor(cursor, "d")
     with uow_factory() as uow:
         if uow.webhooks.subscription(subscription_id) is None:
             raise NotFound(f"no webhook {subscription_id}")
         found = uow.webhooks.deliveries(subscription_id, before_id, limit + 1)
-    return page_of([render_delivery(delivery) for delivery in found], limit, "id")
+    return page_of([render_delivery(delivery) for delivery in found], limit, "id", "d")
 
 
 def replay(uow_factory: Callable, actor: Actor, subscription_id: str, delivery_id: int) -> Delivery:
