@@ -121,16 +121,17 @@ def recreate(database_url: str, drop_only: bool = False) -> None:
 class Workers:
     """The side's own `dramatiq actors` command, in its own session, logging to a file."""
 
-    def __init__(self, side: Side, log_path: Path):
+    def __init__(self, side: Side, log_path: Path, processes: int = WORKER_PROCESSES):
         self.log_path = log_path
+        self.processes = processes
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "actors", "--processes", str(WORKER_PROCESSES), "--threads", "1"],
+            [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", "1"],
             cwd=side.tree, env=side.environ(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def __enter__(self) -> "Workers":
         deadline = time.monotonic() + WORKER_START_S
-        while self.log_path.read_bytes().count(b"ready for action") < WORKER_PROCESSES:
+        while self.log_path.read_bytes().count(b"ready for action") < self.processes:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()
                 raise RuntimeError(f"workers did not start: {self.log_path.read_text(errors='replace')[-3000:]}")

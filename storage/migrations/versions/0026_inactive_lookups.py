@@ -1,0 +1,27 @@
+"""Closed users and inactive wallets, each in a small partial index of its own.
+
+Revision ID: 0026
+
+A bulk-credit chunk fails the rows of closed users and of frozen or closed wallets
+(storage/bulk/apply.py). Asked of every row, that was a lookup in `users` and one in
+`wallets` per row, about 12 buffer reads, plus one more `users` lookup per row before
+creating wallets: about a sixth of a 5,000-row chunk's buffer reads (bench/README.md).
+Closed users and inactive wallets are few, so the chunk now starts from them: these
+indexes hold only those rows, and a chunk whose users are all active reads a page or two
+of each. Neither key is changed by a credit, so the wallets' balance updates stay HOT.
+"""
+from alembic import op
+
+revision = "0026"
+down_revision = "0015"
+
+
+def upgrade() -> None:
+    op.execute("""
+        CREATE INDEX users_closed ON users (id) WHERE closed_at IS NOT NULL;
+        CREATE INDEX wallets_inactive ON wallets (user_id, currency) WHERE status <> 'active';
+    """)
+
+
+def downgrade() -> None:
+    op.execute("DROP INDEX users_closed, wallets_inactive;")
