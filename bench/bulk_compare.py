@@ -21,7 +21,7 @@ which goes first, run by run, so that a load that drifts falls on both.
 
 Environment: DATABASE_URL (its server; the two databases are dropped and made again),
 REDIS_URL (its server) and BENCH_COMPARE_REDIS_DB, BENCH_BASELINE_COMMIT to compare with
-another commit, BENCH_COMPARE_SIZES=100000,1000000 and BENCH_COMPARE_REPEATS=3 for other
+another commit, BENCH_AFTER_TREE to measure another tree than this checkout as the after side, BENCH_COMPARE_SIZES=100000,1000000 and BENCH_COMPARE_REPEATS=3 for other
 sizes, BENCH_KEEP_DATABASES=1 to keep the databases afterwards.
 """
 from __future__ import annotations
@@ -168,6 +168,9 @@ def main(quick: bool = False) -> dict:
     head = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain",
                                                                                    "--untracked-files=no") else "")
     urls = database_urls(os.environ["DATABASE_URL"])
+    # BENCH_AFTER_TREE: a copy of another checkout (say `git archive` of a commit) as the after side.
+    after_tree = Path(os.environ.get("BENCH_AFTER_TREE", ROOT))
+    after_label = f"{head} (this checkout)" if after_tree == ROOT else f"the tree in {after_tree}"
     redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:63799/0").rpartition("/")[0]
     redis_url = f"{redis_base}/{os.environ.get('BENCH_COMPARE_REDIS_DB', COMPARE_REDIS_DB)}"
     results: dict = {"baseline_commit": commit, "head": head, "load_average_start": os.getloadavg(), "sizes": {}}
@@ -177,7 +180,7 @@ def main(quick: bool = False) -> dict:
         extract(commit, directory / "before")
         sides = {"before": Side("before", directory / "before", f"commit {commit[:7]} (main before issue 9)",
                                 urls["before"], redis_url),
-                 "after": Side("after", ROOT, f"{head} (this checkout)", urls["after"], redis_url)}
+                 "after": Side("after", after_tree, after_label, urls["after"], redis_url)}
         print(f"  before: {sides['before'].label}\n  after:  {sides['after'].label}, default funding account"
               " topped up, a reference on every row", flush=True)
         users = [str(uuid.uuid4()) for _ in range(max(shape.sizes))]

@@ -21,7 +21,7 @@ and reads from the server what the chunks did:
 The server must preload pg_stat_statements and auto_explain (shared_preload_libraries);
 run it on a server of its own, since the settings above are changed with ALTER SYSTEM and
 pg_stat_wal is the whole server's. Environment as bench/bulk_compare.py: DATABASE_URL,
-REDIS_URL, BENCH_COMPARE_REDIS_DB, BENCH_BASELINE_COMMIT. Writes
+REDIS_URL, BENCH_COMPARE_REDIS_DB, BENCH_BASELINE_COMMIT, BENCH_AFTER_TREE. Writes
 bench/results/chunk_profile-<time>.json and prints the tables bench/README.md quotes.
 """
 from __future__ import annotations
@@ -112,6 +112,48 @@ def vacuum(database_url: str) -> None:
         connection.execute("VACUUM (FREEZE, ANALYZE)")
 
 
+#: What each statement of a run is, by a piece of its text: (piece, label), the first that
+#: matches wins. "chunk:" statements run in every chunk; the rest are the upload's, the
+#: benchmark's own, or transaction control.
+LABELS = (
+    ("WITH entry (id, currency, amount)", "chunk: post (postings, balances, rows SUCCESS)"),
+    ("INSERT INTO event_outbox", "chunk:   in it: event outbox trigger"),
+    ('FROM ONLY "public"."wallets" x', "chunk:   in it: foreign key postings -> wallets, a row"),
+    ('FROM ONLY "public"."journal_entries" x', "chunk:   in it: foreign key postings -> journal_entries, a row"),
+    ("INSERT INTO bulk_activity_totals", "chunk:   in it: activity totals trigger (every bulk_rows statement)"),
+    ("EXISTS (SELECT $1 FROM inserted i JOIN journal_entries", "chunk:   in it: postings join new entries only"),
+    ("FROM postings WHERE journal_entry_id = NEW.id", "chunk: entry must balance (deferred, at commit)"),
+    ("OVER (PARTITION BY w.id ORDER BY r.id)) s", "chunk: fail amounts out of range"),
+    ("s.closed", "chunk: fail frozen wallets and closed users"),
+    ("WITH failing AS", "chunk: fail unknown users"),
+    ("INSERT INTO wallets (user_id, currency, balance", "chunk: create missing wallets"),
+    ("ORDER BY w.id FOR UPDATE", "chunk: lock the users' wallets"),
+    ("system_name = $4 AND activity_id", "chunk: lock the reservation shard"),
+    ("FROM wallets WHERE system_name = $", "chunk: lock the funding shard"),
+    ("INSERT INTO wallets (system_name, shard", "chunk: create the funding shard"),
+    ("SET status = $5, journal_entry_id = p.journal_entry_id", "chunk: settle rows already posted"),
+    ("INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, activity_id, metadata)",
+     "chunk: journal entries"),
+    ("SELECT r.currency, count(*), sum(r.amount_minor)", "chunk: chunk totals"),
+    ("WHERE transaction_id = txid_current()", "chunk: credited in this transaction"),
+    ("WITH saved AS ( UPDATE bulk_activities", "chunk: activity counters and status"),
+    ("FROM bulk_chunks c JOIN bulk_activities a", "chunk: lock the chunk"),
+    ("FROM bulk_chunks WHERE id = $1 FOR UPDATE", "chunk: lock the chunk"),
+    ("UPDATE bulk_chunks SET", "chunk: chunk start and finish"),
+    ("FROM bulk_activities WHERE id = $1 FOR UPDATE", "chunk: lock the activity"),
+    ("COPY bulk_rows", "upload: COPY rows"),
+    ("INSERT INTO bulk_references", "upload: claim references"),
+    ("VACUUM", "benchmark: vacuum"),
+    ("SELECT status, successful_records FROM bulk_activities", "benchmark: poll"),
+    ("pg_stat_statements_reset", "benchmark: reset"),
+    ("COMMIT", "commit"), ("BEGIN", "begin"), ("ROLLBACK", "rollback"),
+)
+
+
+def label(query: str) -> str:
+    return next((name for piece, name in LABELS if piece in query), "upload or other: " + query[:70])
+
+
 def reset_stats(database_url: str) -> None:
     with admin(database_url, make_url(database_url).database) as connection:
         connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
@@ -122,7 +164,7 @@ def read_stats(database_url: str) -> dict:
     with admin(database_url, make_url(database_url).database) as connection:
         statements = connection.execute("""
             SELECT toplevel, calls, round(total_exec_time::numeric, 1), rows, wal_bytes::bigint, wal_records,
-                   shared_blks_hit, shared_blks_read, shared_blks_dirtied, left(regexp_replace(query, '\\s+', ' ', 'g'), 160)
+                   shared_blks_hit, shared_blks_read, shared_blks_dirtied, regexp_replace(query, '\\s+', ' ', 'g')
               FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
              ORDER BY total_exec_time DESC""").fetchall()
         functions = connection.execute(
@@ -130,9 +172,16 @@ def read_stats(database_url: str) -> dict:
             " FROM pg_stat_user_functions ORDER BY total_time DESC").fetchall()
         wal = connection.execute("SELECT wal_records, wal_fpi, wal_bytes::bigint, wal_sync, wal_write"
                                  " FROM pg_stat_wal").fetchone()
-        chunks = connection.execute("SELECT count(*) FROM bulk_chunks WHERE state = 'DONE'").fetchone()[0]
-    return {"statements": [dict(zip(("toplevel", "calls", "total_ms", "rows", "wal_bytes", "wal_records", "hit",
-                                      "read", "dirtied", "query"), row)) for row in statements],
+        # The run's own activity: the newest one.
+        chunks = connection.execute("SELECT count(*) FROM bulk_chunks WHERE state = 'DONE' AND activity_id ="
+                                    " (SELECT id FROM bulk_activities ORDER BY created_at DESC LIMIT 1)").fetchone()[0]
+    found = [dict(zip(("toplevel", "calls", "total_ms", "rows", "wal_bytes", "wal_records", "hit", "read", "dirtied",
+                       "query"), row)) for row in statements]
+    for statement in found:
+        statement["total_ms"] = float(statement["total_ms"])
+        statement["label"] = label(statement["query"])
+        statement["query"] = statement["query"][:200]
+    return {"statements": found,
             "functions": [dict(zip(("function", "calls", "total_ms", "self_ms"), row)) for row in functions],
             "wal": dict(zip(("records", "full_page_images", "bytes", "syncs", "writes"), wal)),
             "chunks_done": chunks}
@@ -183,34 +232,56 @@ def explain_run(side: compare.Side, users: list[str], directory: Path, database_
     return out
 
 
-def per_chunk(run: dict) -> list[tuple[float, float, float, str]]:
-    chunks = max(run["chunks_done"], 1)
-    return [(statement["total_ms"] / chunks, statement["calls"] / chunks, statement["wal_bytes"] / chunks,
-             ("  (nested) " if not statement["toplevel"] else "") + statement["query"])
-            for statement in run["statements"]]
+def by_label(run: dict) -> dict[str, dict[str, float]]:
+    """Per label, a chunk's share: ms, calls, buffer reads a row, WAL bytes a row (the
+    upload's statements are spread over the chunks too, so that the columns add up)."""
+    chunks, rows = max(run["chunks_done"], 1), run["rows"]
+    grouped: dict[str, dict[str, float]] = {}
+    for statement in run["statements"]:
+        into = grouped.setdefault(statement["label"], {"ms": 0.0, "calls": 0.0, "hit": 0.0, "wal": 0.0})
+        into["ms"] += statement["total_ms"] / chunks
+        into["calls"] += statement["calls"] / chunks
+        into["hit"] += (statement["hit"] + statement["read"]) / rows
+        into["wal"] += statement["wal_bytes"] / rows
+    return grouped
+
+
+def chunk_total(grouped: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The chunk's own statements, counted once (not the statements inside them)."""
+    parts = [figures for name, figures in grouped.items() if name.startswith("chunk:") and "in it:" not in name
+             or name == "commit"]
+    return {key: sum(part[key] for part in parts) for key in ("ms", "calls", "hit", "wal")}
 
 
 def report(results: dict) -> None:
-    for key, run in results["runs"].items():
-        rows, chunks = run["rows"], max(run["chunks_done"], 1)
-        top = [s for s in run["statements"] if s["toplevel"]]
-        chunk_ms = sum(s["total_ms"] for s in top if not s["query"].startswith(("COPY", "SELECT status")))
-        print(f"\n{key}: {rows:,} rows, {chunks} chunks, {run['seconds']:.1f} s ({run['rate_per_s']:,.0f} rows/s),"
-              f" CPU {run['cpu_s']:.1f} s {run['cpu_parts_s']}; server time of top-level statements"
-              f" {chunk_ms / chunks:,.0f} ms a chunk")
+    runs = results["runs"]
+    for key, run in runs.items():
         wal = run["wal"]
-        print(f"  WAL: {wal['bytes'] / rows:,.0f} bytes a row ({wal['bytes'] / 2**20:,.1f} MiB,"
-              f" {wal['records'] / rows:.1f} records a row, {wal['full_page_images']:,} full pages), whole run")
-        print(f"  {'ms/chunk':>9} {'calls':>6} {'WAL B/row':>9}  statement")
-        for ms, calls, wal_bytes, query in per_chunk(run)[:TOP_STATEMENTS]:
-            print(f"  {ms:9.1f} {calls:6.1f} {wal_bytes * chunks / rows:9.1f}  {query[:110]}")
-        print("  trigger functions (ms a chunk, total / self): " + "; ".join(
-            f"{f['function']} {f['total_ms'] / chunks:.1f} / {f['self_ms'] / chunks:.1f} ({f['calls']} calls)"
-            for f in run["functions"]))
-        print(f"  active backends {run['active_backends_mean']} on average; waits: " + ", ".join(
-            f"{wait} {share:.0%}" for wait, share in list(run["waits_share"].items())[:8]))
-        for lock, count in list(run["lock_waits"].items())[:6]:
-            print(f"    {count:5d} samples: {lock[:220]}")
+        print(f"\n{key}: {run['rows']:,} rows, {run['chunks_done']} chunks, {run['seconds']:.1f} s"
+              f" ({run['rate_per_s']:,.0f} rows/s), CPU {run['cpu_s']:.1f} s"
+              f" ({', '.join(f'{k} {v:.1f}' for k, v in run['cpu_parts_s'].items())});"
+              f" WAL {wal['bytes'] / run['rows']:,.0f} bytes a row in all ({wal['records'] / run['rows']:.1f} records)")
+        print("  trigger functions, ms a chunk (calls a chunk): " + "; ".join(
+            f"{f['function']} {float(f['total_ms']) / max(run['chunks_done'], 1):.1f}"
+            f" ({f['calls'] / max(run['chunks_done'], 1):.0f})" for f in run["functions"]))
+        print(f"  active backends {run['active_backends_mean']} on average; what they wait on: " + ", ".join(
+            f"{wait} {share:.0%}" for wait, share in list(run["waits_share"].items())[:6]))
+        for lock, count in list(run["lock_waits"].items())[:5]:
+            print(f"    {count:5d} samples: {lock[:200]}")
+    grouped = {key: by_label(run) for key, run in runs.items()}
+    names = sorted({name for figures in grouped.values() for name in figures},
+                   key=lambda name: -max(figures.get(name, {"ms": 0})["ms"] for figures in grouped.values()))
+    print("\nper chunk: ms | buffer reads a row | WAL bytes a row, for " + " ; ".join(runs))
+    for name in names:
+        cells = [grouped[key].get(name) for key in runs]
+        if all(cell is None or cell["ms"] < 0.5 for cell in cells):
+            continue
+        print(f"  {name[:68]:<68} " + " ; ".join(
+            f"{cell['ms']:7.1f} {cell['hit']:5.1f} {cell['wal']:6.1f}" if cell else f"{'-':>7} {'-':>5} {'-':>6}"
+            for cell in cells))
+    totals = [chunk_total(grouped[key]) for key in runs]
+    print(f"  {'a chunk, its own statements in all':<68} " + " ; ".join(
+        f"{total['ms']:7.1f} {total['hit']:5.1f} {total['wal']:6.1f}" for total in totals))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -235,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
         directory = Path(scratch)
         sides = {}
         for name in options.sides:
-            tree = compare.ROOT
+            tree = Path(os.environ.get("BENCH_AFTER_TREE", compare.ROOT))
             if name == "before":
                 tree = directory / "before"
                 tree.mkdir()
