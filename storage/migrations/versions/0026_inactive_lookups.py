@@ -1,4 +1,4 @@
-"""Closed users and inactive wallets, each in a small partial index of its own.
+"""Closed users and inactive wallets in small partial indexes; room on `bulk_rows` pages.
 
 Revision ID: 0026
 
@@ -9,6 +9,12 @@ creating wallets: about a sixth of a 5,000-row chunk's buffer reads (bench/READM
 Closed users and inactive wallets are few, so the chunk now starts from them: these
 indexes hold only those rows, and a chunk whose users are all active reads a page or two
 of each. Neither key is changed by a credit, so the wallets' balance updates stay HOT.
+
+`bulk_rows` pages are filled to half (was 85%), for new pages only (existing ones stay as
+they are): the chunk's one update of each row, to SUCCESS, then fits on the row's own page
+as a HOT update, with no new entry in the row's two indexes. Measured on a 100,000-row file
+(bench/README.md): 7 fewer buffer reads and about 250 fewer WAL bytes a row, for twice the
+table's size on disk (about 240 bytes a row become about 480).
 """
 from alembic import op
 
@@ -20,8 +26,12 @@ def upgrade() -> None:
     op.execute("""
         CREATE INDEX users_closed ON users (id) WHERE closed_at IS NOT NULL;
         CREATE INDEX wallets_inactive ON wallets (user_id, currency) WHERE status <> 'active';
+        ALTER TABLE bulk_rows SET (fillfactor = 50);
     """)
 
 
 def downgrade() -> None:
-    op.execute("DROP INDEX users_closed, wallets_inactive;")
+    op.execute("""
+        DROP INDEX users_closed, wallets_inactive;
+        ALTER TABLE bulk_rows SET (fillfactor = 85);
+    """)
