@@ -6,9 +6,9 @@ A bulk-credit chunk fails the rows of closed users and of frozen or closed walle
 (storage/bulk/apply.py). Asked of every row, that was a lookup in `users` and one in
 `wallets` per row, about 12 buffer reads, plus one more `users` lookup per row before
 creating wallets: about a sixth of a 5,000-row chunk's buffer reads (bench/README.md).
-Closed users and inactive wallets are few, so the chunk now starts from them: these
-indexes hold only those rows, and a chunk whose users are all active reads a page or two
-of each. Neither key is changed by a credit, so the wallets' balance updates stay HOT.
+Closed users and inactive wallets are few: these indexes hold only those rows, and each
+row's question is a probe of one small index (or one hashed pass over it), a page read or
+none, where it was 12. Neither key is changed by a credit, so the wallets' balance updates stay HOT.
 
 `bulk_rows` pages are filled to half (was 85%), for new pages only (existing ones stay as
 they are): the chunk's one update of each row, to SUCCESS, then fits on the row's own page
