@@ -18,8 +18,10 @@ table's size on disk (about 240 bytes a row become about 480).
 """
 from alembic import op
 
+# The brief named down_revision "0015"; main has since grown 0015 -> 0027 -> 0028, so this one
+# follows main's newest (one head), as 0025 did.
 revision = "0026"
-down_revision = "0015"
+down_revision = "0028"
 
 
 def upgrade() -> None:
