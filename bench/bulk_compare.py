@@ -21,8 +21,9 @@ which goes first, run by run, so that a load that drifts falls on both.
 
 Environment: DATABASE_URL (its server; the two databases are dropped and made again),
 REDIS_URL (its server) and BENCH_COMPARE_REDIS_DB, BENCH_BASELINE_COMMIT to compare with
-another commit, BENCH_AFTER_TREE to measure another tree than this checkout as the after side, BENCH_COMPARE_SIZES=100000,1000000 and BENCH_COMPARE_REPEATS=3 for other
-sizes, BENCH_KEEP_DATABASES=1 to keep the databases afterwards.
+another commit, BENCH_AFTER_TREE to measure another tree than this checkout as the after side
+(`git archive` of a commit, say), BENCH_COMPARE_SIZES=100000,1000000 and
+BENCH_COMPARE_REPEATS=3 for other sizes, BENCH_KEEP_DATABASES=1 to keep the databases afterwards.
 """
 from __future__ import annotations
 

@@ -139,7 +139,8 @@ ON CONFLICT DO NOTHING
 """)
 
 # One index probe a row: the rows' wallets locked straight from the join, in ascending id
-# order (a wallet named by several rows is locked once; the count is not used).
+# order (a wallet named by several rows comes once per row, and locking it again in the same
+# transaction is a no-op; the count is not used). It looked the ids up first, then each by id.
 _LOCK_USER_WALLETS = text(f"""
 SELECT count(*) FROM (
     SELECT w.id FROM bulk_rows r JOIN wallets w ON w.user_id = r.user_id AND w.currency = r.currency
