@@ -21,8 +21,9 @@ which goes first, run by run, so that a load that drifts falls on both.
 
 Environment: DATABASE_URL (its server; the two databases are dropped and made again),
 REDIS_URL (its server) and BENCH_COMPARE_REDIS_DB, BENCH_BASELINE_COMMIT to compare with
-another commit, BENCH_COMPARE_SIZES=100000,1000000 and BENCH_COMPARE_REPEATS=3 for other
-sizes, BENCH_KEEP_DATABASES=1 to keep the databases afterwards.
+another commit, BENCH_AFTER_TREE to measure another tree than this checkout as the after side
+(`git archive` of a commit, say), BENCH_COMPARE_SIZES=100000,1000000 and
+BENCH_COMPARE_REPEATS=3 for other sizes, BENCH_KEEP_DATABASES=1 to keep the databases afterwards.
 """
 from __future__ import annotations
 
@@ -121,16 +122,17 @@ def recreate(database_url: str, drop_only: bool = False) -> None:
 class Workers:
     """The side's own `dramatiq actors` command, in its own session, logging to a file."""
 
-    def __init__(self, side: Side, log_path: Path):
+    def __init__(self, side: Side, log_path: Path, processes: int = WORKER_PROCESSES):
         self.log_path = log_path
+        self.processes = processes
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "actors", "--processes", str(WORKER_PROCESSES), "--threads", "1"],
+            [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", "1"],
             cwd=side.tree, env=side.environ(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def __enter__(self) -> "Workers":
         deadline = time.monotonic() + WORKER_START_S
-        while self.log_path.read_bytes().count(b"ready for action") < WORKER_PROCESSES:
+        while self.log_path.read_bytes().count(b"ready for action") < self.processes:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()
                 raise RuntimeError(f"workers did not start: {self.log_path.read_text(errors='replace')[-3000:]}")
@@ -167,6 +169,9 @@ def main(quick: bool = False) -> dict:
     head = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain",
                                                                                    "--untracked-files=no") else "")
     urls = database_urls(os.environ["DATABASE_URL"])
+    # BENCH_AFTER_TREE: a copy of another checkout (say `git archive` of a commit) as the after side.
+    after_tree = Path(os.environ.get("BENCH_AFTER_TREE", ROOT))
+    after_label = f"{head} (this checkout)" if after_tree == ROOT else f"the tree in {after_tree}"
     redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:63799/0").rpartition("/")[0]
     redis_url = f"{redis_base}/{os.environ.get('BENCH_COMPARE_REDIS_DB', COMPARE_REDIS_DB)}"
     results: dict = {"baseline_commit": commit, "head": head, "load_average_start": os.getloadavg(), "sizes": {}}
@@ -176,7 +181,7 @@ def main(quick: bool = False) -> dict:
         extract(commit, directory / "before")
         sides = {"before": Side("before", directory / "before", f"commit {commit[:7]} (main before issue 9)",
                                 urls["before"], redis_url),
-                 "after": Side("after", ROOT, f"{head} (this checkout)", urls["after"], redis_url)}
+                 "after": Side("after", after_tree, after_label, urls["after"], redis_url)}
         print(f"  before: {sides['before'].label}\n  after:  {sides['after'].label}, default funding account"
               " topped up, a reference on every row", flush=True)
         users = [str(uuid.uuid4()) for _ in range(max(shape.sizes))]
