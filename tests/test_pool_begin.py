@@ -3,7 +3,7 @@
 still ask for another isolation level."""
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from storage.ledger import SqlLedger
 from tests.conftest import assert_ledger_invariants
@@ -53,3 +53,29 @@ def test_a_lent_connection_may_switch_to_autocommit_and_run_a_vacuum(engine, cle
         assert connection.exec_driver_sql("SELECT 1").scalar_one() == 1
     with engine.connect() as connection:  # the connection went back to the pool in its usual state
         assert connection.execute(text("SELECT count(*) FROM wallets")).scalar_one() == 0
+
+
+def test_a_transfer_sends_six_statements_after_the_pools_begin_the_last_one_with_the_commit(client, admin_token, engine):
+    """BEGIN (the pool's, also its ping), the idempotency claim, SAVEPOINT, the users check, the
+    wallet lock, the write, and the stored answer sent with COMMIT: 7 round trips in all."""
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    sender, receiver = make_user(client, headers, 1, deposit="50.00"), make_user(client, headers, 2)
+    sent: list[str] = []
+
+    def remember(connection, cursor, statement, parameters, context, executemany):
+        sent.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        moved = client.post("/api/v1/wallet/transfer", headers={**headers, "Idempotency-Key": "counted"},
+                            json={"from_user_id": sender, "to_user_id": receiver, "amount": "10.00", "currency": "SGD"})
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    assert moved.status_code == 201, moved.get_json()
+    assert len(sent) == 6, sent
+    assert sent[0].startswith("INSERT INTO idempotency_keys") and sent[1] == "SAVEPOINT use_case"
+    assert sent[-1].startswith("UPDATE idempotency_keys") and sent[-1].endswith("; COMMIT")
+    replayed = client.post("/api/v1/wallet/transfer", headers={**headers, "Idempotency-Key": "counted"},
+                           json={"from_user_id": sender, "to_user_id": receiver, "amount": "10.00", "currency": "SGD"})
+    assert replayed.status_code == 201 and replayed.headers["Idempotency-Replayed"] == "true"
+    assert replayed.get_json() == moved.get_json()
