@@ -15,7 +15,8 @@ import traceback
 from datetime import datetime, timezone
 
 #: The parts in the order they run; a part whose module does not exist yet is skipped.
-PARTS = ("bench.transfers", "bench.bulk", "bench.bulk_compare", "bench.reconciliation", "bench.search_plans")
+PARTS = ("bench.transfers", "bench.bulk", "bench.bulk_compare", "bench.reconciliation", "bench.search_plans",
+         "bench.scaleout")
 RESULTS_DIR = pathlib.Path(__file__).parent / "results"
 
 

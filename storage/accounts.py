@@ -105,8 +105,11 @@ class SqlIdempotencyKeys:
     first commits (then it reads the stored answer) or until `lock_timeout` (then 409).
     """
 
-    def __init__(self, connection: Connection):
+    def __init__(self, connection: Connection, at_commit: list | None = None):
         self.connection = connection
+        #: Where `complete` leaves its statement for the unit of work to send with its COMMIT;
+        #: None: `complete` runs it at once.
+        self.at_commit = at_commit
 
     def claim(self, api_key_id: int, key: str, request_sha256: str) -> StoredResponse | None:
         try:
@@ -126,8 +129,14 @@ class SqlIdempotencyKeys:
         return StoredResponse(row[0], row[1], row[2])
 
     def complete(self, api_key_id: int, key: str, status_code: int, body: dict[str, Any]) -> None:
-        driver.execute(self.connection, _COMPLETE,
-                       {"api_key_id": api_key_id, "key": key, "status": status_code, "body": json.dumps(body)})
+        """Stores the answer. It is the last write before the commit (pipeline/idempotency.py),
+        so with `at_commit` it travels with the COMMIT: one round trip fewer per request, and
+        a hot wallet's row lock is held one round trip shorter."""
+        parameters = {"api_key_id": api_key_id, "key": key, "status": status_code, "body": json.dumps(body)}
+        if self.at_commit is None:
+            driver.execute(self.connection, _COMPLETE, parameters)
+        else:
+            self.at_commit.append((_COMPLETE, parameters))
 
     def record(self, api_key_id: int, key: str, request_sha256: str, status_code: int, body: dict[str, Any]) -> None:
         self.connection.execute(

@@ -27,7 +27,17 @@ def statement(sql: str) -> str:
     return _NAMED_PARAMETER.sub(r"%(\1)s", sql)
 
 
-def execute(connection: Connection, sql: str, parameters: dict[str, Any]) -> psycopg.Cursor:
+def execute_then_commit(connection: Connection, sql: str, parameters: dict[str, Any]) -> None:
+    """Runs `sql` (from `statement`) and COMMIT in one round trip: the parameters are bound
+    here (psycopg's ClientCursor quotes them) and both statements go as one simple query,
+    which PostgreSQL runs in order and stops at the first error (the transaction is then
+    rolled back, as a failed COMMIT leaves it). Errors leave as from `execute`.
+    `connection`'s transaction is over afterwards; its own commit() then finds nothing to do."""
+    bound = psycopg.ClientCursor(connection.connection.driver_connection).mogrify(sql, parameters)
+    execute(connection, f"{bound};\nCOMMIT", None)
+
+
+def execute(connection: Connection, sql: str, parameters: dict[str, Any] | None) -> psycopg.Cursor:
     """Runs `sql` (from `statement`) in `connection`'s current transaction; the cursor holds the rows."""
     cursor = connection.connection.driver_connection.cursor()
     # The engine's cursor listeners (the slow-statement log, say) see these statements too.

@@ -41,7 +41,8 @@ class SqlUnitOfWork:
         self.users = SqlUsers(self.connection)
         self.ledger = SqlLedger(self.connection)
         self.funding = SqlFunding(self.connection)
-        self.idempotency = SqlIdempotencyKeys(self.connection)
+        self.at_commit: list[tuple[str, dict]] = []
+        self.idempotency = SqlIdempotencyKeys(self.connection, self.at_commit)
         self.api_keys = SqlApiKeys(self.connection)
         self.bulk = SqlBulkCredits(self.connection)
         self.reconciliations = SqlReconciliations(self.connection)
@@ -69,6 +70,10 @@ class SqlUnitOfWork:
             raise
 
     def commit(self) -> None:
+        """Commits; a statement left for the commit (the stored answer) goes in the same round trip."""
+        assert len(self.at_commit) <= 1, "one statement at most travels with the COMMIT"
+        if self.at_commit:
+            driver.execute_then_commit(self.connection, *self.at_commit.pop())
         self.transaction.commit()
         self.audit.log_committed()
 
