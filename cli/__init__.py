@@ -2,8 +2,9 @@
 
 - `db`: `db upgrade`, the schema;
 - `keys`: `keys create|list|revoke`, API keys;
-- `users`: `users seed-and-export`, users made with COPY and a CSV of credits for them;
-- `bulk_credit`: `bulk-credit upload|status|approve|reject|cancel|retry|reverse`;
+- `users`: `users seed-and-export`, users made with COPY and a CSV of credits for them; `users find`;
+- `bulk_credit`: `bulk-credit upload|status|list|approve|reject|cancel|retry|reverse`;
+- `transactions`: `transactions list`, journal entries found by reference, user, kind, time;
 - `funding`: `funding list|show|top-up`, the funding accounts;
 - `reconcile`: `reconcile [--full] [--csv FILE]`;
 - `common`: what every command shares. Each command says first, on stderr, which database
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from cli import bulk_credit, db, funding, keys, reconcile, users
+from cli import bulk_credit, db, funding, keys, reconcile, transactions, users
 
 #: Every command and group, as `flask --app api --help` lists them with Flask's own.
-COMMANDS = (db.db, keys.keys, users.users, bulk_credit.bulk_credit, funding.funding, reconcile.reconcile)
+COMMANDS = (db.db, keys.keys, users.users, bulk_credit.bulk_credit, funding.funding, transactions.transactions,
+            reconcile.reconcile)
 
 
 def register(app: Flask) -> None:

@@ -14,12 +14,13 @@ from pathlib import Path
 import click
 
 from bootstrap import app_services as services
-from cli.common import TOKEN, Group, actor_of, reason_option, refused
+from cli.common import CURSOR, LIMIT, TOKEN, Group, actor_of, print_page, reason_option, refused
 from pipeline.bulk import approval, chunks, preview, reads, release, reversal
 from pipeline.bulk.status import (AWAITING_APPROVAL, AWAITING_FUNDS, CANCELLED, PROCESSING, REJECTED, SCHEDULED,
                                   UPLOADED)
 from pipeline.bulk.upload import upload
 from pipeline.errors import Rejected
+from pipeline.statements import parse_limit
 
 bulk_credit = Group("bulk-credit", help="Bulk credits from a CSV file.")
 
@@ -232,3 +233,24 @@ def reverse_command(activity_id, reason, row_numbers, references, wait, token):
         _show(activity)
         sys.exit(EXIT_STATUSES.get(activity.status, 1))
     _show(activity)
+
+
+@bulk_credit.command("list")
+@click.option("--status", default=None, help="One status, or several separated by commas.")
+@click.option("--file-name", "file_name", default=None, help="A part of the file's name, whatever its case.")
+@click.option("--created-after", default=None, help="RFC 3339, e.g. 2026-12-01T00:00:00Z (inclusive).")
+@click.option("--created-before", default=None, help="RFC 3339 (exclusive).")
+@LIMIT
+@CURSOR
+def list_command(status, file_name, created_after, created_before, limit, cursor):
+    """Activities newest first (GET /api/v1/wallet/bulk-credit): one JSON object per line."""
+    from web.bulk_credit import render_activity
+    from web.inputs import rfc3339_field
+
+    try:
+        filters = reads.ActivityFilters.parse(status, file_name, rfc3339_field(created_after, "created_after"),
+                                              rfc3339_field(created_before, "created_before"))
+        found, next_cursor = reads.activities_page(services().uow(), filters, parse_limit(limit), cursor)
+    except Rejected as refusal:
+        refused(refusal)
+    print_page([render_activity(activity) for activity in found], next_cursor)

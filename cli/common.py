@@ -9,6 +9,7 @@ PARTIALLY_COMPLETED file (cli/bulk_credit.py).
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import click
@@ -102,3 +103,17 @@ def actor_of(token: str | None, needs: str) -> Actor:
     if not getattr(Principal(found.id, found.scope), needs)():
         raise click.ClickException(f"forbidden: a key of scope {found.scope} may not do this")
     return Actor("api_key", found.id)
+
+
+#: The options every list command takes, as the API's `limit` and `cursor` query parameters.
+LIMIT = click.option("--limit", default=None, help="Items per page, 1 to 100 (default 20).")
+CURSOR = click.option("--cursor", default=None, help="The cursor the previous page printed, for the next page.")
+
+
+def print_page(items: list[dict], next_cursor: str | None) -> None:
+    """A page of a list as the API answers it: one JSON object per line on stdout, and on stderr
+    how to read the next page, so that a script reads stdout alone."""
+    for item in items:
+        click.echo(json.dumps(item))
+    click.echo(f"{len(items)} shown; " + (f"next page: --cursor {next_cursor}" if next_cursor else "no more"),
+               err=True)

@@ -1,4 +1,4 @@
-"""`users seed-and-export`: users made with COPY, and the CSV of credits for them."""
+"""`users seed-and-export`: users made with COPY, and the CSV of credits for them; `users find`."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +7,9 @@ import time
 import click
 
 from bootstrap import app_services as services
-from cli.common import Group, refused
+from cli.common import CURSOR, LIMIT, Group, print_page, refused
+from pipeline import search
+from pipeline.statements import parse_limit
 from pipeline.bulk.seeding import seed_and_export
 from pipeline.errors import Rejected
 
@@ -36,3 +38,19 @@ def seed_users(total, currency_code, amount, out_path):
     click.echo(f"created {total} users in {time.monotonic() - started:.1f} s; wrote {out_path}; topped up the"
                f" default funding account by {total} x {amount}", err=True)
     click.echo(out_path)
+
+
+@users.command("find")
+@click.option("--email", default=None, help="The user's email, whatever its case.")
+@click.option("--external-id", "external_id", default=None, help="The user's external id, exactly.")
+@LIMIT
+@CURSOR
+def users_find(email, external_id, limit, cursor):
+    """Users newest first, narrowed by email or external id (GET /api/v1/users): one JSON per line."""
+    from web.wallets import render_user
+
+    try:
+        found, next_cursor = search.users_page(services().uow(), email, external_id, parse_limit(limit), cursor)
+    except Rejected as refusal:
+        refused(refusal)
+    print_page([render_user(user) for user in found], next_cursor)

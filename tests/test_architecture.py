@@ -51,6 +51,6 @@ def test_the_command_line_has_one_module_per_command_group():
 
     groups = {command.name.replace("-", "_"): command for command in cli.COMMANDS}
     modules = {path.stem for path in (ROOT / "cli").glob("*.py")} - {"__init__", "common"}
-    assert set(groups) == modules == {"db", "keys", "users", "bulk_credit", "funding", "reconcile"}
+    assert set(groups) == modules == {"db", "keys", "users", "bulk_credit", "funding", "transactions", "reconcile"}
     for name, command in groups.items():
         assert command is getattr(getattr(cli, name), name)  # cli/users.py defines `users`, and so on
