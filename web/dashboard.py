@@ -4,7 +4,8 @@ Sign in with an operator, approver or admin API key (web/dashboard_session.py); 
 CSV, upload it, approve or reject it (web/dashboard_payouts.py); watch an activity settle,
 live, by Server-Sent Events (web/dashboard_events.py); list its FAILED or INVALID rows,
 retry them, download them as CSV; reverse a credit (web/dashboard_actions.py); find a user
-by id, email or external id and read their wallets and history (web/dashboard_users.py); list
+by id, email or external id and read their wallets and history (web/dashboard_users.py); find
+transactions by reference (web/dashboard_transactions.py); list
 and start reconciliation runs. A `user:<id>` key signs in to its own page only: balances,
 history and a transfer (web/dashboard_self.py). Running activities show their rows per second and
 time left (web/display.py). Counts and amounts show thousands separators. Templates are in web/templates/dashboard/,
@@ -26,7 +27,7 @@ from pipeline.bulk.status import ROW_FAILED, ROW_INVALID, ROW_STATUSES
 from pipeline.errors import Rejected
 from telemetry.metrics import BULK_ROW_RETRIES
 from web import (bulk_credit, dashboard_actions, dashboard_payouts, dashboard_self, dashboard_session,
-                 dashboard_users, stream_slots)
+                 dashboard_transactions, dashboard_users, stream_slots)
 from web.dashboard_payouts import described
 from web.display import amount, count, grouped, pace_shown, when
 from web.dashboard_events import busy_events, progress_events
@@ -40,6 +41,7 @@ dashboard_payouts.register(blueprint)
 dashboard_actions.register(blueprint)
 dashboard_users.register(blueprint)
 dashboard_self.register(blueprint)
+dashboard_transactions.register(blueprint)
 #: HTML pages, not API: APIFlask leaves a blueprint with this flag out of /openapi.json.
 blueprint.enable_openapi = False
 
