@@ -47,7 +47,8 @@ def test_transactions_are_found_by_reference_user_kind_activity_and_time(service
     assert ids(admin.get(f"/api/v1/transactions?user_id={ana}")) == [transfer["id"], deposit["id"]]
     assert ids(admin.get(f"/api/v1/transactions?user_id={ana}&kind=deposit")) == [deposit["id"]]
     credited = admin.get(f"/api/v1/transactions?activity_id={activity_id}").get_json()["data"]
-    assert [(e["kind"], e["amount"]) for e in credited] == [("bulk_credit", "3.00"), ("reservation", "3.00")]
+    assert [(e["kind"], e["amount"], e["funding_account"]) for e in credited] == [
+        ("bulk_credit", "3.00", "default"), ("reservation", "3.00", "default")]  # the credit named none before
     later = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
     assert ids(admin.get(f"/api/v1/transactions?created_after={later}")) == []
     every = ids(admin.get("/api/v1/transactions?limit=100"))

@@ -156,10 +156,11 @@ SELECT count(*) FROM (
 """)
 
 _ENTRIES = text(f"""
-INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, activity_id, metadata)
+INSERT INTO journal_entries (id, kind, idempotency_key, currency, amount, activity_id, funding_account, metadata)
 SELECT gen_random_uuid(), 'bulk_credit',
        'bulk_chunk:' || :chunk_id || ':' || :attempt || ':' || :first_row_id || ':' || r.currency,
        r.currency, sum(r.amount_minor), CAST(CAST(:activity_id AS text) AS uuid),
+       (SELECT a.funding_account FROM bulk_activities a WHERE a.id = CAST(CAST(:activity_id AS text) AS uuid)),
        jsonb_build_object('chunk_id', :chunk_id, 'rows', count(*), 'reservation_shard', :shard)
   FROM bulk_rows r WHERE {PENDING}
  GROUP BY r.currency
