@@ -98,6 +98,27 @@ def configure(app: APIFlask) -> None:
 
 #: Views whose own names would say little to a client's user.
 OPERATION_IDS = {"docs.page": "docs", "openapi.spec": "openapi_document"}
+#: Operations whose view's name alone says too little in a generated client (`place`, `void`,
+#: `list_all`): named with their object.
+NAMED = {
+    ("POST", "/api/v1/wallet/holds"): "place_hold", ("POST", "/api/v1/wallet/holds/{hold_id}/capture"): "capture_hold",
+    ("POST", "/api/v1/wallet/holds/{hold_id}/void"): "void_hold", ("DELETE", "/api/v1/users/{user_id}"): "close_user",
+    ("POST", "/api/v1/webhooks"): "create_webhook", ("GET", "/api/v1/webhooks"): "list_webhooks",
+    ("DELETE", "/api/v1/webhooks/{subscription_id}"): "delete_webhook",
+    ("GET", "/api/v1/webhooks/{subscription_id}/deliveries"): "list_deliveries",
+    ("POST", "/api/v1/webhooks/{subscription_id}/deliveries/{delivery_id}/replay"): "replay_delivery",
+    ("GET", "/api/v1/audit-events"): "list_audit_events",
+    ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/approve"): "approve_activity",
+    ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/reject"): "reject_activity",
+    ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/cancel"): "cancel_activity",
+    ("POST", "/api/v1/wallet/bulk-credit/retry"): "retry_activity",
+    ("POST", "/api/v1/wallet/bulk-credit/{activity_id}/reverse"): "reverse_activity",
+    ("POST", "/api/v1/users/{user_id}/wallets/{code}/freeze"): "freeze_wallet",
+    ("POST", "/api/v1/users/{user_id}/wallets/{code}/unfreeze"): "unfreeze_wallet",
+    ("GET", "/api/v1/funding-accounts"): "list_funding_accounts",
+    ("GET", "/api/v1/funding-accounts/{name}"): "get_funding_account",
+    ("POST", "/api/v1/funding-accounts/{name}/top-up"): "top_up_funding_account",
+}
 #: Blueprints that serve pages, not the API.
 UNDOCUMENTED = ("dashboard", "docs.asset", "static")
 
@@ -111,6 +132,8 @@ def _operation_ids() -> dict[tuple[str, str], str]:
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             views[(method, path)] = OPERATION_IDS.get(rule.endpoint, rule.endpoint)
+            if (method, path) in NAMED:
+                views[(method, path)] = "named." + NAMED[(method, path)]
     views = {key: endpoint for key, endpoint in views.items() if not endpoint.startswith(UNDOCUMENTED)}
     names = [endpoint.rpartition(".")[2] for endpoint in views.values()]
     return {key: (name if names.count(name) == 1 else endpoint.replace(".", "_"))
