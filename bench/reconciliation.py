@@ -53,24 +53,31 @@ def _admin_url(settings: Settings, database: str) -> str:
     return settings.database_url.rsplit("/", 1)[0] + "/" + database
 
 
-def generate(settings: Settings, wallets: int) -> Settings:
+def generated_database(settings: Settings, database: str, statements: list[str], params: dict) -> Settings:
+    """`database` made again on settings' server, migrated, filled by `statements` (set-based SQL,
+    triggers skipped: setup only) and vacuumed; the settings that point at it."""
     admin = create_engine(_admin_url(settings, "postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        connection.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        connection.exec_driver_sql(f"CREATE DATABASE {database}")
     admin.dispose()
-    bench_settings = dataclasses.replace(settings, database_url=_admin_url(settings, DATABASE))
+    bench_settings = dataclasses.replace(settings, database_url=_admin_url(settings, database))
     engine = make_engine(bench_settings)
     upgrade(engine)
-    began = time.monotonic()
     with engine.begin() as connection:
-        connection.exec_driver_sql("SET LOCAL session_replication_role = replica")  # setup only: skip triggers
-        for statement in _GENERATE:
-            connection.execute(text(statement), {"n": wallets, "shards": SHARDS})
+        connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        for statement in statements:
+            connection.execute(text(statement), params)
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
-    print(f"reconciliation: generated {wallets:,} wallets and {2 * wallets:,} postings in {time.monotonic() - began:.0f} s")
     engine.dispose()
+    return bench_settings
+
+
+def generate(settings: Settings, wallets: int) -> Settings:
+    began = time.monotonic()
+    bench_settings = generated_database(settings, DATABASE, _GENERATE, {"n": wallets, "shards": SHARDS})
+    print(f"reconciliation: generated {wallets:,} wallets and {2 * wallets:,} postings in {time.monotonic() - began:.0f} s")
     return bench_settings
 
 

@@ -17,20 +17,19 @@ table, the floor of any indexed read. The check: no sequential scan on a large t
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import event, text
 
+from bench.reconciliation import generated_database
 from pipeline.config import Settings
 from storage.audit import SqlAuditTrail
 from storage.bulk import SqlBulkCredits
 from storage.engine import make_engine
-from storage.migrate import upgrade
 from storage.search import SqlSearch
 
 DATABASE = "wallet_bench_search"
@@ -77,25 +76,10 @@ _GENERATE = [
 
 
 def generate(settings: Settings, rows: int) -> Settings:
-    admin_url = settings.database_url.rsplit("/", 1)[0]
-    admin = create_engine(admin_url + "/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        connection.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
-    admin.dispose()
-    bench_settings = dataclasses.replace(settings, database_url=f"{admin_url}/{DATABASE}")
-    engine = make_engine(bench_settings)
-    upgrade(engine)
     began = time.monotonic()
-    with engine.begin() as connection:
-        connection.exec_driver_sql("SET LOCAL session_replication_role = replica")  # setup only: skip triggers
-        for statement in _GENERATE:
-            connection.execute(text(statement), {"n": rows})
-    with engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+    bench_settings = generated_database(settings, DATABASE, _GENERATE, {"n": rows})
     print(f"search: generated {rows:,} users, entries (x2 postings), activities and audit events"
           f" in {time.monotonic() - began:.0f} s", flush=True)
-    engine.dispose()
     return bench_settings
 
 
