@@ -1,4 +1,4 @@
-"""What a bulk-credit chunk costs the database, in buffers and row versions rather than time
+"""What a bulk-credit chunk costs the database, in buffers rather than time
 (bench/README.md, "Where a bulk-credit chunk's time goes"): counts that do not move with the
 machine's load. Real PostgreSQL; chunks applied in this process."""
 from __future__ import annotations
@@ -9,11 +9,10 @@ import json
 import pytest
 from sqlalchemy import text
 
-from pipeline.bulk import chunks
 from pipeline.bulk.status import FAILURE_MESSAGES, USER_CLOSED, WALLET_FROZEN
 from pipeline.bulk.upload import upload
 from storage.bulk import apply
-from tests.test_bulk_pipeline import csv_of, query, seed_users
+from tests.test_bulk_pipeline import csv_of, seed_users
 
 ROWS = 400
 
@@ -49,21 +48,3 @@ def test_a_chunk_finds_frozen_wallets_and_closed_users_without_reading_each_rows
     # The chunk's own rows are read (a few dozen pages); a lookup of each row's user and
     # wallet, as before, was about 12 reads a row: 4,800 here.
     assert reads < ROWS / 4, f"{reads} buffer reads for {ROWS} rows"
-
-
-def test_a_chunk_settles_its_rows_on_their_own_pages_without_new_index_entries(
-        services, clean_database, one_chunk, queue):
-    activity_id, chunk_id = uploaded_chunk(services, one_chunk, queue)
-    page_of_row = "SELECT id, (ctid::text::point)[0]::bigint FROM bulk_rows WHERE activity_id = :a"
-    pages_before = dict(query(clean_database, page_of_row, a=activity_id))
-
-    assert chunks.apply_chunk(services.uow, one_chunk, chunk_id).credited == ROWS
-
-    pages_after = dict(query(clean_database, page_of_row, a=activity_id))
-    stayed = sum(pages_after[row] == page for row, page in pages_before.items())
-    # A new version on the row's own page, with no indexed column changed, is a HOT update:
-    # nothing is added to the indexes. Pages filled to half leave room for about 9 in 10 (the
-    # new version is a little wider: the entry's id); filled to 85%, 69 of 400 stayed.
-    assert stayed >= 0.8 * ROWS, f"{stayed} of {ROWS} rows were updated on their own page"
-    assert query(clean_database, "SELECT count(*) FROM bulk_rows WHERE activity_id = :a AND status = 'SUCCESS'",
-                 a=activity_id) == [(ROWS,)]
