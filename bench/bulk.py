@@ -34,9 +34,8 @@ from pipeline.bulk.seeding import seed_and_export
 from pipeline.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Targets on this 2-core machine, from the issue.
-MILLION_SECONDS_MAX = 60
-RATE_MIN_PER_S = 16_000
+#: Targets on this 2-core machine: the ratio to the naive baseline and the memory from the
+#: issue that specified this benchmark; the time goals are issue 12's (bench/targets.py).
 NAIVE_RATIO_MIN = 20
 WEB_RSS_MAX_MB = 200
 #: How often the activity and the web processes' memory are looked at, in seconds.
@@ -198,38 +197,46 @@ def end_to_end(api_url: str, token: str, path: Path, rows: int) -> dict:
             "web_peak_rss_mb": rss_mb}
 
 
-def compare_workers(services, users: list[str], directory: Path) -> dict:
-    """The same file size applied by 1 and then 2 worker processes of our own."""
+def compare_workers(services, users: list[str], directory: Path, repeats: int = 1) -> dict:
+    """The same file size applied by 1 and by 2 worker processes of our own, the counts taking
+    turns (1 2, 2 1, 1 2, ...) so that a machine whose speed drifts favours neither; medians."""
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for run in range(repeats):
+        for processes in ((1, 2) if run % 2 == 0 else (2, 1)):
+            rates[processes].append(_chunk_rate(services, users, directory, processes, 50 + run * 10 + processes))
+            print(f"  {processes} worker process{'es' if processes > 1 else ''}: {rates[processes][-1]:,.0f} rows/s"
+                  " (chunk application only)", flush=True)
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    return {"rows": len(users), "one_process_rate_per_s": one, "two_processes_rate_per_s": two,
+            "two_over_one": two / one, "runs_per_s": {"1": rates[1], "2": rates[2]}}
+
+
+def _chunk_rate(services, users: list[str], directory: Path, processes: int, seed: int) -> float:
     from actors import redis_broker
     from actors.bulk_credit import ChunkMessages
     from pipeline.bulk.upload import upload
 
     base, _, _ = services.settings.redis_url.rpartition("/")
     redis_url = f"{base}/{COMPARE_REDIS_DB}"
-    rates = {}
-    for processes in (1, 2):
-        path = directory / f"compare-{processes}.csv"
-        write_csv(path, users, 50 + processes)
-        environ = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": services.settings.database_url}
-        worker = subprocess.Popen([sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes),
-                                   "--threads", "1"], cwd=ROOT, env=environ, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            time.sleep(3)  # the workers import the app and connect
-            held = _Holding()
-            with path.open("rb") as source:
-                uploaded = upload(services.uow, held, services.settings, source, path.name)
-            started = time.monotonic()
-            ChunkMessages(redis_broker(redis_url)).send(held.chunk_ids)
-            wait_settled(lambda a: _activity(services, a), uploaded.activity.id)
-            rates[processes] = len(users) / (time.monotonic() - started)
-            print(f"  {processes} worker process{'es' if processes > 1 else ''}: {rates[processes]:,.0f} rows/s"
-                  " (chunk application only)", flush=True)
-        finally:
-            os.killpg(worker.pid, 15)
-            worker.wait(timeout=30)
-    return {"rows": len(users), "one_process_rate_per_s": rates[1], "two_processes_rate_per_s": rates[2],
-            "two_over_one": rates[2] / rates[1]}
+    path = directory / f"compare-{processes}-{seed}.csv"
+    write_csv(path, users, seed)
+    environ = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": services.settings.database_url}
+    worker = subprocess.Popen([sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes),
+                               "--threads", "1"], cwd=ROOT, env=environ, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(3)  # the workers import the app and connect
+        held = _Holding()
+        with path.open("rb") as source:
+            uploaded = upload(services.uow, held, services.settings, source, path.name)
+        started = time.monotonic()
+        ChunkMessages(redis_broker(redis_url)).send(held.chunk_ids)
+        wait_settled(lambda a: _activity(services, a), uploaded.activity.id)
+        return len(users) / (time.monotonic() - started)
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(timeout=30)
+        path.unlink()
 
 
 class _Holding:
@@ -271,14 +278,24 @@ def main(quick: bool = False) -> dict:
                 "median_rate_per_s": statistics.median(r["rate_per_s"] for r in runs),
                 "web_peak_rss_mb": max(r["web_peak_rss_mb"] for r in runs)}
         print("1 against 2 worker processes:", flush=True)
-        results["workers"] = compare_workers(services, users[:shape.compare_rows], directory)
+        results["workers"] = compare_workers(services, users[:shape.compare_rows], directory, shape.repeats)
     largest = max(shape.sizes)
     print("references on the same PostgreSQL:", flush=True)
-    results["floor"] = bulk_baselines.floor(services.settings.database_url, users[:largest])
+    # The floor of each size, for issue 12's ratio; the small size three times (it is seconds).
+    results["floors"] = {size: _median_floor(services.settings.database_url, users[:size],
+                                             shape.repeats if size < largest else 1) for size in shape.sizes}
+    results["floor"] = results["floors"][largest]
     results["naive"] = bulk_baselines.naive(services.settings.database_url, users[:shape.naive_rows])
     report(results, largest)
     services.engine.dispose()
     return results
+
+
+def _median_floor(database_url: str, users: list[str], repeats: int) -> dict:
+    runs = [bulk_baselines.floor(database_url, users) for _ in range(repeats)]
+    seconds = statistics.median(run["seconds"] for run in runs)
+    return {"rows": len(users), "seconds": seconds, "rate_per_s": len(users) / seconds,
+            "runs_seconds": [run["seconds"] for run in runs]}
 
 
 def report(results: dict, largest: int) -> None:
@@ -288,11 +305,12 @@ def report(results: dict, largest: int) -> None:
                          "ours_over_naive": rate / results["naive"]["rate_per_s"]}
     rss = max(size["web_peak_rss_mb"] for size in results["end_to_end"].values())
     print(f"\nbulk credit, {largest:,} rows end to end: median {ours['median_seconds']:.1f} s,"
-          f" {rate:,.0f} rows/s (target {MILLION_SECONDS_MAX} s, {RATE_MIN_PER_S:,} rows/s for 1,000,000)")
+          f" {rate:,.0f} rows/s")
     for size, figures in results["end_to_end"].items():
-        print(f"  {size:>9,} rows: median {figures['median_seconds']:.1f} s, {figures['median_rate_per_s']:,.0f} rows/s")
-    print(f"  floor (COPY postings + one UPDATE ... FROM): {results['floor']['rate_per_s']:,.0f} rows/s,"
-          f" {results['ratios']['floor_over_ours']:.1f} times ours")
+        floor = results["floors"][size]
+        print(f"  {size:>9,} rows: median {figures['median_seconds']:.1f} s, {figures['median_rate_per_s']:,.0f} rows/s;"
+              f" floor (COPY postings + one UPDATE ... FROM) {floor['seconds']:.2f} s, {floor['rate_per_s']:,.0f} rows/s:"
+              f" ours takes {figures['median_seconds'] / floor['seconds']:.1f} times the floor's time")
     print(f"  naive (1 ORM transaction per row, 2 threads): {results['naive']['rate_per_s']:,.0f} rows/s;"
           f" ours is {results['ratios']['ours_over_naive']:.0f} times faster (target {NAIVE_RATIO_MIN})")
     workers = results["workers"]
