@@ -29,7 +29,7 @@ from pathlib import Path
 import requests
 
 import bootstrap
-from bench import bulk_baselines
+from bench import bulk_baselines, cores
 from pipeline.bulk.seeding import seed_and_export
 from pipeline.config import Settings
 
@@ -281,6 +281,7 @@ def main(quick: bool = False) -> dict:
         results["workers"] = compare_workers(services, users[:shape.compare_rows], directory, shape.repeats)
     largest = max(shape.sizes)
     print("references on the same PostgreSQL:", flush=True)
+    results["cores"] = cores.two_over_one(services.settings.database_url, shape.repeats)
     # The floor of each size, for issue 12's ratio; the small size three times (it is seconds).
     results["floors"] = {size: _median_floor(services.settings.database_url, users[:size],
                                              shape.repeats if size < largest else 1) for size in shape.sizes}

@@ -91,6 +91,11 @@ def _workers(bulk: dict, scaleout: dict) -> list[dict]:
                          f"{workers['two_processes_rate_per_s']:,.0f} rows/s",
                          f"1 process {workers['one_process_rate_per_s']:,.0f} rows/s", ratio,
                          f">= {TWO_WORKERS_RATIO_MIN} x", ratio >= TWO_WORKERS_RATIO_MIN))
+    ceiling = bulk.get("cores")
+    if ceiling:
+        rows.append(_row("2 PostgreSQL connections against 1, CPU only", f"{ceiling['two_per_s']:.2f} queries/s",
+                         f"1 connection {ceiling['one_per_s']:.2f} queries/s", ceiling["two_over_one"],
+                         "(the ceiling for 2 workers here)", None))
     for kind, unit in (("chunk_rows_per_s", "rows/s"), ("transfers_per_s", "transfers/s")):
         curve = scaleout.get(kind) or {}
         one = curve.get("1")
