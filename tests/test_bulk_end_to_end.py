@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 from actors import redis_broker
 from actors.bulk_credit import ChunkMessages
 from tests.conftest import assert_ledger_invariants
@@ -71,14 +73,17 @@ def test_a_10000_row_file_with_invalid_rows_and_failing_users_ends_partially_com
     assert_ledger_invariants(services.engine)
 
 
-def test_a_worker_killed_mid_run_loses_nothing_once_its_chunks_are_sent_again(services, settings, http, workers):
-    users = seed_users(services, 100_000)
+@pytest.mark.parametrize("rows", [40_000, pytest.param(100_000, marks=[pytest.mark.chaos, pytest.mark.chaos_full])])
+def test_a_worker_killed_mid_run_loses_nothing_once_its_chunks_are_sent_again(rows, services, settings, http,
+                                                                              workers):
+    """40,000 rows (8 chunks) in `make test`; the 100,000-row form with `make chaos`."""
+    users = seed_users(services, rows)
     content = ("uuid,amount\n" + "".join(f"{user},100.00\n" for user in users)).encode()
     doomed, survivor = workers(2)
     activity_id = post_file(http, content).json["activity_id"]
 
     deadline = time.monotonic() + SETTLE_S
-    while activity(http, activity_id)["successful_records"] < 15_000:
+    while activity(http, activity_id)["successful_records"] < rows * 0.15:  # both workers still mid-file
         assert time.monotonic() < deadline, doomed.tail()
         time.sleep(0.05)
     doomed.kill_hard()
@@ -92,12 +97,12 @@ def test_a_worker_killed_mid_run_loses_nothing_once_its_chunks_are_sent_again(se
     settled = wait_settled(http, activity_id, [survivor, *fresh])
 
     assert settled["status"] == "COMPLETED"
-    assert counters(settled) == (100_000, 100_000, 0, 100_000, 0, 0)
+    assert counters(settled) == (rows, rows, 0, rows, 0, 0)
     assert query(services.engine, "SELECT count(*), count(DISTINCT bulk_row_id) FROM postings"
-                                  " WHERE bulk_row_id IS NOT NULL")[0] == (100_000, 100_000)
+                                  " WHERE bulk_row_id IS NOT NULL")[0] == (rows, rows)
     credited = balances(services.engine)
-    assert len(credited) == 100_000 and set(credited.values()) == {10_000}
-    assert funding_total(services.engine) == -1_000_000_000
+    assert len(credited) == rows and set(credited.values()) == {10_000}
+    assert funding_total(services.engine) == -10_000 * rows
     assert_ledger_invariants(services.engine)
 
 
