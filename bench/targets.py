@@ -115,9 +115,9 @@ def report(parts: dict, load: dict) -> list[dict]:
     rows = lines(parts)
     print(f"\n== issue 12: each figure against its baseline from this run (load average "
           f"{load.get('min', math.nan):.1f} to {load.get('max', math.nan):.1f} on {load.get('cores')} cores) ==")
-    print(f"{'workload':<44} {'figure':<28} {'baseline':<26} {'ratio':>6}  {'goal':<40} met")
+    print(f"{'workload':<48} {'figure':<28} {'baseline':<26} {'ratio':>6}  {'goal':<40} met")
     for row in rows:
         ratio = "" if row["ratio"] is None else f"{row['ratio']:.2f}"
         met = {True: "yes", False: "MISSED", None: "-"}[row["met"]]
-        print(f"{row['workload']:<44} {row['figure']:<28} {row['baseline']:<26} {ratio:>6}  {row['goal']:<40} {met}")
+        print(f"{row['workload']:<48} {row['figure']:<28} {row['baseline']:<26} {ratio:>6}  {row['goal']:<40} {met}")
     return rows
