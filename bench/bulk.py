@@ -29,7 +29,7 @@ from pathlib import Path
 import requests
 
 import bootstrap
-from bench import bulk_baselines, cores
+from bench import bulk_baselines, cores, cpu
 from pipeline.bulk.seeding import seed_and_export
 from pipeline.config import Settings
 
@@ -199,19 +199,23 @@ def end_to_end(api_url: str, token: str, path: Path, rows: int) -> dict:
 
 def compare_workers(services, users: list[str], directory: Path, repeats: int = 1) -> dict:
     """The same file size applied by 1 and by 2 worker processes of our own, the counts taking
-    turns (1 2, 2 1, 1 2, ...) so that a machine whose speed drifts favours neither; medians."""
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    turns (1 2, 2 1, 1 2, ...) so that a machine whose speed drifts favours neither; medians.
+    Each run also says how many cores the workers and their PostgreSQL backends kept busy."""
+    runs: dict[int, list[dict]] = {1: [], 2: []}
     for run in range(repeats):
         for processes in ((1, 2) if run % 2 == 0 else (2, 1)):
-            rates[processes].append(_chunk_rate(services, users, directory, processes, 50 + run * 10 + processes))
-            print(f"  {processes} worker process{'es' if processes > 1 else ''}: {rates[processes][-1]:,.0f} rows/s"
-                  " (chunk application only)", flush=True)
-    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+            found = _chunk_run(services, users, directory, processes, 50 + run * 10 + processes)
+            runs[processes].append(found)
+            print(f"  {processes} worker process{'es' if processes > 1 else ''}: {found['rate_per_s']:,.0f} rows/s"
+                  f" (chunk application only); cores busy: PostgreSQL backends {found['postgres_cores']:.2f},"
+                  f" workers {found['worker_cores']:.2f}", flush=True)
+    one, two = (statistics.median(run["rate_per_s"] for run in runs[n]) for n in (1, 2))
     return {"rows": len(users), "one_process_rate_per_s": one, "two_processes_rate_per_s": two,
-            "two_over_one": two / one, "runs_per_s": {"1": rates[1], "2": rates[2]}}
+            "two_over_one": two / one, "runs": {str(n): found for n, found in runs.items()},
+            "postgres_cores": {str(n): statistics.median(run["postgres_cores"] for run in runs[n]) for n in (1, 2)}}
 
 
-def _chunk_rate(services, users: list[str], directory: Path, processes: int, seed: int) -> float:
+def _chunk_run(services, users: list[str], directory: Path, processes: int, seed: int) -> dict:
     from actors import redis_broker
     from actors.bulk_credit import ChunkMessages
     from pipeline.bulk.upload import upload
@@ -224,15 +228,20 @@ def _chunk_rate(services, users: list[str], directory: Path, processes: int, see
     worker = subprocess.Popen([sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes),
                                "--threads", "1"], cwd=ROOT, env=environ, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
+    server = cpu.ServerCpu(services.settings.database_url)
     try:
         time.sleep(3)  # the workers import the app and connect
         held = _Holding()
         with path.open("rb") as source:
             uploaded = upload(services.uow, held, services.settings, source, path.name)
+        before, worker_before = server.seconds()["postgres"], cpu.group_seconds(worker.pid)
         started = time.monotonic()
         ChunkMessages(redis_broker(redis_url)).send(held.chunk_ids)
         wait_settled(lambda a: _activity(services, a), uploaded.activity.id)
-        return len(users) / (time.monotonic() - started)
+        seconds = time.monotonic() - started
+        return {"rate_per_s": len(users) / seconds, "seconds": seconds,
+                "postgres_cores": (server.seconds()["postgres"] - before) / seconds,
+                "worker_cores": (cpu.group_seconds(worker.pid) - worker_before) / seconds}
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(timeout=30)

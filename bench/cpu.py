@@ -44,6 +44,12 @@ def _processes():
         yield int(fields[2]), int(fields[11]) + int(fields[12]), command
 
 
+def group_seconds(group: int) -> float:
+    """CPU seconds used so far by the live processes of one process group (a worker command
+    started in a session of its own, say)."""
+    return sum(ticks for found, ticks, _ in _processes() if found == group) / TICKS_PER_S
+
+
 class ServerCpu:
     """Reads the CPU seconds used so far by the web processes and the database's backends."""
 
