@@ -21,6 +21,7 @@ from pipeline.bulk.status import (AWAITING_APPROVAL, AWAITING_FUNDS, CANCELLED, 
 from pipeline.bulk.upload import upload
 from pipeline.errors import Rejected
 from pipeline.statements import parse_limit
+from pipeline.text import parse_idempotency_key
 
 bulk_credit = Group("bulk-credit", help="Bulk credits from a CSV file.")
 
@@ -95,6 +96,7 @@ def upload_command(file, wait, idempotency_key, funding_account, dry_run, token)
     started = time.monotonic()
     uploader = actor_of(token, "may_operate")
     try:
+        idempotency_key = parse_idempotency_key(idempotency_key, required=False, field="--idempotency-key")
         if dry_run:
             from web.bulk_credit import render_preview
 

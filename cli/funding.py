@@ -17,6 +17,7 @@ from pipeline import funding as accounts
 from pipeline import wallets
 from pipeline.errors import Rejected
 from pipeline.idempotency import IdempotentRequest, answer_once, request_sha256
+from pipeline.text import parse_idempotency_key
 from web.problems import refusal_body
 
 funding = Group("funding", help="Funding accounts: balances, top-ups.")
@@ -68,6 +69,7 @@ def funding_top_up(name, amount, currency, reference, key, token):
             **({"reference": reference} if reference is not None else {})}
     try:
         name = accounts.parse_account_name(name, "name")
+        key = parse_idempotency_key(key, field="--idempotency-key")
         request = wallets.parse_money_request(body, settings, f"api:{actor.api_key_id}:{key}")
         once = IdempotentRequest(actor.api_key_id, key,
                                  request_sha256("POST", f"/api/v1/funding-accounts/{name}/top-up", body))

@@ -96,6 +96,12 @@ class IdempotencyKeyReused(Rejected):
     code = "idempotency_key_reused"
 
 
+class IdempotencyKeyMissing(Rejected):
+    """A money movement sent without an Idempotency-Key (or with a blank one)."""
+    code = "idempotency_key_missing"
+    status = 400
+
+
 class IdempotencyKeyInProgress(Rejected):
     code = "idempotency_key_in_progress"
     status = 409

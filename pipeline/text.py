@@ -6,8 +6,10 @@ instead of being refused as invalid input (a 422 naming the field).
 """
 from __future__ import annotations
 
-from pipeline.errors import FieldError, ValidationFailed
+from pipeline.errors import FieldError, IdempotencyKeyMissing, ValidationFailed
 
+#: The longest Idempotency-Key, in characters (the column is text; the limit keeps keys keys).
+IDEMPOTENCY_KEY_LENGTH_MAX = 255
 #: The longest reason an operator's action (a cancel, a reject, a reversal) may give, in characters.
 REASON_LENGTH_MAX = 500
 
@@ -31,3 +33,22 @@ def parse_reason(reason: object, length_max: int = REASON_LENGTH_MAX) -> str:
         raise ValidationFailed("reason is required", [FieldError(
             "reason", f"a text of 1 to {length_max} characters saying why")])
     return reason.strip()
+
+
+def parse_idempotency_key(key: str | None, required: bool = True, field: str = "Idempotency-Key") -> str | None:
+    """An Idempotency-Key, stripped; None when blank and not `required`. The same rule for
+    every entry point (HTTP header, dashboard form, command line option), so a key the API
+    refuses is never stored by another door. Raises IdempotencyKeyMissing (blank and
+    `required`) and ValidationFailed naming `field` (longer than IDEMPOTENCY_KEY_LENGTH_MAX
+    characters, or a character PostgreSQL cannot store)."""
+    key = (key or "").strip()
+    if not key:
+        if required:
+            raise IdempotencyKeyMissing("send an Idempotency-Key header with every money movement")
+        return None
+    if len(key) > IDEMPOTENCY_KEY_LENGTH_MAX:
+        raise ValidationFailed(f"{field} is too long",
+                               [FieldError(field, f"at most {IDEMPOTENCY_KEY_LENGTH_MAX} characters")])
+    if not storable(key):
+        raise ValidationFailed(f"{field} is not valid", [FieldError(field, "must not contain NUL")])
+    return key

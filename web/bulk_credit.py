@@ -14,7 +14,7 @@ from pipeline.bulk.ports import Activity, Actor, send_after_commit
 from pipeline.bulk.upload import upload
 from pipeline.errors import FieldError, ValidationFailed
 from pipeline.statements import parse_limit
-from pipeline.text import storable
+from pipeline.text import parse_idempotency_key
 from telemetry.metrics import BULK_ROW_RETRIES, count_rows
 from web.auth import allow, authenticated
 from web.inputs import rfc3339_field
@@ -67,11 +67,7 @@ def render_row(outcome: dict) -> dict:
 @authenticated
 def upload_file():
     allow(g.principal.may_operate())
-    key = request.headers.get("Idempotency-Key", "").strip() or None
-    if key is not None and len(key) > 255:
-        raise ValidationFailed("Idempotency-Key is too long", [FieldError("Idempotency-Key", "at most 255 characters")])
-    if key is not None and not storable(key):
-        raise ValidationFailed("Idempotency-Key is not valid", [FieldError("Idempotency-Key", "no NUL character")])
+    key = parse_idempotency_key(request.headers.get("Idempotency-Key"), required=False)
     # The part named `file` is the file with or without a filename (curl -F 'file=<x.csv' sends
     # none); it is spooled to disk past 500 KB, so memory stays flat, and read as a stream.
     if request.args:  # options are form fields: `?dry_run=true` must not pay the file

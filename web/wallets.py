@@ -13,10 +13,10 @@ from pipeline.audit import Actor
 from pipeline.idempotency import IdempotentRequest, answer_once, request_sha256
 from pipeline.money import MINOR_UNITS, Currency, MoneyError, currency, format_amount
 from pipeline.errors import FieldError, ValidationFailed
-from pipeline.text import REASON_LENGTH_MAX, parse_reason, storable
+from pipeline.text import REASON_LENGTH_MAX, parse_idempotency_key, parse_reason
 from web.auth import allow, authenticated
 from web.inputs import json_object
-from web.problems import HttpProblem, problem_response, refusal_body
+from web.problems import problem_response, refusal_body
 
 blueprint = APIBlueprint("wallets", __name__, url_prefix="/api/v1", tag="Users and wallets")
 
@@ -157,13 +157,7 @@ def idempotent(command, act, render, status: int = 201, body_required: bool = Tr
     """Validates first (a malformed request is refused without using up its key), then
     moves the money at most once per key; answers `status` with the rendered result.
     Without `body_required`, an empty body is `{}`."""
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if not key:
-        raise HttpProblem(400, "idempotency_key_missing", "send an Idempotency-Key header with every money movement")
-    if len(key) > 255:
-        raise ValidationFailed("Idempotency-Key is too long", [FieldError("Idempotency-Key", "at most 255 characters")])
-    if not storable(key):
-        raise ValidationFailed("Idempotency-Key is not valid", [FieldError("Idempotency-Key", "must not contain NUL")])
+    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
     body = json_object(required=body_required)
     parsed = command(body)
     once = IdempotentRequest(g.principal.api_key_id, key, request_sha256(request.method, request.path, body))

@@ -34,7 +34,7 @@ from pipeline.bulk.status import SETTLED_STATUSES, Counters, status_after_upload
 from pipeline.config import Settings
 from pipeline.errors import FieldError, IdempotencyKeyReused, Rejected, ValidationFailed
 from pipeline.funding import DEFAULT_ACCOUNT, parse_account_name
-from pipeline.text import storable
+from pipeline.text import parse_idempotency_key, storable
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,13 @@ def upload(uow_factory: Callable, queue: ChunkQueue, settings: Settings, source:
     or returns the earlier activity of the same Idempotency-Key or, unless
     `allow_duplicate_content`, of the same rows.
 
-    Raises ValidationFailed (an unknown funding account), UnreadableFile, TooLarge,
+    Raises ValidationFailed (an unknown funding account, an Idempotency-Key over 255
+    characters or with a NUL), UnreadableFile, TooLarge,
     IdempotencyKeyReused (the key with other rows or another funding account) and
     IdempotencyKeyInProgress (the same key or file still being uploaded).
     """
     funding_account = checked_funding_account(funding_account)
+    idempotency_key = parse_idempotency_key(idempotency_key, required=False)  # the CLI's too, not only HTTP's
     start = start_of(source)
     reader = HashingReader(source, settings.bulk_credit_max_bytes, start)
     file_sha256 = None if start is None else _hash_ahead(source, start, settings.bulk_credit_max_bytes)
