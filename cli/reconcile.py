@@ -1,7 +1,6 @@
 """`reconcile [--full] [--csv FILE]`: a reconciliation run here and now."""
 from __future__ import annotations
 
-import os
 
 import click
 
@@ -11,13 +10,13 @@ from cli.common import plainly
 
 @click.command("reconcile")
 @click.option("--full", is_flag=True, help="Check everything, not only what changed since the last clean run.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the mismatches to this CSV file.")
+# Opened before the run (lazy=False): a path that cannot be written (no such folder, a name too
+# long, no permission) is a usage error, exit 2, never a 1 that says "mismatch" to a script.
+@click.option("--csv", "csv_file", type=click.File("w", encoding="utf-8", lazy=False),
+              help="Also write the mismatches to this CSV file.")
 @plainly
-def reconcile(full, csv_path):
+def reconcile(full, csv_file):
     """Runs a reconciliation here and now; exits with status 1 when anything mismatches."""
-    if csv_path and not os.path.isdir(os.path.dirname(os.path.abspath(csv_path))):
-        # Checked first: failing after the run would exit 1, which says "mismatch" to a script.
-        raise click.BadParameter(f"the folder of {csv_path} does not exist", param_hint="--csv")
     # Imported here: pandas takes a second to load, which every other command would pay.
     from pipeline import reconciliation
     from telemetry.alerting import reconciliation_alert
@@ -29,6 +28,6 @@ def reconcile(full, csv_path):
     table = reconciliation.mismatch_table(run["mismatches"])
     if not table.empty:
         click.echo(table.to_string(index=False))
-    if csv_path:
-        table.to_csv(csv_path, index=False)
+    if csv_file:
+        table.to_csv(csv_file, index=False)
     raise SystemExit(1 if run["mismatch_count"] else 0)

@@ -233,6 +233,7 @@ def test_mistakes_on_the_command_line_are_one_line_and_move_nothing(app, service
         "reverse": runner.invoke(args=["bulk-credit", "reverse", activity_id, "--reason", "", "--row", "2"]),
         "row": runner.invoke(args=["bulk-credit", "reverse", activity_id, "--reason", "x", "--row", "3000000000"]),
         "csv": runner.invoke(args=["reconcile", "--csv", str(tmp_path / "missing" / "x.csv")]),
+        "csv name": runner.invoke(args=["reconcile", "--csv", str(tmp_path / ("x" * 300 + ".csv"))]),
         "out": runner.invoke(args=["users", "seed-and-export", "--total", "1", "--out", str(tmp_path / "file" / "x.csv")]),
         "label": runner.invoke(args=["keys", "create", "--scope", "operator", "--label", "a\tb\nc"]),
     }
@@ -240,7 +241,9 @@ def test_mistakes_on_the_command_line_are_one_line_and_move_nothing(app, service
     for name, answer in answers.items():
         assert answer.exit_code in (1, 2) and "Traceback" not in answer.output, (name, answer.output)
         assert isinstance(answer.exception, SystemExit), (name, answer.exception)
-    assert answers["csv"].exit_code == 2  # not 1, which says "mismatch" to a script
+    assert answers["csv"].exit_code == answers["csv name"].exit_code == 2  # not 1, which says "mismatch" to a script
+    written = runner.invoke(args=["reconcile", "--csv", str(tmp_path / "ok.csv")])
+    assert written.exit_code == 0 and (tmp_path / "ok.csv").read_text().splitlines() == ["wallet,kind,expected,actual"]
     assert "reason" in answers["cancel"].output and "row_numbers" in answers["row"].output
     assert "tab" in answers["label"].output
     assert query(services.engine, "SELECT status FROM bulk_activities") == [("COMPLETED",)]
