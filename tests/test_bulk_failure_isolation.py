@@ -30,17 +30,18 @@ def users(services, clean_database):
     return seed_users(services, 4)
 
 
-def fill_wallet(engine, user_id: str, currency: str, balance: int) -> None:
+def fill_wallet(engine, user_id: str, currency: str, balance: int, shard: int = 63) -> None:
     """Brings a user's wallet to `balance` with one journal entry from a bank shard that
-    deposits never use (63), as raw SQL: the API caps one movement at 10**15 minor units."""
+    deposits never use (63, or 62 for a second wallet near the limit), as raw SQL: the API
+    caps one movement at 10**15 minor units."""
     with engine.begin() as connection:
-        connection.execute(text("INSERT INTO wallets (system_name, shard, currency) VALUES ('bank', 63, :c)"
-                                " ON CONFLICT DO NOTHING"), {"c": currency})
+        connection.execute(text("INSERT INTO wallets (system_name, shard, currency) VALUES ('bank', :s, :c)"
+                                " ON CONFLICT DO NOTHING"), {"c": currency, "s": shard})
         connection.execute(text("INSERT INTO wallets (user_id, currency) VALUES (:u, :c) ON CONFLICT DO NOTHING"),
                            {"u": user_id, "c": currency})
         (bank_id, bank_balance), = connection.execute(text(
-            "SELECT id, balance FROM wallets WHERE system_name = 'bank' AND shard = 63 AND currency = :c"),
-            {"c": currency}).all()
+            "SELECT id, balance FROM wallets WHERE system_name = 'bank' AND shard = :s AND currency = :c"),
+            {"c": currency, "s": shard}).all()
         (wallet_id, current), = connection.execute(text(
             "SELECT id, balance FROM wallets WHERE user_id = :u AND currency = :c"), {"u": user_id, "c": currency}).all()
         delta = balance - current
@@ -101,6 +102,26 @@ def test_rows_of_one_wallet_fail_from_the_first_that_would_pass_the_limit(servic
     assert balances(engine)[rich] == BALANCE_MINOR_MAX
     assert_ledger_invariants(engine)
 
+
+
+def test_a_frozen_wallet_at_the_limit_fails_as_frozen_beside_a_wallet_that_fails_as_out_of_range(
+        services, engine, queue, users):
+    frozen, rich, a = users[:3]
+    fill_wallet(engine, frozen, "SGD", BALANCE_MINOR_MAX)
+    fill_wallet(engine, rich, "SGD", BALANCE_MINOR_MAX - 100, shard=62)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE wallets SET status = 'frozen' WHERE user_id = :u"), {"u": frozen})
+    activity_id = upload(services.uow, queue, services.settings, csv_of(
+        [f"{frozen},0.01", f"{rich},0.50", f"{a},2.00", f"{rich},0.60", f"{frozen},3.00"])).activity.id
+
+    apply_all(services, services.settings, queue.take())
+
+    statuses = query(engine, "SELECT row_number, status, error_code FROM bulk_rows WHERE activity_id = :a"
+                             " ORDER BY row_number", a=activity_id)
+    assert statuses == [(2, "FAILED", "wallet_frozen"), (3, "SUCCESS", None), (4, "SUCCESS", None),
+                        (5, "FAILED", "amount_out_of_range"), (6, "FAILED", "wallet_frozen")]
+    assert balances(engine) == {frozen: BALANCE_MINOR_MAX, rich: BALANCE_MINOR_MAX - 50, a: 200}
+    assert_ledger_invariants(engine)
 
 @pytest.fixture
 def staged_fault(engine):

@@ -66,15 +66,14 @@ RETURNING f.last_attempt
 # A credit that would take a wallet past bigint fails alone, before any write could
 # overflow: from the first row of that wallet in the chunk whose running total passes the
 # limit (the sums are numeric, which cannot overflow). Wallets this chunk created start at
-# zero and cannot get there: a chunk's rows add up to far less than the limit.
+# zero and cannot get there: a chunk's rows add up to far less than the limit. The rows are
+# found by the statement that locks the wallets (below), from the balances it locked: a
+# statement of their own read every row and its wallet again (about 4 buffer reads a row).
 _FAIL_OUT_OF_RANGE = text(f"""
 UPDATE bulk_rows r
    SET status = 'FAILED', attempts = r.attempts + 1, updated_at = now(), next_attempt_at = NULL,
        error_code = :code, error_message = :message
-  FROM (SELECT r.id, w.balance + sum(CAST(r.amount_minor AS numeric)) OVER (PARTITION BY w.id ORDER BY r.id) AS after
-          FROM bulk_rows r JOIN wallets w ON w.user_id = r.user_id AND w.currency = r.currency
-         WHERE {PENDING} AND w.id NOT IN (SELECT unnest(CAST(:created_ids AS bigint[])))) s
- WHERE r.id = s.id AND s.after > :balance_max
+ WHERE {PENDING} AND r.id = ANY(CAST(:row_ids AS bigint[]))
 """)
 
 # A row for a frozen wallet or a closed user fails alone, after the chunk has locked the
@@ -140,12 +139,18 @@ ON CONFLICT DO NOTHING
 
 # One index probe a row: the rows' wallets locked straight from the join, in ascending id
 # order (a wallet named by several rows comes once per row, and locking it again in the same
-# transaction is a no-op; the count is not used). It looked the ids up first, then each by id.
+# transaction is a no-op). It looked the ids up first, then each by id. It returns the rows
+# that would take their wallet past :balance_max (see _FAIL_OUT_OF_RANGE), from the balances
+# as locked: the frozen wallets' and closed users' rows among them fail as such first, and
+# they are the whole of their wallet's rows, so the running sums of the others are the same.
 _LOCK_USER_WALLETS = text(f"""
-SELECT count(*) FROM (
-    SELECT w.id FROM bulk_rows r JOIN wallets w ON w.user_id = r.user_id AND w.currency = r.currency
-     WHERE {PENDING} AND w.id NOT IN (SELECT unnest(CAST(:created_ids AS bigint[])))
-     ORDER BY w.id FOR UPDATE OF w) locked
+SELECT row_id FROM (
+    SELECT row_id, balance + sum(CAST(amount_minor AS numeric)) OVER (PARTITION BY wallet_id ORDER BY row_id) AS after
+      FROM (SELECT r.id AS row_id, r.amount_minor, w.id AS wallet_id, w.balance
+              FROM bulk_rows r JOIN wallets w ON w.user_id = r.user_id AND w.currency = r.currency
+             WHERE {PENDING} AND w.id NOT IN (SELECT unnest(CAST(:created_ids AS bigint[])))
+             ORDER BY w.id FOR UPDATE OF w) locked) s
+ WHERE after > :balance_max
 """)
 
 # The reservation shard this chunk draws from, made and filled when the activity was released.
@@ -292,11 +297,13 @@ class ChunkSql:
 
     def _credit(self, chunk: Chunk, funding_shard: int, pending: dict[str, Any]) -> tuple[int, int]:
         created_ids = self.connection.execute(_CREATE_WALLETS, pending).scalars().all()
-        self.connection.execute(_LOCK_USER_WALLETS, {**pending, "created_ids": created_ids})
-        inactive = self._fail_inactive(pending)
-        refused = inactive + self.connection.execute(_FAIL_OUT_OF_RANGE, {
-            **pending, "created_ids": created_ids, "balance_max": BALANCE_MINOR_MAX, "code": AMOUNT_OUT_OF_RANGE,
-            "message": FAILURE_MESSAGES[AMOUNT_OUT_OF_RANGE]}).rowcount
+        out_of_range = self.connection.execute(_LOCK_USER_WALLETS, {
+            **pending, "created_ids": created_ids, "balance_max": BALANCE_MINOR_MAX}).scalars().all()
+        refused = self._fail_inactive(pending)
+        if out_of_range:
+            refused += self.connection.execute(_FAIL_OUT_OF_RANGE, {
+                **pending, "row_ids": out_of_range, "code": AMOUNT_OUT_OF_RANGE,
+                "message": FAILURE_MESSAGES[AMOUNT_OUT_OF_RANGE]}).rowcount
         totals = self.connection.execute(_TOTALS, pending).all()
         if not totals:
             return 0, refused
