@@ -11,8 +11,12 @@ LABELS = (
     ('FROM ONLY "public"."journal_entries" x', "chunk:   in it: foreign key postings -> journal_entries, a row"),
     ("INSERT INTO bulk_activity_totals", "chunk:   in it: activity totals trigger (every bulk_rows statement)"),
     ("EXISTS (SELECT $1 FROM inserted i JOIN journal_entries", "chunk:   in it: postings join new entries only"),
+    ("FROM (SELECT DISTINCT journal_entry_id FROM inserted)", "chunk:   in it: postings join new entries only"),
     ("FROM postings WHERE journal_entry_id = NEW.id", "chunk: entry must balance (deferred, at commit)"),
     ("w.balance + sum(CAST(r.amount_minor", "chunk: fail amounts out of range"),
+    ("AND r.id = ANY(CAST($", "chunk: fail amounts out of range"),  # since issue 12: only when some are
+    # Since issue 12 the lock also finds the rows out of range, from the balances it locked.
+    ("SELECT row_id FROM ( SELECT row_id, balance", "chunk: lock the users' wallets"),
     ("s.closed", "chunk: fail frozen wallets and closed users"),
     ("WITH failing AS", "chunk: fail unknown users"),
     ("INSERT INTO wallets (user_id, currency, balance", "chunk: create missing wallets"),
