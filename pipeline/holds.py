@@ -103,10 +103,9 @@ def place(uow, request: HoldRequest, actor: Actor) -> Hold:
     """
     money = request.money
     key = WalletKey(money.currency.code, user_id=request.user_id)
-    known, wallets = uow.ledger.known_users_locking_wallets([request.user_id], [], [key])
-    if not known:
+    if not uow.ledger.known_users_creating_wallets([request.user_id], []):
         raise NotFound(f"no user {request.user_id}")
-    wallet = wallets.get(key)
+    wallet = uow.ledger.lock_wallets([key]).get(key)
     if wallet is None:
         if uow.ledger.closed_users([request.user_id]):
             raise UserClosed("the user is closed: no money moves for them any more")
@@ -160,10 +159,10 @@ def capture(uow, settings: Settings, hold_id: str, amount_text: object, to_user_
     payee = WalletKey(hold.currency, user_id=to_user_id) if to_user_id else system_shard("bank", hold.currency,
                                                                                           settings)
     users = [hold.user_id] + ([to_user_id] if to_user_id else [])
-    known, wallets = uow.ledger.known_users_locking_wallets(users, [payee], [payer, payee])
-    missing = set(users) - known
+    missing = set(users) - uow.ledger.known_users_creating_wallets(users, [payee])
     if missing:
         raise NotFound(f"no user {', '.join(sorted(missing))}")
+    wallets = uow.ledger.lock_wallets([payer, payee])
     if payee not in wallets:  # none is created for a closed user
         raise UserClosed("the receiving user is closed: no money moves for them any more")
     # The hold is released before the money leaves: what it reserved is what the capture spends.

@@ -44,15 +44,13 @@ def answer_once(
     def attempt() -> tuple[Answer, bool]:
         uow = uow_factory()
         with uow:
-            # The claim opens the savepoint below in the same round trip.
-            stored = uow.idempotency.claim(request.api_key_id, request.key, request.request_sha256,
-                                           open_savepoint=True)
+            stored = uow.idempotency.claim(request.api_key_id, request.key, request.request_sha256)
             if stored is not None:
                 if stored.request_sha256 != request.request_sha256:
                     raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
                 return (stored.status_code, stored.body), True
             try:
-                with uow.savepoint(begun=True):
+                with uow.savepoint():
                     answer = render(act(uow))
             except Rejected as refusal:
                 if refusal.status >= 500:

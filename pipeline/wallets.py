@@ -84,16 +84,15 @@ def _move(uow: UnitOfWork, entry: JournalEntry, users: list[str], movements: lis
           create: list[WalletKey]) -> Moved:
     """Checks that `users` exist, creates the wallets in `create` on their first credit, then
     locks every wallet the movements touch (in ascending id order) and records the entry.
-    The first three are one round trip (`known_users_locking_wallets`).
 
     Creating before locking keeps one lock order everywhere; a refusal after the creation
     leaves nothing behind, since the caller runs this inside a savepoint.
     """
-    keys = list(dict.fromkeys(movement.wallet for movement in movements))
-    known, wallets = uow.ledger.known_users_locking_wallets(users, create, keys)
-    missing = set(users) - known
+    missing = set(users) - uow.ledger.known_users_creating_wallets(users, create)
     if missing:
         raise NotFound(f"no user {', '.join(sorted(missing))}")
+    keys = list(dict.fromkeys(movement.wallet for movement in movements))
+    wallets = uow.ledger.lock_wallets(keys)
     if any(key not in wallets for key in keys):
         # A paying user without a wallet, or a closed user's (none is ever created for one).
         if uow.ledger.closed_users(users):

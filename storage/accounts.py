@@ -111,19 +111,10 @@ class SqlIdempotencyKeys:
         #: None: `complete` runs it at once.
         self.at_commit = at_commit
 
-    def claim(self, api_key_id: int, key: str, request_sha256: str,
-              open_savepoint: bool = False) -> StoredResponse | None:
-        """Inserts the key's row, or returns the stored answer of the request that did. With
-        `open_savepoint`, the use case's savepoint is opened in the same round trip, after the
-        claim (the savepoint must not undo it); the caller enters it with `savepoint(begun=True)`.
-        Raises IdempotencyKeyInProgress when a request with the key still runs after lock_timeout."""
-        parameters = {"api_key_id": api_key_id, "key": key, "hash": request_sha256}
+    def claim(self, api_key_id: int, key: str, request_sha256: str) -> StoredResponse | None:
         try:
-            if open_savepoint:
-                claimed, _ = driver.execute_together(self.connection, [(_CLAIM, parameters), (driver.SAVEPOINT, None)])
-            else:
-                claimed = driver.execute(self.connection, _CLAIM, parameters)
-            inserted = claimed.fetchone()
+            inserted = driver.execute(self.connection, _CLAIM,
+                                      {"api_key_id": api_key_id, "key": key, "hash": request_sha256}).fetchone()
         except DBAPIError as error:
             if isinstance(error.orig, psycopg.errors.LockNotAvailable):
                 raise IdempotencyKeyInProgress("a request with this Idempotency-Key is still running") from error

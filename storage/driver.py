@@ -18,10 +18,6 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection
 
-#: The savepoint a use case runs in (storage.unit_of_work), which the idempotency claim may open.
-SAVEPOINT = "SAVEPOINT use_case"
-ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT use_case"
-
 _NAMED_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -39,34 +35,6 @@ def execute_then_commit(connection: Connection, sql: str, parameters: dict[str, 
     `connection`'s transaction is over afterwards; its own commit() then finds nothing to do."""
     bound = psycopg.ClientCursor(connection.connection.driver_connection).mogrify(sql, parameters)
     execute(connection, f"{bound};\nCOMMIT", None)
-
-
-def execute_together(connection: Connection,
-                     statements: list[tuple[str, dict[str, Any] | None]]) -> list[psycopg.Cursor]:
-    """Runs `statements` (each from `statement`) in order in one round trip, with psycopg's
-    pipeline mode: each is still a prepared statement of its own, with its own snapshot, so a
-    later one sees what an earlier one wrote. The first error stops the rest (PostgreSQL skips
-    them) and leaves as from `execute`. Returns a cursor with the rows of each statement.
-
-    Listeners of the engine's cursor events see the round trip as one statement, the texts
-    joined with "; ", as for `execute_then_commit`."""
-    driver_connection = connection.connection.driver_connection
-    joined = "; ".join(sql for sql, _ in statements)
-    parameters = [parameters for _, parameters in statements]
-    cursors = [driver_connection.cursor() for _ in statements]
-    dispatch = connection.dispatch
-    if dispatch.before_cursor_execute:
-        dispatch.before_cursor_execute(connection, cursors[0], joined, parameters, None, False)
-    try:
-        with driver_connection.pipeline():
-            for cursor, (sql, values) in zip(cursors, statements):
-                cursor.execute(sql, values)
-    except psycopg.Error as error:
-        connection._handle_dbapi_exception(error, joined, parameters, cursors[0], None)
-        raise AssertionError("unreachable: _handle_dbapi_exception always raises")
-    if dispatch.after_cursor_execute:
-        dispatch.after_cursor_execute(connection, cursors[0], joined, parameters, None, False)
-    return cursors
 
 
 def execute(connection: Connection, sql: str, parameters: dict[str, Any] | None) -> psycopg.Cursor:

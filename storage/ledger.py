@@ -1,9 +1,8 @@
 """Wallets, journal entries and postings, each written with one statement."""
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg.errors
 from sqlalchemy import Connection, text
@@ -144,56 +143,32 @@ def _key_arrays(keys: list[WalletKey]) -> dict[str, list]:
     }
 
 
-def _known_users(user_ids: list[str], create: list[WalletKey]) -> dict[str, Any]:
-    assert len(user_ids) <= USERS_PER_MOVEMENT_MAX, f"a movement names at most {USERS_PER_MOVEMENT_MAX} users"
-    padded = list(user_ids) + [None] * (USERS_PER_MOVEMENT_MAX - len(user_ids))
-    return {**{f"known_user_id_{n}": user_id for n, user_id in enumerate(padded)}, **_padded_keys(create)}
-
-
-@contextlib.contextmanager
-def _closed_user_refused() -> Iterator[None]:
-    """A close committed while the wallet creation waited for the user's row (migration 0015)
-    leaves as UserClosed."""
-    try:
-        yield
-    except DBAPIError as error:
-        if isinstance(error.orig, psycopg.errors.CheckViolation) and "closed user" in str(error.orig):
-            raise UserClosed("the user is closed: no money moves for them any more") from error
-        raise
-
-
-def _wallets(rows) -> dict[WalletKey, Wallet]:
-    wallets = {}
-    for wallet_id, user_id, system_name, shard, currency, balance, held, status in rows:
-        key = WalletKey(currency, user_id, system_name, shard if system_name else 0)
-        wallets[key] = Wallet(wallet_id, key, balance, held, status)
-    return wallets
-
-
 class SqlLedger:
     def __init__(self, connection: Connection):
         self.connection = connection
 
     def known_users_creating_wallets(self, user_ids: list[str], create: list[WalletKey]) -> set[str]:
-        with _closed_user_refused():
-            rows = driver.execute(self.connection, _KNOWN_USERS_CREATING_WALLETS, _known_users(user_ids, create))
+        assert len(user_ids) <= USERS_PER_MOVEMENT_MAX, f"a movement names at most {USERS_PER_MOVEMENT_MAX} users"
+        padded = list(user_ids) + [None] * (USERS_PER_MOVEMENT_MAX - len(user_ids))
+        users = {f"known_user_id_{n}": user_id for n, user_id in enumerate(padded)}
+        try:
+            rows = driver.execute(self.connection, _KNOWN_USERS_CREATING_WALLETS, {**users, **_padded_keys(create)})
+        except DBAPIError as error:
+            # A close committed while this statement waited for the user's row (migration 0015).
+            if isinstance(error.orig, psycopg.errors.CheckViolation) and "closed user" in str(error.orig):
+                raise UserClosed("the user is closed: no money moves for them any more") from error
+            raise
         return {row[0] for row in rows}
 
     def lock_wallets(self, keys: list[WalletKey], create: list[WalletKey] = ()) -> dict[WalletKey, Wallet]:
         if create:
             self.connection.execute(_CREATE_WALLETS, _key_arrays(create))
-        return _wallets(driver.execute(self.connection, _LOCK_WALLETS, _padded_keys(keys)))
-
-    def known_users_locking_wallets(self, user_ids: list[str], create: list[WalletKey],
-                                    keys: list[WalletKey]) -> tuple[set[str], dict[WalletKey, Wallet]]:
-        """`known_users_creating_wallets` then `lock_wallets(keys)`, in one round trip: two
-        statements in order, the second seeing the wallets the first created. The wallets are
-        locked even when a user is unknown; the caller's savepoint releases them with its refusal."""
-        with _closed_user_refused():
-            known, locked = driver.execute_together(self.connection, [
-                (_KNOWN_USERS_CREATING_WALLETS, _known_users(user_ids, create)),
-                (_LOCK_WALLETS, _padded_keys(keys))])
-        return {row[0] for row in known}, _wallets(locked)
+        rows = driver.execute(self.connection, _LOCK_WALLETS, _padded_keys(keys))
+        wallets = {}
+        for wallet_id, user_id, system_name, shard, currency, balance, held, status in rows:
+            key = WalletKey(currency, user_id, system_name, shard if system_name else 0)
+            wallets[key] = Wallet(wallet_id, key, balance, held, status)
+        return wallets
 
     def record(self, entry: JournalEntry, postings: list[Posting]) -> datetime:
         """Writes the entry and its postings and moves the balances. Raises AlreadyReversed when

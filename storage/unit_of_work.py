@@ -55,20 +55,18 @@ class SqlUnitOfWork:
         return self
 
     @contextlib.contextmanager
-    def savepoint(self, begun: bool = False) -> Iterator[None]:
+    def savepoint(self) -> Iterator[None]:
         """A nested transaction: leaving it with an exception undoes only what it wrote.
-        `begun`: the previous statement opened it already (`idempotency.claim(open_savepoint=True)`).
 
         Leaving it normally keeps the savepoint until the commit, which releases it: a
         RELEASE would cost a round trip on every request for nothing.
         """
-        if not begun:
-            driver.execute(self.connection, driver.SAVEPOINT, {})
+        driver.execute(self.connection, "SAVEPOINT use_case", {})
         try:
             yield
         except BaseException:
             if not self.connection.invalidated:  # a lost connection took the savepoint with it
-                driver.execute(self.connection, driver.ROLLBACK_TO_SAVEPOINT, {})
+                driver.execute(self.connection, "ROLLBACK TO SAVEPOINT use_case", {})
             raise
 
     def commit(self) -> None:
