@@ -418,3 +418,39 @@ def test_post_moves_no_money_in_or_out_of_a_frozen_wallet_or_a_closed_users(stat
         post(wallets, [Movement(USER, -1), Movement(BANK, 1)])
     with pytest.raises(refusal):
         post(wallets, [Movement(BANK, -1), Movement(USER, 1)])
+
+
+def test_the_reversal_key_holds_the_reversals_only_and_still_refuses_a_second_reversal(wallets):
+    """Entries that reverse nothing (every transfer, deposit and chunk) leave no entry in the
+    reversal key's index (migration 0030): one index write fewer per movement."""
+    engine = wallets["engine"]
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("ANALYZE journal_entries")  # counts the rows each index holds
+        index_entries = connection.execute(text(
+            "SELECT reltuples FROM pg_class WHERE relname = 'journal_entries_reverses_entry_id_key'")).scalar_one()
+    assert index_entries == 0, "the two deposits of the fixture are in the reversal key's index"
+    reversal = ("INSERT INTO journal_entries (id, kind, currency, amount, reverses_entry_id)"
+                " VALUES (:id, 'reversal', 'SGD', 100, :reversed)")
+    with engine.begin() as connection:
+        reversal_id = str(uuid.uuid4())
+        connection.execute(text(reversal), {"id": reversal_id, "reversed": wallets["entry_sgd"]})
+        insert_posting(connection, reversal_id, wallets["bank_sgd"], "SGD", 100)
+        insert_posting(connection, reversal_id, wallets["user_sgd"], "SGD", -100)
+    with pytest.raises(DATABASE_ERRORS) as second:
+        with engine.begin() as connection:
+            connection.execute(text(reversal), {"id": str(uuid.uuid4()), "reversed": wallets["entry_sgd"]})
+    assert sqlstate_of(second) is psycopg.errors.UniqueViolation and "reverses_entry_id" in str(refusal(second))
+
+
+def test_the_reversal_of_an_entry_is_found_by_index_through_a_generic_plan(engine):
+    """storage/ledger.py asks `reverses_entry_id = $1` with a parameter: the partial index must
+    serve that generic plan (a predicate a generic plan cannot prove would scan every entry)."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        connection.exec_driver_sql("SET enable_seqscan = off")
+        connection.exec_driver_sql(
+            "PREPARE reversal_of(uuid) AS SELECT id FROM journal_entries WHERE reverses_entry_id = $1")
+        plan = "\n".join(connection.exec_driver_sql(
+            "EXPLAIN EXECUTE reversal_of('00000000-0000-0000-0000-000000000000')").scalars())
+        connection.exec_driver_sql("DEALLOCATE reversal_of")
+    assert "journal_entries_reverses_entry_id_key" in plan, plan
