@@ -13,7 +13,7 @@ generic plans too (tests/test_ledger_constraints.py checks the plan).
 from alembic import op
 
 revision = "0030"
-down_revision = "0026"
+down_revision = "0029"
 
 
 def upgrade() -> None:
