@@ -174,7 +174,10 @@ RETURNING id::text, currency, amount
 
 # One statement: the postings (one per row, one debit per currency on the reservation shard),
 # the balances they move, and the rows they settle. Every part reads the same snapshot,
-# so balance_after is computed from the balances before this statement's update.
+# so balance_after is computed from the balances before this statement's update. The wallets
+# this chunk created are asked with IN, which PostgreSQL answers from a hash of them: as a
+# LEFT JOIN, a chunk whose rows the planner guessed at one (a new file's statistics) was
+# planned as a nested loop over them, 5,000 x 5,000 comparisons: 4 s instead of 0.2.
 _POST = text(f"""
 WITH entry (id, currency, amount) AS (
     SELECT * FROM unnest(CAST(:entry_ids AS uuid[]), CAST(:entry_currencies AS char(3)[]),
@@ -184,12 +187,11 @@ WITH entry (id, currency, amount) AS (
 ), posted AS (
     INSERT INTO postings (journal_entry_id, wallet_id, currency, amount, balance_after, bulk_row_id)
     SELECT e.id, w.id, r.currency, r.amount_minor,
-           CASE WHEN c.id IS NULL THEN w.balance ELSE 0 END
+           CASE WHEN w.id IN (SELECT id FROM created) THEN 0 ELSE w.balance END
            + sum(r.amount_minor) OVER (PARTITION BY w.id ORDER BY r.id), r.id
       FROM bulk_rows r
       JOIN wallets w ON w.user_id = r.user_id AND w.currency = r.currency
       JOIN entry e ON e.currency = r.currency
-      LEFT JOIN created c ON c.id = w.id
      WHERE {PENDING}
     UNION ALL
     SELECT e.id, w.id, e.currency, -e.amount, w.balance - e.amount, NULL
