@@ -101,3 +101,26 @@ def test_a_repeatable_read_insert_whose_snapshot_predates_the_delete_fails_to_se
             insert_user_wallet(reader, user, "SGD")
     assert type(refusal(rejected)) is psycopg.errors.SerializationFailure
     assert count(engine, "users") == 1 and count(engine, "wallets") == 4  # the fixture's user and 4 wallets
+
+
+@pytest.mark.parametrize("statement", ["DELETE FROM users WHERE id = :u",
+                                       "UPDATE users SET id = gen_random_uuid() WHERE id = :u"])
+def test_a_repeatable_read_delete_cannot_miss_a_wallet_committed_after_its_snapshot(ledger, statement):
+    """From a break-it pass: the deleter's snapshot predated the wallet, whose insert had
+    committed; the delete went through and left the wallet without its user."""
+    engine = ledger["engine"]
+    with engine.begin() as connection:
+        user = insert_user(connection)
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as deleter:
+        deleter.execute(text("SELECT count(*) FROM users")).scalar_one()  # the snapshot is taken
+        with engine.begin() as inserter:
+            insert_user_wallet(inserter, user, "SGD")
+        with pytest.raises(DATABASE_ERRORS) as rejected:
+            deleter.execute(text(statement), {"u": user})
+            deleter.commit()
+    assert type(refusal(rejected)) is psycopg.errors.SerializationFailure
+    with engine.connect() as connection:
+        orphans = connection.execute(text("SELECT count(*) FROM wallets w LEFT JOIN users u ON u.id = w.user_id"
+                                          " WHERE w.user_id IS NOT NULL AND u.id IS NULL")).scalar_one()
+        kept = connection.execute(text("SELECT count(*) FROM wallets WHERE user_id = :u"), {"u": user}).scalar_one()
+    assert (orphans, kept) == (0, 1)
